@@ -1,0 +1,157 @@
+"""Flow-matching sampler, cross-modal forcing schedules and the causal generator."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from tests.helpers import live_model, make_track, random_cond, small_config
+from unison_stream.model.generator import CausalGenerator, PlanSlice
+from unison_stream.model.sampler import Sampler, forcing_schedule, time_grid
+
+
+def test_time_grid_runs_from_noise_to_clean() -> None:
+    assert time_grid(4) == [1.0, 0.75, 0.5, 0.25, 0.0]
+    shifted = time_grid(4, shift=3.0)
+    assert shifted[0] == 1.0 and shifted[-1] == 0.0 and shifted[2] > 0.5
+
+
+def test_forcing_schedule_leader_runs_ahead() -> None:
+    joint = forcing_schedule(4, "none", 1)
+    assert len(joint) == 4 and all(s.t_video == s.t_audio for s in joint)
+    audio_leads = forcing_schedule(4, "audio", 1)
+    assert len(audio_leads) == 5, "S + L model calls"
+    assert [s.t_audio for s in audio_leads] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert [s.t_video for s in audio_leads] == [1.0, 1.0, 0.75, 0.5, 0.25]
+    assert audio_leads[0].t_video_next == 1.0, "the follower waits while the leader starts"
+    video_leads = forcing_schedule(4, "video", 2)
+    assert [s.t_video for s in video_leads][:3] == [1.0, 0.75, 0.5]
+    assert [s.t_audio for s in video_leads][:3] == [1.0, 1.0, 1.0]
+    assert all(s.t_video_next == 0.0 for s in video_leads[3:])
+
+
+def test_no_cross_modal_forcing_ablation_forces_joint_schedules() -> None:
+    on = Sampler(steps=4, cross_modal_forcing=True)
+    off = Sampler(steps=4, cross_modal_forcing=False)
+    assert on.schedule("audio", 2) != off.schedule("audio", 2)
+    assert off.schedule("audio", 2) == off.schedule("none", 0) == forcing_schedule(4, "none", 0)
+
+
+def test_sampler_integrates_a_known_velocity_field_exactly() -> None:
+    """With the true velocity of a fixed x₀ the Euler solver lands exactly on x₀."""
+    x0_v, x0_a = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 6)
+    eps_v, eps_a = torch.randn_like(x0_v), torch.randn_like(x0_a)
+
+    def denoise(xv, xa, tv, ta, final):
+        return eps_v - x0_v, eps_a - x0_a
+
+    for lead in ("none", "audio", "video"):
+        xv, xa = Sampler(steps=4).sample(denoise, eps_v, eps_a, lead=lead, lead_steps=1)
+        torch.testing.assert_close(xv, x0_v)
+        torch.testing.assert_close(xa, x0_a)
+
+
+def _plan(cfg, seed=0, **kw):
+    track = make_track(cfg.chunk_seconds(), seed)
+    return PlanSlice(cond=random_cond(cfg, 1, seed).with_tracks([track]), **kw)
+
+
+def _clean(cfg, seed):
+    g = torch.Generator().manual_seed(seed)
+    h, w = cfg.latent.latent_hw(cfg.media)
+    v = torch.randn(1, cfg.stream.chunk_latent_frames, cfg.latent.video_channels, h, w, generator=g)
+    a = torch.randn(1, 2, cfg.audio_frames_per_chunk(), cfg.latent.audio_channels, generator=g)
+    return v, a
+
+
+def test_clean_video_is_returned_unchanged_and_drives_the_audio() -> None:
+    cfg = small_config()
+    model = live_model(cfg, std=0.1)
+    outs = []
+    for seed in (1, 2):
+        gen = CausalGenerator(model, seed=0)
+        v, _ = _clean(cfg, seed)
+        chunk = gen.step(_plan(cfg, clean_video=v))
+        assert torch.equal(chunk.video, v), "video→audio: the given video comes back untouched"
+        outs.append(chunk.audio)
+    assert (outs[0] - outs[1]).abs().max() > 1e-3, "the audio depends on the given video"
+
+
+def test_clean_speech_is_held_while_sfx_and_video_are_generated() -> None:
+    cfg = small_config()
+    model = live_model(cfg, std=0.1)
+    outs = []
+    for seed in (1, 2):
+        gen = CausalGenerator(model, seed=0)
+        _, a = _clean(cfg, seed)
+        chunk = gen.step(_plan(cfg, clean_audio=a, clean_audio_mask=(True, False)))
+        assert torch.equal(chunk.speech, a[:, 0]), "audio-driven: speech comes back untouched"
+        sfx = chunk.sfx
+        assert sfx is not None and not torch.equal(sfx, a[:, 1]), "SFX is generated"
+        outs.append(chunk.video)
+    assert (outs[0] - outs[1]).abs().max() > 1e-3, "the video depends on the given speech"
+
+
+def test_generator_calls_s_steps_plus_commit_and_timestamps_are_contiguous() -> None:
+    cfg = small_config()
+    model = live_model(cfg, std=0.1)
+    calls: list[bool] = []
+    real = model.forward_chunk
+
+    def counting(*args, **kw):
+        calls.append(kw["write"])
+        return real(*args, **kw)
+
+    model.forward_chunk = counting  # type: ignore[method-assign]
+    gen = CausalGenerator(model)
+    chunks = [gen.step(_plan(cfg)) for _ in range(3)]
+    assert calls == ([False] * cfg.sampler.steps + [True]) * 3, "4 steps, then the clean commit"
+    assert [c.index for c in chunks] == [0, 1, 2]
+    for a, b in itertools.pairwise(chunks):
+        assert abs(a.start_s + a.duration_s - b.start_s) < 1e-9
+    calls.clear()
+    gen.step(_plan(cfg, lead="audio", lead_steps=1))
+    assert calls == [False] * 5 + [True], "a one-step lead costs one more call"
+
+
+def test_last_step_commit_writes_on_the_final_call() -> None:
+    cfg = small_config("stream.commit=last_step")
+    model = live_model(cfg, std=0.1)
+    calls: list[bool] = []
+    real = model.forward_chunk
+
+    def counting(*args, **kw):
+        calls.append(kw["write"])
+        return real(*args, **kw)
+
+    model.forward_chunk = counting  # type: ignore[method-assign]
+    CausalGenerator(model).step(_plan(cfg))
+    assert calls == [False, False, False, True]
+
+
+def test_reference_chunk_becomes_the_sink_and_memory_stays_constant() -> None:
+    cfg = small_config("stream.window_chunks=2")
+    model = live_model(cfg, std=0.1)
+    gen = CausalGenerator(model)
+    v, a = _clean(cfg, 5)
+    gen.step(_plan(cfg, clean_video=v, clean_audio=a))  # identity chunk: commit only
+    ptrs = [t.data_ptr() for r in gen.cache._rings.values() for t in (r.k, r.sink_k)]
+    sizes = []
+    for k in range(1, 41):
+        gen.step(_plan(cfg, seed=k))
+        if k in (10, 40):
+            sizes.append(gen.cache.nbytes())
+    assert sizes[0] == sizes[1]
+    assert ptrs == [t.data_ptr() for r in gen.cache._rings.values() for t in (r.k, r.sink_k)]
+    assert gen.cache.chunks() == [0, 39, 40]
+
+
+def test_generator_is_deterministic_by_seed() -> None:
+    cfg = small_config()
+    model = live_model(cfg, std=0.1)
+    a = CausalGenerator(model, seed=3).step(_plan(cfg))
+    b = CausalGenerator(model, seed=3).step(_plan(cfg))
+    c = CausalGenerator(model, seed=4).step(_plan(cfg))
+    assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio)
+    assert not torch.equal(a.video, c.video)

@@ -1,0 +1,1 @@
+"""The Unison model core: dual-stream causal DiT, rolling KV cache, sampler and generator."""

@@ -1,0 +1,150 @@
+"""CausalGenerator: chunk-by-chunk generation with the rolling KV cache (DESIGN.md §3).
+
+``CausalGenerator.step(plan_slice) -> AVChunk`` is synchronous and does no I/O: the engine
+(a later layer) runs it off the event loop. Per chunk it
+
+1. draws noise for the chunk's video and audio latents,
+2. runs the sampler (≤ 4 steps, optional cross-modal forcing lead, clean modalities held),
+   every model call reading the cache,
+3. commits the chunk to the cache: one extra pass at ``t = 0`` over the clean result
+   (``stream.commit = "clean_pass"``) or the K/V of the last solver call (``"last_step"``).
+
+The first chunk committed becomes the cache's permanent sink. To make the reference identity
+the sink, give the first plan slice clean video (the reference latents) and clean audio: such a
+chunk costs only the commit pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from unison_stream.model.conditioning import Conditioning
+from unison_stream.model.dit import UnisonDiT, patchify, unpatchify
+from unison_stream.model.sampler import Sampler
+
+__all__ = ["AVChunk", "CausalGenerator", "PlanSlice"]
+
+
+@dataclass
+class PlanSlice:
+    """What one chunk must contain, for B streams (track times relative to the chunk start)."""
+
+    cond: Conditioning
+    clean_video: Tensor | None = None  # (B, Fc, C, h, w) latents held at t = 0
+    clean_audio: Tensor | None = None  # (B, S, Nc, Ca) latents held at t = 0 …
+    clean_audio_mask: tuple[bool, ...] | None = None  # … for these sub-streams (default all)
+    lead: str | None = None  # "none" | "audio" | "video"; None → config default
+    lead_steps: int | None = None
+
+
+@dataclass
+class AVChunk:
+    """One generated chunk of latents on the stream's media clock."""
+
+    index: int
+    start_s: float
+    duration_s: float
+    video: Tensor  # (B, Fc, C, h, w) video latent frames
+    audio: Tensor  # (B, S, Nc, Ca): S = 2 → [speech, sfx]; S = 1 → the mix
+
+    @property
+    def speech(self) -> Tensor:
+        """(B, Nc, Ca) speech latents (the mix when the speech/SFX split is ablated)."""
+        return self.audio[:, 0]
+
+    @property
+    def sfx(self) -> Tensor | None:
+        """(B, Nc, Ca) SFX latents, or None without the split."""
+        return self.audio[:, 1] if self.audio.shape[1] == 2 else None
+
+
+class CausalGenerator:
+    """Streams chunks from a :class:`UnisonDiT` for a batch of B independent streams."""
+
+    def __init__(
+        self,
+        model: UnisonDiT,
+        *,
+        batch: int = 1,
+        seed: int = 0,
+        cache_dtype: torch.dtype | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.cfg = model.cfg
+        self.batch = batch
+        self.device = next(model.parameters()).device
+        self.cache = model.new_cache(batch, device=self.device, dtype=cache_dtype)
+        s = self.cfg.sampler
+        self.sampler = Sampler(
+            steps=s.steps,
+            shift=s.shift,
+            cross_modal_forcing=self.cfg.model.ablation.cross_modal_forcing,
+        )
+        self._seed = seed
+        self.reset()
+
+    @property
+    def chunk_index(self) -> int:
+        """Index of the next chunk to be generated."""
+        return self._k
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new stream: empty cache, chunk 0, fresh noise."""
+        self.cache.reset()
+        self._k = 0
+        self._gen = torch.Generator(device=self.device).manual_seed(
+            self._seed if seed is None else seed
+        )
+
+    @torch.inference_mode()
+    def step(self, plan: PlanSlice) -> AVChunk:
+        """Generate (and commit) the next chunk."""
+        cfg, m = self.cfg, self.model
+        b, k = self.batch, self._k
+        assert plan.cond.batch == b, f"plan for {plan.cond.batch} streams, generator has {b}"
+        fc, nc = cfg.stream.chunk_latent_frames, cfg.audio_frames_per_chunk()
+        p, (h, w) = cfg.latent.patch, cfg.latent.latent_hw(cfg.media)
+        shape_v = (b, fc, cfg.tokens_per_frame(), cfg.latent.video_token_dim())
+        shape_a = (b, cfg.audio_streams(), nc, cfg.latent.audio_channels)
+        noise_v = torch.randn(shape_v, generator=self._gen, device=self.device)
+        noise_a = torch.randn(shape_a, generator=self._gen, device=self.device)
+        cond = plan.cond.to(self.device)
+        last_step_commit = cfg.stream.commit == "last_step"
+        committed = False
+
+        def denoise(
+            xv: Tensor, xa: Tensor, tv: Tensor, ta: Tensor, final: bool
+        ) -> tuple[Tensor, Tensor]:
+            nonlocal committed
+            write = final and last_step_commit
+            committed = committed or write
+            return m.forward_chunk(
+                xv, xa, tv, ta, cond, cache=self.cache, chunk_index=k, write=write
+            )
+
+        clean_v = (
+            patchify(plan.clean_video.to(self.device), p) if plan.clean_video is not None else None
+        )
+        mask = None
+        if plan.clean_audio_mask is not None:
+            mask = torch.tensor(plan.clean_audio_mask, dtype=torch.bool, device=self.device)
+        xv, xa = self.sampler.sample(
+            denoise,
+            noise_v,
+            noise_a,
+            clean_v=clean_v,
+            clean_a=plan.clean_audio.to(self.device) if plan.clean_audio is not None else None,
+            clean_a_mask=mask,
+            lead=plan.lead if plan.lead is not None else cfg.sampler.lead,
+            lead_steps=plan.lead_steps if plan.lead_steps is not None else cfg.sampler.lead_steps,
+        )
+        if not committed:  # clean pass at t = 0 writes the chunk's K/V
+            zv = torch.zeros(shape_v[:2], device=self.device)
+            za = torch.zeros(shape_a[:3], device=self.device)
+            m.forward_chunk(xv, xa, zv, za, cond, cache=self.cache, chunk_index=k, write=True)
+        self._k += 1
+        cs = cfg.chunk_seconds()
+        return AVChunk(k, k * cs, cs, unpatchify(xv, p, h, w), xa)
