@@ -1,12 +1,7 @@
 """``unison-stream render``: generate a clip offline and write it as an mp4 (H.264 + AAC).
 
-At this stage of the project the codecs (video/audio decoders) and the trained default model
-do not exist yet, so ``render`` shows the *latents* the model generates, through a fixed
-preview decoder:
-
-- video: three latent channels as RGB, upsampled to the frame size;
-- audio: each latent channel drives the loudness of one sine partial (carried phases, no
-  clicks), speech and SFX summed.
+Decoders come from :func:`unison_stream.codecs.load_decoders`: the trained codecs when their
+weights exist, else fixed preview decoders that show the latents (``codecs/preview.py``).
 
 The transcript becomes a timed track with a letter-rate front end (one token per letter,
 fixed durations, ``<tag>`` events as event tokens) until the duration predictor is trained.
@@ -27,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from unison_stream.config import UnisonConfig
+from unison_stream.codecs import load_decoders
 from unison_stream.media import write_mp4
 from unison_stream.model.checkpoint import load_model
 from unison_stream.model.conditioning import Conditioning, TimedTrack
@@ -76,39 +71,6 @@ def letters_track(text: str, start_s: float = 0.0) -> tuple[TimedTrack, str]:
     return TimedTrack(tuple(ids), tuple(starts), tuple(ends)), plain
 
 
-class PreviewDecoder:
-    """Latents → pixels and sound, with no learned weights (see module docstring)."""
-
-    def __init__(self, cfg: UnisonConfig, n_partials: int | None = None) -> None:
-        self.cfg = cfg
-        c = cfg.latent.audio_channels
-        self.freqs = np.geomspace(110.0, 3520.0, n_partials or c)  # Hz, one per channel
-        self.phase = np.zeros_like(self.freqs)
-
-    def video(self, lat: torch.Tensor) -> np.ndarray:
-        """(F, C, h, w) latents → (F·stride, H, W, 3) uint8."""
-        rgb = torch.sigmoid(lat[:, :3].float())  # (F, 3, h, w)
-        up = torch.nn.functional.interpolate(
-            rgb,
-            size=(self.cfg.media.height, self.cfg.media.width),
-            mode="bilinear",
-            align_corners=False,
-        )
-        up = up.repeat_interleave(self.cfg.latent.video_time_stride, dim=0)
-        return (up.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().numpy()
-
-    def audio(self, lat: torch.Tensor) -> np.ndarray:
-        """(S, N, C) latents → mono float32 samples for N latent frames (phases carried)."""
-        sr = self.cfg.media.sample_rate
-        hop = round(sr / self.cfg.latent.audio_hz)
-        amp = torch.sigmoid(lat.float()).sum(0).numpy() / (lat.shape[0] * len(self.freqs))  # (N, C)
-        amp = np.repeat(amp, hop, axis=0)  # (N·hop, C) sample-rate envelope
-        steps = 2 * math.pi * self.freqs / sr
-        phases = self.phase + np.arange(1, amp.shape[0] + 1)[:, None] * steps  # (N·hop, C)
-        self.phase = phases[-1] % (2 * math.pi)
-        return (0.8 * (amp * np.sin(phases)).sum(1)).astype(np.float32)
-
-
 def render(
     text: str,
     out: Path,
@@ -149,14 +111,17 @@ def render(
     silence = torch.zeros(1, cfg.audio_streams(), nc, cfg.latent.audio_channels)
     gen.step(PlanSlice(base, clean_video=ref.expand(1, fc, -1, -1, -1), clean_audio=silence))
     n_chunks = math.ceil((track.end[-1] if len(track) else 0.0) / cs + tail_s / cs)
-    dec = PreviewDecoder(cfg)
+    dec_v, dec_sp, dec_sfx = load_decoders(cfg)
     frames, audio = [], []
     for k in tqdm(range(1, n_chunks + 1), desc="render", unit="chunk"):
         t0 = (k - 1) * cs  # media time of this chunk (the identity chunk is not shown)
         window = track.window(t0, t0 + cs, cfg.model.track_window_s)
         chunk = gen.step(PlanSlice(base.with_tracks([window])))
-        frames.append(dec.video(chunk.video[0]))
-        audio.append(dec.audio(chunk.audio[0]))
+        frames.append(dec_v.decode(chunk.video)[0])
+        mix = dec_sp.decode(chunk.speech)[0]
+        if chunk.sfx is not None:
+            mix = mix + dec_sfx.decode(chunk.sfx)[0]
+        audio.append(mix)
     path = write_mp4(
         out, np.concatenate(frames), cfg.media.fps, np.concatenate(audio), cfg.media.sample_rate
     )
