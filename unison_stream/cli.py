@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "unison_stream.bench",
     "unison_stream.render",
     "unison_stream.train",
+    "unison_stream.data.cli",
 )
 
 

@@ -47,6 +47,9 @@ _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _PARAM_RATE, _PARAM_VOLUME, _PARAM_PITCH, _PARAM_RANGE = 1, 2, 3, 4
 _PAUSES = ("_", "_:", "_!", "_^", "_|", "||", "|")
+# Mnemonics some voices print that the shared vocab spells otherwise (see unison_stream.vocab).
+_ALIASES = {"aa": "A:", "i@3": "i@"}
+_MODIFIERS = (";",)  # palatalisation mark: lengthens the previous phoneme, not a sound
 
 
 class _EventId(ctypes.Union):
@@ -285,7 +288,10 @@ def synthesize(
         end = phon[k + 1][0] if k + 1 < len(phon) else total
         if end <= start:
             continue  # zero-length marker (e.g. a pause event at the same sample)
-        phonemes.append(Timed("_" if lab in _PAUSES else lab, start, end))
+        if lab in _MODIFIERS and phonemes:  # extends the phoneme before it
+            phonemes[-1] = Timed(phonemes[-1].label, phonemes[-1].start, end)
+            continue
+        phonemes.append(Timed("_" if lab in _PAUSES else _ALIASES.get(lab, lab), start, end))
 
     words: list[Timed] = []
     word_events = [(s / src_rate, pos, length) for t, s, pos, length, _ in events if t == 1]
