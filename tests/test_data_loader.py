@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -50,7 +51,7 @@ def _video_only(path: Path, frames: np.ndarray, fps: int = 25) -> None:
         c.mux(v.encode(None))
 
 
-def _manifest(root: Path, rows: list[dict[str, object]]) -> Path:
+def _manifest(root: Path, rows: list[Any]) -> Path:
     path = root / "manifest.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
