@@ -54,15 +54,36 @@ def lagged_correlation(a: np.ndarray, b: np.ndarray, lag: int) -> float:
 
 
 def onset_time(
-    x: np.ndarray, sample_rate: int, near: float, window: float, fraction: float = 0.1
+    x: np.ndarray,
+    sample_rate: int,
+    near: float,
+    window: float,
+    *,
+    fraction: float = 0.1,
+    jump: float = 4.0,
 ) -> float:
-    """First time in ``near ± window`` s where ``|x|`` exceeds ``fraction`` of its peak there."""
-    lo = max(0, int((near - window) * sample_rate))
+    """Onset of the effect nearest ``near`` (within ``± window`` s), or NaN if none.
+
+    Works on the peak envelope in 2 ms blocks: the onset is the first block that reaches
+    ``fraction`` of the window's peak *and* ``jump``× (12 dB) the loudest of the 20 ms before
+    it, so the ringing tail of an earlier effect (a bell lasts ~1 s) is not taken for an onset.
+    """
+    block = max(1, int(0.002 * sample_rate))
+    look = 10  # blocks of history: 20 ms
+    lo = max(0, int((near - window) * sample_rate) - look * block)
     hi = min(len(x), int((near + window) * sample_rate))
-    seg = np.abs(x[lo:hi])
-    if len(seg) == 0 or seg.max() == 0:
+    nb = (hi - lo) // block
+    if nb <= look:
         return float("nan")
-    return (lo + int(np.argmax(seg > fraction * seg.max()))) / sample_rate
+    env = np.abs(x[lo : lo + nb * block]).reshape(nb, block).max(axis=1)
+    peak = env[look:].max()
+    if peak == 0:
+        return float("nan")
+    for k in range(look, nb):
+        if env[k] >= fraction * peak and env[k] > jump * env[k - look : k].max():
+            seg = np.abs(x[lo + k * block : lo + (k + 1) * block])
+            return (lo + k * block + int(np.argmax(seg >= fraction * peak))) / sample_rate
+    return float("nan")
 
 
 def hand_extreme_frame(
