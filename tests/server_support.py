@@ -1,0 +1,169 @@
+"""Builders shared by the server tests and ``bench serve``-style checks: a running server on
+127.0.0.1 with a fake (or real) engine, and an in-process aiortc + websocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiohttp import web
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from unison_stream.server.app import create_app, state_of
+from unison_stream.server.config import ServerConfig, validate_server
+from unison_stream.server.engine_api import EngineLike
+from unison_stream.server.fake_engine import FakeEngine
+from unison_stream.server.session import MediaSpec
+from unison_stream.server.webrtc import restrict_to_loopback
+
+API_KEY = "test-key"
+FPS, W, H, RATE = 25.0, 64, 64, 16000
+
+
+def fake_engine(**kw: Any) -> FakeEngine:
+    return FakeEngine(fps=FPS, width=W, height=H, sample_rate=RATE, **kw)
+
+
+def server_config(**kw: Any) -> ServerConfig:
+    cfg = ServerConfig(port=0, api_keys=[API_KEY], token_secret="s3cret", **kw)
+    return validate_server(cfg)
+
+
+@dataclass
+class Running:
+    app: web.Application
+    base: str  # http://127.0.0.1:PORT
+
+    @property
+    def state(self) -> Any:
+        return state_of(self.app)
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    engine: EngineLike | None = None, media: MediaSpec | None = None, **cfg_kw: Any
+) -> AsyncIterator[Running]:
+    eng: EngineLike = engine if engine is not None else fake_engine()
+    media = media or MediaSpec(fps=FPS, width=W, height=H, sample_rate=RATE)
+    app = create_app(eng, server_config(**cfg_kw), media, model="fake")
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield Running(app, f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class Client:
+    """A websocket + aiortc client that records everything it receives."""
+
+    http: aiohttp.ClientSession
+    ws: aiohttp.ClientWebSocketResponse
+    session_id: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    video: list[tuple[float, int]] = field(default_factory=list)  # (arrival s, pts)
+    # (arrival s, pts, rms, sample rate)
+    audio: list[tuple[float, int, float, int]] = field(default_factory=list)
+    pc: RTCPeerConnection | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    closed_code: int | None = None
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        await self.ws.send_str(json.dumps(msg))
+
+    async def wait_for(self, pred: Any, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            for m in self.messages[seen:]:
+                if pred(m):
+                    return m
+            seen = 0
+            await asyncio.sleep(0.01)
+        raise TimeoutError(f"no matching message; got {self.messages[-10:]}")
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("type") == kind]
+
+    async def _reader(self) -> None:
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.messages.append(json.loads(msg.data))
+        self.closed_code = self.ws.close_code
+
+    async def connect_media(self, timeout: float = 10.0) -> None:
+        restrict_to_loopback()
+        pc = RTCPeerConnection()  # no iceServers: loopback only
+        self.pc = pc
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            self.tasks.append(asyncio.ensure_future(self._consume(track)))
+
+        await pc.setLocalDescription(await pc.createOffer())
+        assert pc.localDescription is not None
+        await self.send({"type": "offer", "id": "o1", "sdp": pc.localDescription.sdp})
+        ans = await self.wait_for(lambda m: m["type"] in ("answer", "error"), timeout)
+        assert ans["type"] == "answer", ans
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=ans["sdp"], type="answer"))
+
+    async def _consume(self, track: Any) -> None:
+        t0 = time.monotonic()
+        try:
+            while True:
+                frame = await track.recv()
+                now = time.monotonic() - t0
+                if track.kind == "video":
+                    self.video.append((now, int(frame.pts)))
+                else:
+                    pcm = frame.to_ndarray().astype(np.float32) / 32768.0
+                    rms = float(np.sqrt(np.mean(pcm**2)))
+                    self.audio.append((now, int(frame.pts), rms, int(frame.sample_rate)))
+        except MediaStreamError:
+            pass
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        if self.pc is not None:
+            await self.pc.close()
+        await self.ws.close()
+        await self.http.close()
+
+
+async def create_session(base: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        r = await http.post(
+            f"{base}/v1/sessions",
+            json=body or {},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+        assert r.status == 201, await r.text()
+        out: dict[str, Any] = await r.json()
+        return out
+
+
+async def connect(base: str, body: dict[str, Any] | None = None, *, media: bool = True) -> Client:
+    info = await create_session(base, body)
+    http = aiohttp.ClientSession()
+    ws = await http.ws_connect(info["ws_url"])
+    c = Client(http, ws, info["session_id"])
+    c.tasks.append(asyncio.ensure_future(c._reader()))
+    await c.wait_for(lambda m: m["type"] == "ready")
+    if media:
+        await c.connect_media()
+    return c

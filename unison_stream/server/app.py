@@ -1,0 +1,233 @@
+"""HTTP routes, the websocket and the page on one port (aiohttp); thin asyncio glue.
+
+Everything that decides something lives elsewhere: parsing and validation in ``protocol.py``
+(sans-I/O), tokens in ``auth.py``, lifecycles in ``session.py``. Routes (docs/protocol.md):
+``POST /v1/sessions``, ``DELETE /v1/sessions/{id}``, ``GET /v1/ws?token=…``, ``GET /healthz``,
+``GET /metrics``, ``GET /`` (the browser page) and ``/static/…``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from unison_stream.server import protocol as P
+from unison_stream.server.auth import ApiKeys, TokenSigner
+from unison_stream.server.config import ServerConfig
+from unison_stream.server.engine_api import EngineLike
+from unison_stream.server.errors import BadRequest, ServerError, Unauthorized
+from unison_stream.server.session import MediaSpec, SessionManager
+
+__all__ = ["STATIC_DIR", "ServerState", "create_app", "state_of"]
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+WS_FRAME_FACTOR = 16  # frames above limit × this are refused by aiohttp itself (close 1009)
+
+
+class ServerState:
+    """What the routes share: config, keys, token signer, session manager, model name."""
+
+    def __init__(
+        self, engine: EngineLike, cfg: ServerConfig, media: MediaSpec, *, model: str
+    ) -> None:
+        self.cfg, self.media, self.model, self.engine = cfg, media, model, engine
+        self.keys = ApiKeys(cfg.api_keys)
+        self.signer = TokenSigner(cfg.token_secret, ttl_s=cfg.token_ttl_s)
+        self.manager = SessionManager(engine, cfg, media, self.signer)
+        self.limits = P.Limits(
+            max_message_bytes=cfg.max_message_bytes,
+            max_text_chars=cfg.max_text_chars,
+            max_caption_chars=cfg.max_caption_chars,
+        )
+        self.ws_errors = 0
+
+
+STATE_KEY = web.AppKey("unison_state", ServerState)
+
+
+def _error(err: ServerError) -> web.Response:
+    body = {"error": {"code": err.code, "message": err.message}}
+    return web.json_response(body, status=err.http_status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        resp: web.StreamResponse = await handler(request)
+        return resp
+    except ServerError as e:
+        return _error(e)
+
+
+def _state(request: web.Request) -> ServerState:
+    return request.app[STATE_KEY]
+
+
+# ---- routes -------------------------------------------------------------------------------------
+
+
+async def create_session(request: web.Request) -> web.Response:
+    st = _state(request)
+    st.keys.check(request.headers.get("Authorization"))
+    req = P.parse_create_session(await request.read(), st.limits)
+    session, token, exp = await st.manager.create(req)
+    scheme = "wss" if request.secure else "ws"
+    ws_url = f"{scheme}://{request.host}/v1/ws?token={token}"
+    body = {"session_id": session.id, "token": token, "expires_at": exp, "ws_url": ws_url}
+    return web.json_response(body, status=201)
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    st = _state(request)
+    sid = request.match_info["sid"]
+    auth = request.headers.get("Authorization")
+    if not st.keys.accepts(auth):
+        token = (auth or "").removeprefix("Bearer ").strip() or request.query.get("token")
+        st.signer.verify(token, session_id=sid)
+    if not await st.manager.end(sid, reason="deleted by client"):
+        return web.json_response(
+            {"error": {"code": "bad_request", "message": "no such session"}}, status=404
+        )
+    return web.json_response({"session_id": sid, "ended": True})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    st = _state(request)
+    m = st.manager
+    return web.json_response(
+        {
+            "status": "ok",
+            "model": st.model,
+            "sessions": len(m.sessions),
+            "channels": len(m.channels),
+            "capacity": m.capacity,
+            "peer_connections": m.peer_connections(),
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    st = _state(request)
+    m = st.manager
+    rows = [
+        ("unison_sessions", "gauge", "open sessions", len(m.sessions)),
+        ("unison_channels", "gauge", "engine sessions in use", len(m.channels)),
+        ("unison_capacity", "gauge", "maximum engine sessions", m.capacity),
+        ("unison_peer_connections", "gauge", "open peer connections", m.peer_connections()),
+        ("unison_sessions_created_total", "counter", "sessions created", m.created_total),
+        ("unison_sessions_reaped_total", "counter", "sessions reaped", m.reaped_total),
+        ("unison_ws_errors_total", "counter", "error messages sent", st.ws_errors),
+    ]
+    ch = list(m.channels.values())
+    rows += [
+        ("unison_underruns_total", "counter", "idle slots", sum(c.clock.underruns for c in ch)),
+        ("unison_engine_errors_total", "counter", "engine faults", sum(c.errors for c in ch)),
+    ]
+    lines = []
+    for name, kind, help_, value in rows:
+        lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    st = _state(request)
+    sid = st.signer.verify(request.query.get("token"))
+    session = st.manager.sessions.get(sid)
+    if session is None:
+        raise Unauthorized("the token's session has ended")
+    if session.ws_connected:
+        raise BadRequest("this session already has a websocket")
+    ws = web.WebSocketResponse(
+        heartbeat=st.cfg.keepalive_s,
+        max_msg_size=st.cfg.max_message_bytes * WS_FRAME_FACTOR,
+        timeout=2.0,
+    )
+    await ws.prepare(request)
+
+    async def send(msg: dict[str, Any]) -> None:
+        await ws.send_str(P.dumps(msg))
+
+    async def close_ws(code: int, reason: str) -> None:
+        await ws.close(code=code, message=reason.encode()[:120])
+
+    session.attach(send, close_ws)
+    m = st.media
+    session.post(
+        P.ready_msg(
+            sid,
+            fps=m.fps,
+            width=m.width,
+            height=m.height,
+            sample_rate=m.sample_rate,
+            mode=session.mode,
+        )
+    )
+    log.info("[%s] websocket connected", sid)
+    try:
+        async for msg in ws:
+            try:
+                if msg.type == WSMsgType.TEXT:
+                    if not await session.handle(P.parse_client_message(msg.data, st.limits)):
+                        break
+                elif msg.type == WSMsgType.BINARY:
+                    if len(msg.data) > st.cfg.max_message_bytes:
+                        raise BadRequest(f"binary message exceeds {st.cfg.max_message_bytes} bytes")
+                    session.handle_binary(msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    log.info("[%s] websocket error: %r", sid, ws.exception())
+                    break
+            except ServerError as e:
+                st.ws_errors += 1
+                session.post(P.error_msg(e))
+            except Exception as e:  # a bug must not take the session down silently
+                st.ws_errors += 1
+                log.exception("[%s] internal error handling a message", sid)
+                session.post(P.error_msg(ServerError(f"internal error: {type(e).__name__}")))
+    finally:
+        await st.manager.end(sid, code=session.close_code, reason="websocket closed")
+        await ws.close()
+        log.info("[%s] websocket closed", sid)
+    return ws
+
+
+# ---- the application ----------------------------------------------------------------------------
+
+
+def create_app(
+    engine: EngineLike, cfg: ServerConfig, media: MediaSpec, *, model: str = "unknown"
+) -> web.Application:
+    """Build the aiohttp application; sessions start and stop with it."""
+    app = web.Application(middlewares=[_errors], client_max_size=cfg.max_message_bytes)
+    state = ServerState(engine, cfg, media, model=model)
+    app[STATE_KEY] = state
+
+    async def on_startup(_: web.Application) -> None:
+        state.manager.start()
+
+    async def on_shutdown(_: web.Application) -> None:
+        await state.manager.close()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC_DIR)
+    app.router.add_post("/v1/sessions", create_session)
+    app.router.add_delete("/v1/sessions/{sid}", delete_session)
+    app.router.add_get("/v1/ws", websocket)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def state_of(app: web.Application) -> ServerState:
+    """The shared state of an app made by :func:`create_app` (tests and the bench inspect it)."""
+    return app[STATE_KEY]

@@ -1,0 +1,63 @@
+"""What the server needs from an engine, as Protocols (the engine: ``unison_stream.engine``).
+
+The server is written against these shapes only, so the real engine and the deterministic
+:mod:`~unison_stream.server.fake_engine` (tests, fault injection, UI work without a model) are
+interchangeable. Every method except ``next_chunk`` is non-blocking and thread-safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["ChunkLike", "EngineLike", "EngineSessionLike", "EventLike"]
+
+
+class ChunkLike(Protocol):
+    index: int
+    start_s: float
+    video: np.ndarray  # (F, H, W, 3) uint8 at media.fps
+    audio: np.ndarray  # (S,) float32 mono at media.sample_rate, in [-1, 1]
+    utterance_id: str | None
+    state: str  # "speaking" | "idle" | "listening"
+
+
+class EventLike(Protocol):
+    utterance_id: str
+    event: str  # "queued" | "started" | "finished" | "interrupted"
+    media_time_s: float
+
+
+class EngineSessionLike(Protocol):
+    session_id: str
+
+    def say(
+        self, text: str, *, utterance_id: str, caption: str | None = None, interrupt: bool = False
+    ) -> None: ...
+
+    def say_audio(self, pcm: np.ndarray, sample_rate: int, *, utterance_id: str) -> None: ...
+
+    def interrupt(self) -> None: ...
+
+    def set_state(self, state: str) -> None: ...
+
+    def next_chunk(self, timeout: float | None = None) -> ChunkLike | None: ...
+
+    def poll_events(self) -> Sequence[EventLike]: ...
+
+    def stats(self) -> dict[str, float]: ...
+
+    def close(self) -> None: ...
+
+
+class EngineLike(Protocol):
+    def open_session(
+        self, *, identity: int = 0, caption: str = "", seed: int = 0
+    ) -> EngineSessionLike: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def sessions(self) -> int: ...

@@ -1,0 +1,213 @@
+"""A deterministic stand-in engine that honours the engine contract (``engine_api.py``).
+
+Speech is a 440 Hz tone (audible, easy to detect), silence is zeros; video is a grey frame
+with a moving marker, a bright "mouth" bar while speaking and a blue tint while listening. Chunks
+are made in the caller's thread (the server's puller) at ``speed`` × real time. Faults can be
+injected: ``fail_next`` makes the next ``next_chunk`` calls raise, ``delay_s`` slows each chunk.
+Used by the server tests, ``bench serve --engine fake`` and ``serve --engine fake`` (UI work
+without a model).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["FakeChunk", "FakeEngine", "FakeEngineSession", "FakeEvent"]
+
+TONE_HZ = 440.0
+SECONDS_PER_CHAR = 0.05  # speech duration of one character of text
+MIN_UTTERANCE_S = 0.3
+
+
+@dataclass
+class FakeChunk:
+    index: int
+    start_s: float
+    video: np.ndarray  # (F, H, W, 3) uint8
+    audio: np.ndarray  # (S,) float32
+    speech: np.ndarray | None = None
+    sfx: np.ndarray | None = None
+    utterance_id: str | None = None
+    state: str = "idle"
+
+
+@dataclass
+class FakeEvent:
+    utterance_id: str
+    event: str
+    media_time_s: float
+
+
+@dataclass
+class _Utterance:
+    uid: str
+    samples: int  # speech length at the model rate
+    done: int = 0
+
+
+class FakeEngineSession:
+    """Thread-safe; ``next_chunk`` blocks for ``chunk_s / speed`` (+ ``delay_s``)."""
+
+    _ids = itertools.count()
+
+    def __init__(self, engine: FakeEngine, *, identity: int) -> None:
+        self.session_id = f"fake-{next(self._ids)}"
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._queue: deque[_Utterance] = deque()
+        self._events: list[FakeEvent] = []
+        self._state = "idle"
+        self._index = 0
+        self._closed = False
+        self._identity = identity
+        self.fail_next = 0  # fault injection: this many next_chunk calls raise RuntimeError
+        self.delay_s = 0.0  # fault injection: extra compute time per chunk
+        self.chunks_made = 0
+
+    # -- control (non-blocking) --
+    def say(
+        self, text: str, *, utterance_id: str, caption: str | None = None, interrupt: bool = False
+    ) -> None:
+        if not text.strip():
+            raise ValueError("text is empty")
+        if interrupt:
+            self.interrupt()
+        rate = self._engine.sample_rate
+        n = int(max(MIN_UTTERANCE_S, SECONDS_PER_CHAR * len(text)) * rate)
+        with self._lock:
+            self._queue.append(_Utterance(utterance_id, n))
+            self._events.append(FakeEvent(utterance_id, "queued", self._media_time()))
+
+    def say_audio(self, pcm: np.ndarray, sample_rate: int, *, utterance_id: str) -> None:
+        n = int(len(pcm) / sample_rate * self._engine.sample_rate)
+        with self._lock:
+            self._queue.append(_Utterance(utterance_id, max(n, 1)))
+            self._events.append(FakeEvent(utterance_id, "queued", self._media_time()))
+
+    def interrupt(self) -> None:
+        with self._lock:
+            t = self._media_time()
+            for u in self._queue:
+                self._events.append(FakeEvent(u.uid, "interrupted", t))
+            self._queue.clear()
+
+    def set_state(self, state: str) -> None:
+        if state not in ("idle", "listening"):
+            raise ValueError(f"state must be idle or listening, got {state!r}")
+        with self._lock:
+            self._state = state
+
+    def poll_events(self) -> list[FakeEvent]:
+        with self._lock:
+            out, self._events = self._events, []
+        return out
+
+    def stats(self) -> dict[str, float]:
+        return {"rtf": 1.0 / self._engine.speed, "chunks": float(self.chunks_made)}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._engine._release(self)
+
+    def _media_time(self) -> float:
+        return self._index * self._engine.chunk_s
+
+    # -- generation (blocking) --
+    def next_chunk(self, timeout: float | None = None) -> FakeChunk | None:
+        e = self._engine
+        if self._closed:
+            return None
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise RuntimeError("injected model failure")
+        time.sleep(e.chunk_s / e.speed + self.delay_s)
+        f, s = e.frames_per_chunk, e.samples_per_chunk
+        audio = np.zeros(s, np.float32)
+        speaking = np.zeros(f, bool)
+        uid: str | None = None
+        with self._lock:
+            start = self._media_time()
+            pos = 0
+            while pos < s and self._queue:
+                u = self._queue[0]
+                if u.done == 0:
+                    self._events.append(FakeEvent(u.uid, "started", start + pos / e.sample_rate))
+                take = min(s - pos, u.samples - u.done)
+                t = (u.done + np.arange(take)) / e.sample_rate
+                audio[pos : pos + take] = 0.5 * np.sin(2 * np.pi * TONE_HZ * t)
+                speaking[pos * f // s : (pos + take + s // f - 1) * f // s] = True
+                u.done += take
+                pos += take
+                uid = u.uid
+                if u.done >= u.samples:
+                    self._events.append(FakeEvent(u.uid, "finished", start + pos / e.sample_rate))
+                    self._queue.popleft()
+            state = "speaking" if uid is not None else self._state
+            index = self._index
+            self._index += 1
+        self.chunks_made += 1
+        video = np.full((f, e.height, e.width, 3), 96 + 8 * (self._identity % 8), np.uint8)
+        if state == "listening":
+            video[..., 2] = 200
+        for i in range(f):  # a marker that moves one column per frame: motion is visible
+            col = (index * f + i) % e.width
+            video[i, :, col] = 255
+            if speaking[i]:
+                h, w = e.height, e.width
+                video[i, 2 * h // 3 : 2 * h // 3 + max(2, h // 16), w // 4 : 3 * w // 4] = 250
+        return FakeChunk(index, start, video, audio, audio.copy(), None, uid, state)
+
+
+class FakeEngine:
+    """Engine contract with no model; ``speed`` is how many times faster than real time."""
+
+    def __init__(
+        self,
+        *,
+        fps: float = 25.0,
+        width: int = 128,
+        height: int = 128,
+        sample_rate: int = 16000,
+        chunk_s: float = 0.32,
+        max_sessions: int = 4,
+        speed: float = 4.0,
+    ) -> None:
+        self.fps, self.width, self.height, self.sample_rate = fps, width, height, sample_rate
+        self.chunk_s, self.speed, self.max_sessions = chunk_s, speed, max_sessions
+        self.frames_per_chunk = round(chunk_s * fps)
+        self.samples_per_chunk = round(chunk_s * sample_rate)
+        self._open: set[FakeEngineSession] = set()
+        self._lock = threading.Lock()
+        self.opened: list[FakeEngineSession] = []  # every session ever opened (tests inspect)
+
+    @property
+    def sessions(self) -> int:
+        return len(self._open)
+
+    def open_session(
+        self, *, identity: int = 0, caption: str = "", seed: int = 0
+    ) -> FakeEngineSession:
+        with self._lock:
+            if len(self._open) >= self.max_sessions:
+                raise RuntimeError(f"engine at capacity ({self.max_sessions} sessions)")
+            s = FakeEngineSession(self, identity=identity)
+            self._open.add(s)
+            self.opened.append(s)
+        return s
+
+    def _release(self, s: FakeEngineSession) -> None:
+        with self._lock:
+            self._open.discard(s)
+
+    def close(self) -> None:
+        for s in list(self._open):
+            s.close()

@@ -1,0 +1,480 @@
+"""Session lifecycle: channels (engine session + media clock), sessions (a client), reaping.
+
+A :class:`Channel` owns one engine session, its :class:`~.media.MediaClock`, the puller thread
+and, for broadcast, the shared encoder. A :class:`Session` is one client: its websocket, its
+peer connection, its say-rate bucket and its deadlines. A private session has a channel of its
+own; broadcast sessions with the same ``channel`` name share one. :class:`SessionManager`
+creates and ends both, enforces capacity, and reaps sessions whose client vanished, went idle,
+or outlived ``max_duration_s``. Every background task goes through a :class:`~.tasks.TaskManager`
+and every ``close()`` is idempotent. Log records carry the session id (``[sid]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from unison_stream.server import protocol as P
+from unison_stream.server.auth import TokenSigner
+from unison_stream.server.broadcast import SharedEncoder
+from unison_stream.server.config import ServerConfig
+from unison_stream.server.engine_api import EngineLike, EngineSessionLike, EventLike
+from unison_stream.server.errors import BadRequest, CapacityError, ServerError
+from unison_stream.server.media import (
+    ChunkPuller,
+    ClockAudioTrack,
+    ClockVideoTrack,
+    MediaClock,
+    Playout,
+)
+from unison_stream.server.tasks import TaskManager
+from unison_stream.server.webrtc import prefer_codecs, rtc_configuration
+
+__all__ = ["Channel", "MediaSpec", "Session", "SessionManager"]
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.02  # channel clock tick: materialise due slots, release due events
+ERROR_REPORT_S = 1.0  # at most one engine ``error`` message per channel per this period
+CLOSE_IDLE = 4408  # websocket close codes (docs/protocol.md)
+CLOSE_MAX_DURATION = 4409
+CLOSE_ENDED = 4000
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class MediaSpec:
+    """Output media format of the engine (from the model config)."""
+
+    def __init__(self, *, fps: float, width: int, height: int, sample_rate: int) -> None:
+        self.fps, self.width, self.height, self.sample_rate = fps, width, height, sample_rate
+
+
+class Channel:
+    """One engine session and its media clock; one member (private) or many (broadcast)."""
+
+    def __init__(
+        self,
+        name: str,
+        engine_session: EngineSessionLike,
+        media: MediaSpec,
+        cfg: ServerConfig,
+        *,
+        broadcast: bool,
+    ) -> None:
+        self.name, self.engine_session, self.cfg = name, engine_session, cfg
+        self.broadcast = broadcast
+        self.label = name
+        self.clock = MediaClock(
+            fps=media.fps,
+            width=media.width,
+            height=media.height,
+            sample_rate=media.sample_rate,
+            buffer_s=cfg.buffer_s,
+            label=name,
+        )
+        self.tasks = TaskManager(f"channel:{name}")
+        self.members: set[Session] = set()
+        self.encoder = (
+            SharedEncoder(
+                self.clock,
+                self.tasks,
+                gop_s=cfg.broadcast_gop_s,
+                bitrate=cfg.video_bitrate,
+                label=name,
+            )
+            if broadcast
+            else None
+        )
+        self._loop = asyncio.get_running_loop()
+        self.puller = ChunkPuller(
+            engine_session, self.clock, on_error=self._error_from_thread, label=name
+        )
+        self._due: list[EventLike] = []  # started/finished events waiting for playout
+        self._last_state = "idle"
+        self._last_error_report = -1e9
+        self.errors = 0
+        self._closed = False
+
+    def start(self) -> None:
+        self.puller.start()
+        self.tasks.create(self._tick_loop(), name="clock")
+
+    # ---- engine faults (from the puller thread) ---------------------------------------------
+    def _error_from_thread(self, e: BaseException) -> None:
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._on_engine_error, e)
+
+    def _on_engine_error(self, e: BaseException) -> None:
+        self.errors += 1
+        log.error("[%s] engine error mid-stream: %r; falling back to idle", self.label, e)
+        try:
+            self.engine_session.set_state("idle")
+        except Exception as e2:  # the engine may be broken; idle slots keep the stream alive
+            log.warning("[%s] set_state(idle) after error failed: %r", self.label, e2)
+        now = time.monotonic()
+        if now - self._last_error_report >= ERROR_REPORT_S:
+            self._last_error_report = now
+            err = ServerError(f"generation failed: {type(e).__name__}; streaming idle")
+            self.publish(P.error_msg(err))
+            self.publish(P.state_msg("idle"))
+
+    # ---- fan-out to members -----------------------------------------------------------------
+    def publish(self, msg: dict[str, Any]) -> None:
+        for s in list(self.members):
+            s.post(msg)
+
+    def media_time(self) -> float:
+        return self.clock.next_slot / self.clock.fps
+
+    # ---- the clock task ---------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        """Advance the timeline in real time (even with no viewer) and release due events."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        next_stats = t0 + self.cfg.stats_interval_s
+        while True:
+            now = loop.time()
+            due_slot = int((now - t0) * self.clock.fps)
+            if due_slot >= self.clock.next_slot:
+                self.clock.slot(due_slot)
+            self._pump_events()
+            if self.clock.state != self._last_state:
+                self._last_state = self.clock.state
+                self.publish(P.state_msg(self.clock.state))
+            if now >= next_stats:
+                next_stats = now + self.cfg.stats_interval_s
+                self.publish(P.stats_msg(self.stats()))
+            await asyncio.sleep(TICK_S)
+
+    def _pump_events(self) -> None:
+        try:
+            events = self.engine_session.poll_events()
+        except Exception as e:
+            log.warning("[%s] poll_events failed: %r", self.label, e)
+            events = []
+        for ev in events:
+            if ev.event in ("queued", "interrupted"):
+                self.publish(P.utterance_msg(ev.utterance_id, ev.event, self.media_time()))
+            elif ev.event in ("started", "finished"):
+                self._due.append(ev)
+            else:
+                log.debug("[%s] ignoring engine event %r", self.label, ev.event)
+        if not self._due:
+            return
+        played = self.clock.played_media_s
+        keep: list[EventLike] = []
+        for ev in self._due:
+            if ev.media_time_s <= played + 1e-6:
+                self.publish(P.utterance_msg(ev.utterance_id, ev.event, self.media_time()))
+            else:
+                keep.append(ev)
+        self._due = keep
+
+    def interrupt(self) -> None:
+        """Stop speech now: the engine drops its queue, the clock its buffered media."""
+        self.engine_session.interrupt()
+        self.clock.flush()
+        # started/finished of flushed media will never play: report them as interrupted
+        for ev in self._due:
+            if ev.event == "finished":
+                self.publish(P.utterance_msg(ev.utterance_id, "interrupted", self.media_time()))
+        self._due = []
+
+    def stats(self) -> dict[str, float]:
+        out = self.clock.stats()
+        try:
+            eng = self.engine_session.stats()
+        except Exception:  # stats are best effort
+            eng = {}
+        out["rtf"] = float(eng.get("rtf", 0.0))
+        out["errors"] = float(self.errors)
+        out["viewers"] = float(len(self.members))
+        return out
+
+    async def close(self) -> None:
+        """Stop the clock task, the puller thread and the engine session; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.tasks.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.puller.close)
+        try:
+            self.engine_session.close()
+        except Exception as e:
+            log.warning("[%s] engine session close failed: %r", self.label, e)
+        log.info("[%s] channel closed", self.label)
+
+
+class Session:
+    """One client: websocket sender, peer connection, limits and deadlines."""
+
+    def __init__(
+        self,
+        session_id: str,
+        channel: Channel,
+        cfg: ServerConfig,
+        req: P.CreateSession,
+        manager: SessionManager,
+    ) -> None:
+        self.id, self.channel, self.cfg, self.manager = session_id, channel, cfg, manager
+        self.mode = req.mode
+        self.idle_timeout_s = min(req.idle_timeout_s or cfg.idle_timeout_s, cfg.idle_timeout_s)
+        self.max_duration_s = min(req.max_duration_s or cfg.max_duration_s, cfg.max_duration_s)
+        self.created = time.monotonic()
+        self.last_activity = self.created
+        self.tasks = TaskManager(f"session:{session_id}")
+        self.bucket = P.TokenBucket(rate=cfg.say_rate_per_s, burst=cfg.say_burst)
+        self.pc: RTCPeerConnection | None = None
+        self._outbox: asyncio.Queue[dict[str, Any] | None] | None = None
+        self.ws_connected = False
+        self.close_code = CLOSE_ENDED
+        self.close_reason = "session ended"
+        self._audio: tuple[str, int, list[bytes], int] | None = None  # id, rate, parts, bytes
+        self._close_ws: Callable[[int, str], Awaitable[None]] | None = None
+        self._writer_task: asyncio.Task[Any] | None = None
+        self.closed = asyncio.Event()
+
+    # ---- outgoing messages ------------------------------------------------------------------
+    def attach(self, send: Send, close_ws: Callable[[int, str], Awaitable[None]]) -> None:
+        """Bind the websocket: messages posted from now on are sent in order by one task."""
+        self.ws_connected = True
+        self._outbox = asyncio.Queue()
+        self._close_ws = close_ws
+        self._writer_task = self.tasks.create(self._writer(send), name="ws-writer")
+
+    async def _writer(self, send: Send) -> None:
+        assert self._outbox is not None
+        while (msg := await self._outbox.get()) is not None:
+            try:
+                await send(msg)
+            except (ConnectionError, RuntimeError) as e:
+                log.info("[%s] websocket send failed: %r", self.id, e)
+                return
+
+    def post(self, msg: dict[str, Any]) -> None:
+        """Queue a message for the client (non-blocking; dropped if no websocket)."""
+        if self._outbox is not None and not self.closed.is_set():
+            self._outbox.put_nowait(msg)
+
+    # ---- client messages --------------------------------------------------------------------
+    async def handle(self, msg: P.ClientMessage) -> bool:
+        """Act on one parsed message; return False when the client asked to close."""
+        self.last_activity = time.monotonic()
+        eng = self.channel.engine_session
+        if isinstance(msg, P.Say):
+            self.bucket.take(time.monotonic(), ref=msg.id)
+            if msg.interrupt:
+                self.channel.interrupt()
+            try:
+                eng.say(msg.text, utterance_id=msg.id, caption=msg.caption)
+            except ValueError as e:
+                raise BadRequest(f"cannot say this text: {e}", ref=msg.id) from e
+        elif isinstance(msg, P.Interrupt):
+            self.channel.interrupt()
+        elif isinstance(msg, P.SetState):
+            eng.set_state(msg.state)
+        elif isinstance(msg, P.Ping):
+            self.post(P.pong_msg(msg.id))
+        elif isinstance(msg, P.Offer):
+            sdp = await self.answer(msg.sdp)
+            self.post(P.answer_msg(sdp, msg.id))
+        elif isinstance(msg, P.AudioBegin):
+            self._audio = (msg.id, msg.sample_rate, [], 0)
+        elif isinstance(msg, P.AudioEnd):
+            self._finish_audio(msg.id)
+        elif isinstance(msg, P.Close):
+            return False
+        return True
+
+    def handle_binary(self, data: bytes) -> None:
+        """A PCM16 (little-endian mono) part of the current ``audio_begin`` upload."""
+        self.last_activity = time.monotonic()
+        if self._audio is None:
+            raise BadRequest("binary audio outside audio_begin … audio_end")
+        uid, rate, parts, size = self._audio
+        size += len(data)
+        if size > self.cfg.max_audio_s * rate * 2:
+            self._audio = None
+            raise BadRequest(f"audio upload exceeds {self.cfg.max_audio_s:g} s", ref=uid)
+        parts.append(data)
+        self._audio = (uid, rate, parts, size)
+
+    def _finish_audio(self, uid: str) -> None:
+        if self._audio is None or self._audio[0] != uid:
+            raise BadRequest("audio_end without a matching audio_begin", ref=uid)
+        _, rate, parts, size = self._audio
+        self._audio = None
+        raw = b"".join(parts)
+        if size == 0 or len(raw) % 2:
+            raise BadRequest("audio must be a non-empty whole number of PCM16 samples", ref=uid)
+        self.bucket.take(time.monotonic(), ref=uid)
+        pcm = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
+        try:
+            self.channel.engine_session.say_audio(pcm, rate, utterance_id=uid)
+        except ValueError as e:
+            raise BadRequest(f"cannot use this audio: {e}", ref=uid) from e
+
+    # ---- WebRTC -----------------------------------------------------------------------------
+    async def answer(self, sdp: str) -> str:
+        """Answer an offer with this session's tracks; a new offer replaces the old connection."""
+        await self._close_pc()
+        pc = RTCPeerConnection(configuration=rtc_configuration(self.cfg))
+        self.pc = pc
+        if self.channel.encoder is not None:
+            try:
+                video, audio = self.channel.encoder.add_viewer()
+            except Exception:
+                await pc.close()
+                raise
+        else:
+            playout = Playout(self.channel.clock)
+            video, audio = ClockVideoTrack(playout), ClockAudioTrack(playout)  # type: ignore[assignment]
+        pc.addTrack(video)
+        pc.addTrack(audio)
+        for t in pc.getTransceivers():  # before setRemoteDescription, or it is ignored
+            prefer_codecs(t, ("video/VP8",) if t.kind == "video" else ("audio/opus",))
+
+        @pc.on("connectionstatechange")
+        async def _on_state() -> None:
+            log.info("[%s] peer connection %s", self.id, pc.connectionState)
+            if pc.connectionState == "failed" and self.pc is pc:
+                await self._close_pc()
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as e:
+            await self._close_pc()
+            raise BadRequest(f"bad SDP offer: {e}") from e
+        assert pc.localDescription is not None
+        return pc.localDescription.sdp
+
+    async def _close_pc(self) -> None:
+        pc, self.pc = self.pc, None
+        if pc is None:
+            return
+        for sender in pc.getSenders():
+            if sender.track is not None:
+                sender.track.stop()
+        await pc.close()
+
+    async def close(self, *, code: int = CLOSE_ENDED, reason: str = "session ended") -> None:
+        """End the session: peer connection, tasks, websocket writer; idempotent."""
+        if self.closed.is_set():
+            return
+        self.close_code, self.close_reason = code, reason
+        self.closed.set()
+        if self._outbox is not None:
+            self._outbox.put_nowait(None)  # flush what was posted (e.g. the idle-timeout error)
+        if self._writer_task is not None and self._writer_task is not asyncio.current_task():
+            await asyncio.wait([self._writer_task], timeout=1.0)
+        if self._close_ws is not None:
+            try:
+                await self._close_ws(code, reason)
+            except Exception as e:  # the socket may already be gone
+                log.debug("[%s] websocket close: %r", self.id, e)
+        await self._close_pc()
+        await self.tasks.close()
+        log.info("[%s] session closed: %s", self.id, reason)
+
+
+class SessionManager:
+    """Creates, finds and ends sessions; enforces capacity and deadlines."""
+
+    def __init__(
+        self, engine: EngineLike, cfg: ServerConfig, media: MediaSpec, signer: TokenSigner
+    ) -> None:
+        self.engine, self.cfg, self.media, self.signer = engine, cfg, media, signer
+        self.sessions: dict[str, Session] = {}
+        self.channels: dict[str, Channel] = {}
+        self.tasks = TaskManager("sessions")
+        self._lock = asyncio.Lock()
+        self.created_total = 0
+        self.reaped_total = 0
+
+    def start(self) -> None:
+        self.tasks.create(self._reaper(), name="reaper")
+
+    @property
+    def capacity(self) -> int:
+        return self.cfg.max_sessions
+
+    def peer_connections(self) -> int:
+        return sum(1 for s in self.sessions.values() if s.pc is not None)
+
+    async def create(self, req: P.CreateSession) -> tuple[Session, str, float]:
+        """Open a session (and its channel when needed); return it, its token and expiry."""
+        async with self._lock:
+            sid = secrets.token_hex(8)
+            key = f"b:{req.channel}" if req.mode == "broadcast" else f"p:{sid}"
+            channel = self.channels.get(key)
+            if channel is not None:
+                if len(channel.members) >= self.cfg.max_viewers:
+                    n = self.cfg.max_viewers
+                    raise CapacityError(f"channel {req.channel!r} already has {n} viewers")
+            else:
+                if len(self.channels) >= self.cfg.max_sessions:
+                    raise CapacityError(f"server at capacity ({self.cfg.max_sessions} sessions)")
+                try:
+                    es = self.engine.open_session(identity=req.identity, caption=req.caption)
+                except Exception as e:
+                    raise CapacityError(f"engine refused a new session: {e}") from e
+                channel = Channel(key, es, self.media, self.cfg, broadcast=req.mode == "broadcast")
+                channel.label = sid if req.mode == "private" else f"{req.channel}"
+                self.channels[key] = channel
+                channel.start()
+            session = Session(sid, channel, self.cfg, req, self)
+            channel.members.add(session)
+            self.sessions[sid] = session
+            self.created_total += 1
+        token, exp = self.signer.issue(sid)
+        log.info("[%s] session created (mode=%s channel=%s)", sid, req.mode, channel.label)
+        return session, token, exp
+
+    async def end(
+        self, sid: str, *, code: int = CLOSE_ENDED, reason: str = "session ended"
+    ) -> bool:
+        """End one session (and its channel when it was the last member); idempotent."""
+        session = self.sessions.pop(sid, None)
+        if session is None:
+            return False
+        await session.close(code=code, reason=reason)
+        channel = session.channel
+        channel.members.discard(session)
+        if not channel.members:
+            self.channels.pop(channel.name, None)
+            await channel.close()
+        return True
+
+    async def _reaper(self) -> None:
+        """End sessions that never connected, went idle, or ran past their maximum duration."""
+        while True:
+            await asyncio.sleep(min(1.0, self.cfg.idle_timeout_s / 4))
+            now = time.monotonic()
+            for sid, s in list(self.sessions.items()):
+                if not s.ws_connected and now - s.created > self.cfg.token_ttl_s:
+                    await self.end(sid, reason="no websocket within the token lifetime")
+                elif now - s.last_activity > s.idle_timeout_s:
+                    s.post({"type": "error", "code": "bad_request", "message": "idle timeout"})
+                    await self.end(sid, code=CLOSE_IDLE, reason="idle timeout")
+                elif now - s.created > s.max_duration_s:
+                    await self.end(sid, code=CLOSE_MAX_DURATION, reason="maximum duration")
+                else:
+                    continue
+                self.reaped_total += 1
+
+    async def close(self) -> None:
+        """End every session and stop the reaper; idempotent."""
+        await self.tasks.close()
+        for sid in list(self.sessions):
+            await self.end(sid, reason="server shutting down")
+        for ch in list(self.channels.values()):
+            await ch.close()
+        self.channels.clear()
