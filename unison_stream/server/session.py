@@ -204,11 +204,11 @@ class Channel:
             return
         self._closed = True
         await self.tasks.close()
-        await asyncio.get_running_loop().run_in_executor(None, self.puller.close)
-        try:
+        try:  # first, so a puller blocked in next_chunk returns promptly
             self.engine_session.close()
         except Exception as e:
             log.warning("[%s] engine session close failed: %r", self.label, e)
+        await asyncio.get_running_loop().run_in_executor(None, self.puller.close)
         log.info("[%s] channel closed", self.label)
 
 
@@ -445,11 +445,13 @@ class SessionManager:
         session = self.sessions.pop(sid, None)
         if session is None:
             return False
-        await session.close(code=code, reason=reason)
         channel = session.channel
         channel.members.discard(session)
-        if not channel.members:
+        last = not channel.members
+        if last:  # free the capacity slot at once; the closing below may take a moment
             self.channels.pop(channel.name, None)
+        await session.close(code=code, reason=reason)
+        if last:
             await channel.close()
         return True
 
