@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEMO_OUT ?= out/demo.mp4
+DEMO_CHECKPOINT ?=
 
 .PHONY: demo test venv sysdeps lint types pytest clean
 
@@ -34,9 +34,10 @@ pytest: venv
 
 test: venv sysdeps lint types pytest
 
+# The streaming server on 127.0.0.1:8080 (loopback only); prints the page URL with a local API
+# key. DEMO_CHECKPOINT=path serves that checkpoint; without it, the current (untrained) model.
 demo: venv
-	HF_HUB_OFFLINE=1 $(VENV)/bin/unison-stream render "Hello there <wave> nice to see you <clap>" -o $(DEMO_OUT)
-	@echo "demo: open $(DEMO_OUT) (see README.md for what it shows at this stage)"
+	HF_HUB_OFFLINE=1 $(VENV)/bin/unison-stream serve $(if $(DEMO_CHECKPOINT),--checkpoint $(DEMO_CHECKPOINT)) server.host=127.0.0.1 server.port=8080
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,7 @@ __all__ = ["main"]
 COMMAND_MODULES: tuple[str, ...] = (
     "unison_stream.bench",
     "unison_stream.render",
+    "unison_stream.server.cli",
     "unison_stream.train",
     "unison_stream.data.cli",
 )

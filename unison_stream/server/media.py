@@ -201,6 +201,17 @@ class MediaClock:
         self.flushed_slots += n
         return n
 
+    def drop_idle(self) -> int:
+        """Drop buffered media when none of it is speech (a new ``say`` need not wait behind
+        idle frames); return slots dropped."""
+        with self._cond:
+            if any(s.utterance_id is not None for s in self._pending):
+                return 0
+            n = len(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        return n
+
     def close(self) -> None:
         """Release a puller blocked in :meth:`push`; idempotent."""
         with self._cond:

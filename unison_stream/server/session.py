@@ -272,6 +272,7 @@ class Session:
             self.bucket.take(time.monotonic(), ref=msg.id)
             if msg.interrupt:
                 self.channel.interrupt()
+            self.channel.clock.drop_idle()
             try:
                 eng.say(msg.text, utterance_id=msg.id, caption=msg.caption)
             except ValueError as e:

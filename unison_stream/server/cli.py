@@ -1,0 +1,122 @@
+"""``unison-stream serve``: the streaming server on one port (default http://127.0.0.1:8080/).
+
+Config keys as ``key=value``: model keys as usual (``sampler.steps=2``), server keys with the
+``server.`` prefix (``server.port=9000``, ``server.max_sessions=2``). With no API key configured
+(``server.api_keys`` or ``$UNISON_API_KEYS``) a random local key is made and printed with the URL.
+``--engine fake`` serves the deterministic test engine (no model; for UI work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from unison_stream.server.app import create_app
+from unison_stream.server.config import ServerConfig, load_server_config
+from unison_stream.server.engine_api import EngineLike
+from unison_stream.server.session import MediaSpec
+
+__all__ = ["build_engine", "register", "split_overrides"]
+
+log = logging.getLogger(__name__)
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``key=value`` overrides into (model config, server config without the prefix)."""
+    model = [o for o in overrides if not o.startswith("server.")]
+    server = [o.removeprefix("server.") for o in overrides if o.startswith("server.")]
+    return model, server
+
+
+def build_engine(
+    kind: str,
+    *,
+    preset: str = "tiny",
+    checkpoint: Path | None = None,
+    overrides: list[str] | None = None,
+    max_sessions: int = 4,
+) -> tuple[EngineLike, MediaSpec, str]:
+    """The engine to serve, its media format and a model name for ``/healthz``."""
+    if kind == "fake":
+        from unison_stream.server.fake_engine import FakeEngine
+
+        fake = FakeEngine(max_sessions=max_sessions)
+        spec = MediaSpec(
+            fps=fake.fps, width=fake.width, height=fake.height, sample_rate=fake.sample_rate
+        )
+        return fake, spec, "fake"
+    from unison_stream.config import load_config
+    from unison_stream.engine import Engine
+
+    engine = Engine(
+        load_config(preset, overrides or []), checkpoint=checkpoint, max_sessions=max_sessions
+    )
+    m = engine.cfg.media
+    name = f"{engine.cfg.preset}:{checkpoint.name if checkpoint else 'untrained'}"
+    spec = MediaSpec(fps=m.fps, width=m.width, height=m.height, sample_rate=m.sample_rate)
+    return engine, spec, name
+
+
+async def serve(engine: EngineLike, cfg: ServerConfig, media: MediaSpec, *, model: str) -> None:
+    """Run until SIGINT/SIGTERM; cancelling it is safe (sessions are closed on the way out)."""
+    app = create_app(engine, cfg, media, model=model)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(args: argparse.Namespace) -> int:
+    model_over, server_over = split_overrides(list(args.overrides))
+    cfg = load_server_config(args.server_config, server_over)
+    generated = not cfg.api_keys
+    if generated:
+        cfg.api_keys = [secrets.token_urlsafe(12)]
+    ckpt = Path(args.checkpoint) if args.checkpoint else None
+    engine, media, model = build_engine(
+        args.engine,
+        preset=args.preset,
+        checkpoint=ckpt,
+        overrides=model_over,
+        max_sessions=cfg.max_sessions,
+    )
+    host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+    url = f"http://{host}:{cfg.port}/"
+    key = cfg.api_keys[0]
+    # the command's own output: where to go and the key to use (the page reads #key=)
+    print(f"unison-stream serving {model} at {url}", flush=True)
+    if generated:
+        print(f"local API key: {key}", flush=True)
+        print(f"open {url}#key={key}", flush=True)
+    try:
+        asyncio.run(serve(engine, cfg, media, model=model))
+    finally:
+        engine.close()
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("serve", help="the streaming server: WebRTC media, websocket, page")
+    p.add_argument("--engine", choices=("real", "fake"), default="real")
+    p.add_argument("--checkpoint", default=None, help="model checkpoint (default: untrained)")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--server-config", default=None, help="YAML file of ServerConfig keys")
+    p.add_argument("overrides", nargs="*", help="key=value (server keys: server.KEY=value)")
+    p.set_defaults(func=run)
