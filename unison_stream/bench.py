@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["register"]
 
-BENCHMARKS: tuple[str, ...] = ("unison_stream.model.bench",)
+BENCHMARKS: tuple[str, ...] = ("unison_stream.model.bench", "unison_stream.server.bench")
 
 
 def register(sub: Any) -> None:
