@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from tests.helpers import TEST_OVERRIDES
 from unison_stream.cli import main
 from unison_stream.config import ConfigError
+from unison_stream.engine.planner import Planner
 from unison_stream.media import probe_duration
 from unison_stream.render import letters_track
 from unison_stream.vocab import event_id
@@ -32,9 +34,9 @@ def test_render_writes_a_playable_mp4_whose_duration_matches_the_plan(
     out = tmp_path / "hi.mp4"
     code = main(["render", "Hi <clap>", "-o", str(out), *TEST_OVERRIDES])
     assert code == 0
-    track, _ = letters_track("Hi <clap>")
     chunk = 0.16  # the test config's chunk
-    expected = -(-(track.end[-1] + 0.5) // chunk) * chunk  # whole chunks covering plan + tail
+    plan = Planner().plan("Hi <clap>")  # the planner render uses (espeak-ng timings)
+    expected = (plan.num_chunks(chunk) + math.ceil(0.5 / chunk - 1e-9)) * chunk  # plan + tail
     dur = probe_duration(out)
     assert abs(dur["video"] - expected) < 0.041, dur
     assert abs(dur["audio"] - expected) < 0.07, dur  # AAC pads to whole 1024-sample frames

@@ -12,7 +12,12 @@ from typing import Any
 
 __all__ = ["register"]
 
-BENCHMARKS: tuple[str, ...] = ("unison_stream.model.bench", "unison_stream.server.bench")
+BENCHMARKS: tuple[str, ...] = (
+    "unison_stream.model.bench",
+    "unison_stream.engine.bench",
+    "unison_stream.codecs.bench",
+    "unison_stream.server.bench",
+)
 
 
 def register(sub: Any) -> None:

@@ -1,12 +1,14 @@
-"""``unison-stream render``: generate a clip offline and write it as an mp4 (H.264 + AAC).
+"""``unison-stream render``: generate a clip offline through the streaming engine, write an mp4.
 
-Decoders come from :func:`unison_stream.codecs.load_decoders`: the trained codecs when their
-weights exist, else fixed preview decoders that show the latents (``codecs/preview.py``).
+The same path as a live session (``unison_stream/engine``): the planner times the text
+(espeak-ng phoneme times, ``<tag>`` events in pauses), the engine's worker generates chunk by
+chunk with the rolling KV cache and decodes them; render drains the session as fast as it can
+(the engine's backpressure paces generation) and writes H.264 + AAC with PyAV. ``--audio``
+renders the audio-driven mode: the given speech is held clean and returned unchanged as the
+speech stem; the model makes motion and effects around it.
 
-The transcript becomes a timed track with a letter-rate front end (one token per letter,
-fixed durations, ``<tag>`` events as event tokens) until the duration predictor is trained.
-Everything else — the text embeddings, the causal generator with its KV cache, the sampler —
-is the real pipeline.
+The clip holds the utterance's chunks (whole chunks covering the plan) plus ``tail_s`` of idle
+chunks, so the file's duration is known from the plan before anything is generated.
 """
 
 from __future__ import annotations
@@ -14,61 +16,47 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from unison_stream.codecs import load_decoders
+from unison_stream.config import load_config
+from unison_stream.engine import Engine, MediaChunk
+from unison_stream.engine.audio import resample
+from unison_stream.engine.planner import LetterTiming
 from unison_stream.media import write_mp4
-from unison_stream.model.checkpoint import load_model
-from unison_stream.model.conditioning import Conditioning, TimedTrack
-from unison_stream.model.dit import patchify
-from unison_stream.model.generator import CausalGenerator, PlanSlice
-from unison_stream.model.text import TextEncoder
-from unison_stream.runtime import resolve_device, resolve_dtype
-from unison_stream.vocab import SILENCE_ID, event_id, phoneme_id
+from unison_stream.model.conditioning import TimedTrack
 
-__all__ = ["letters_track", "register", "render"]
+__all__ = ["letters_track", "read_audio", "register", "render"]
 
 log = logging.getLogger(__name__)
-
-LETTER_S = 0.065  # seconds per letter of the letter-rate front end
-SPACE_S = 0.05
-EVENT_S = 0.30
-_LETTER_PHONEME = dict(
-    zip("abcdefghijklmnopqrstuvwxyz", "aIbsdEfgh@dZklmn0prstVvwksjz", strict=False)
-)
-_TAG = re.compile(r"<(\w+)>")
+UTTERANCE_ID = "render"
 
 
-def letters_track(text: str, start_s: float = 0.0) -> tuple[TimedTrack, str]:
-    """Letter-rate timed track for ``text`` and the transcript without tags."""
-    ids: list[int] = []
-    starts: list[float] = []
-    t = start_s
-    for piece in re.split(r"(<\w+>)", text):
-        m = _TAG.fullmatch(piece)
-        if m:
-            ids.append(event_id(m.group(1)))
-            starts.append(t)
-            t += EVENT_S
-            continue
-        for ch in piece.lower():
-            if ch.isalpha():
-                ids.append(phoneme_id(_LETTER_PHONEME.get(ch, "@")))
-                starts.append(t)
-                t += LETTER_S
-            elif ch.isspace() or ch in ",.;:!?":
-                ids.append(SILENCE_ID)
-                starts.append(t)
-                t += SPACE_S
-    ends = [*starts[1:], t]
-    plain = " ".join(_TAG.sub(" ", text).split())
-    return TimedTrack(tuple(ids), tuple(starts), tuple(ends)), plain
+def letters_track(text: str) -> tuple[TimedTrack, str]:
+    """Letter-rate timed track of ``text`` and its transcript (the fallback front end)."""
+    from unison_stream.engine.planner import Planner
+
+    plan = Planner(timing=LetterTiming(), tail_s=0.0).plan(text)
+    return plan.track, plan.transcript
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Decode an audio file (any format PyAV reads) to mono float32 at its own sample rate."""
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            raise ValueError(f"{path}: no audio stream")
+        stream = c.streams.audio[0]
+        rate = int(stream.sample_rate or 0)
+        to_mono = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        blocks = [r.to_ndarray().reshape(-1) for f in c.decode(stream) for r in to_mono.resample(f)]
+        blocks += [r.to_ndarray().reshape(-1) for r in to_mono.resample(None)]
+    if not blocks:
+        raise ValueError(f"{path}: empty audio")
+    return np.concatenate(blocks).astype(np.float32), rate
 
 
 def render(
@@ -81,57 +69,50 @@ def render(
     caption: str = "a person talking in a quiet room",
     identity: int = 0,
     seed: int = 0,
+    audio: Path | None = None,
     tail_s: float = 0.5,
 ) -> Path:
-    """Render ``text`` (inline ``<tags>`` allowed) to ``out``; returns the path."""
-    model = load_model(checkpoint, preset=preset, overrides=overrides or [])
-    cfg = model.cfg
-    device = resolve_device(cfg.runtime)
-    model = model.to(device=device, dtype=resolve_dtype(cfg.runtime, device))
-    track, plain = letters_track(text)
-    emb = TextEncoder.shared().encode([caption, plain])
-    # identity: a seeded reference latent frame; it is the first chunk, so it becomes the sink
-    h, w = cfg.latent.latent_hw(cfg.media)
-    g = torch.Generator().manual_seed(identity)
-    ref = torch.randn(1, 1, cfg.latent.video_channels, h, w, generator=g)
-    base = Conditioning(
-        caption_tokens=emb.tokens[:1],
-        caption_mask=emb.mask[:1],
-        caption_pooled=emb.pooled[:1],
-        transcript_pooled=emb.pooled[1:],
-        track_ids=torch.zeros(1, 1, dtype=torch.long),
-        track_start=torch.zeros(1, 1),
-        track_end=torch.zeros(1, 1),
-        track_mask=torch.zeros(1, 1, dtype=torch.bool),
-        identity=patchify(ref, cfg.latent.patch)[:, 0],
-    )
-    gen = CausalGenerator(model, seed=seed)
-    cs = cfg.chunk_seconds()
-    fc, nc = cfg.stream.chunk_latent_frames, cfg.audio_frames_per_chunk()
-    silence = torch.zeros(1, cfg.audio_streams(), nc, cfg.latent.audio_channels)
-    gen.step(PlanSlice(base, clean_video=ref.expand(1, fc, -1, -1, -1), clean_audio=silence))
-    n_chunks = math.ceil((track.end[-1] if len(track) else 0.0) / cs + tail_s / cs)
-    dec_v, dec_sp, dec_sfx = load_decoders(cfg)
-    frames, audio = [], []
-    for k in tqdm(range(1, n_chunks + 1), desc="render", unit="chunk"):
-        t0 = (k - 1) * cs  # media time of this chunk (the identity chunk is not shown)
-        window = track.window(t0, t0 + cs, cfg.model.track_window_s)
-        chunk = gen.step(PlanSlice(base.with_tracks([window])))
-        frames.append(dec_v.decode(chunk.video)[0])
-        mix = dec_sp.decode(chunk.speech)[0]
-        if chunk.sfx is not None:
-            mix = mix + dec_sfx.decode(chunk.sfx)[0]
-        audio.append(mix)
-    path = write_mp4(
-        out, np.concatenate(frames), cfg.media.fps, np.concatenate(audio), cfg.media.sample_rate
-    )
-    log.info("wrote %s: %.2f s, %d chunks of %.2f s", path, n_chunks * cs, n_chunks, cs)
+    """Render ``text`` (inline ``<tags>``) or the speech in ``audio`` to ``out``."""
+    with Engine(
+        load_config(preset, overrides or []), checkpoint=checkpoint, max_sessions=1, max_ahead=4
+    ) as engine:
+        cfg = engine.cfg  # a checkpoint's own config wins over the preset
+        cs = cfg.chunk_seconds()
+        session = engine.open_session(identity=identity, caption=caption, seed=seed)
+        if audio is not None:
+            pcm, rate = read_audio(audio)
+            speech = resample(pcm, rate, cfg.media.sample_rate)
+            session.say_audio(speech, cfg.media.sample_rate, utterance_id=UTTERANCE_ID)
+            n_utt = math.ceil(len(speech) / (cs * cfg.media.sample_rate) - 1e-9)
+        else:
+            n_utt = engine.planner.plan(text).num_chunks(cs)
+            session.say(text, utterance_id=UTTERANCE_ID)
+        n_tail = math.ceil(tail_s / cs - 1e-9)
+        chunks: list[MediaChunk] = []
+        with tqdm(total=n_utt + n_tail, desc="render", unit="chunk") as bar:
+            while len(chunks) < n_utt + n_tail:
+                c = session.next_chunk(timeout=120.0)
+                if c is None:
+                    raise RuntimeError("render: the engine produced no chunk for 120 s")
+                if not chunks and c.utterance_id != UTTERANCE_ID:
+                    continue  # idle chunks made before the utterance started
+                chunks.append(c)
+                bar.update(1)
+        errors = session.stats()["errors"]
+        if errors:
+            raise RuntimeError(f"render: {errors:.0f} chunk(s) failed; see the log")
+    frames = np.concatenate([c.video for c in chunks])
+    mix = np.concatenate([c.audio for c in chunks])
+    path = write_mp4(out, frames, cfg.media.fps, mix, cfg.media.sample_rate)
+    log.info("wrote %s: %.2f s, %d chunks of %.2f s", path, len(chunks) * cs, len(chunks), cs)
     return path
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.text is None and args.audio is None:
+        raise SystemExit("render: give TEXT or --audio")
     render(
-        args.text,
+        args.text or "",
         Path(args.output),
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         preset=args.preset,
@@ -139,14 +120,16 @@ def run(args: argparse.Namespace) -> int:
         caption=args.caption,
         identity=args.identity,
         seed=args.seed,
+        audio=Path(args.audio) if args.audio else None,
     )
     return 0
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("render", help="render text (with <tags>) to an mp4 offline")
-    p.add_argument("text", help='e.g. "Hello <wave> nice to see you <clap>"')
+    p = sub.add_parser("render", help="render text (with <tags>) or speech to an mp4 offline")
+    p.add_argument("text", nargs="?", help='e.g. "Hello <wave> nice to see you <clap>"')
     p.add_argument("-o", "--output", default="out/render.mp4")
+    p.add_argument("--audio", default=None, help="speech file: audio-driven mode")
     p.add_argument(
         "--checkpoint", default=None, help="safetensors checkpoint (default: random weights)"
     )

@@ -1,0 +1,215 @@
+"""The engine end to end on the small test config: clock, idle, say, interrupt, audio-driven
+mode, batching, failures and shutdown. Behaviour is asserted as sequences of chunks and events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import TEST_OVERRIDES
+from unison_stream.config import load_config
+from unison_stream.engine import Engine, EngineClosedError, EngineSession, MediaChunk
+from unison_stream.engine.audio import resample
+from unison_stream.engine.planner import LetterTiming
+
+CFG = load_config("tiny", [*TEST_OVERRIDES, "runtime.dtype=fp32"])
+CS = CFG.chunk_seconds()  # 0.16 s
+SR = CFG.media.sample_rate
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    eng = Engine(CFG, timing=LetterTiming(), max_ahead=2)
+    yield eng
+    eng.close()
+
+
+def take(s: EngineSession, n: int) -> list[MediaChunk]:
+    out = []
+    for _ in range(n):
+        c = s.next_chunk(timeout=30)
+        assert c is not None, "the stream stalled"
+        out.append(c)
+    return out
+
+
+def until_event(s: EngineSession, event: str, limit: int = 60) -> tuple[list, list]:
+    chunks, events = [], []
+    for _ in range(limit):
+        chunks += take(s, 1)
+        events += s.poll_events()
+        if any(e.event == event for e in events):
+            return chunks, events
+    raise AssertionError(f"no {event} event in {limit} chunks: {events}")
+
+
+def test_idle_stream_is_continuous_with_a_gap_free_clock(engine: Engine) -> None:
+    s = engine.open_session(identity=3, caption="a man with a beard")
+    chunks = take(s, 5)
+    s.set_state("listening")
+    chunks += take(s, 6)
+    assert [c.index for c in chunks] == list(range(11))
+    assert [c.start_s for c in chunks] == pytest.approx([i * CS for i in range(11)])
+    for c in chunks:
+        assert c.video.shape == (4, 64, 64, 3) and c.video.dtype == np.uint8
+        assert c.audio.shape == (round(CS * SR),) and c.audio.dtype == np.float32
+        assert np.abs(c.audio).max() <= 1.0 and c.utterance_id is None
+        assert c.speech is not None and c.speech.shape == c.audio.shape
+    assert chunks[0].state == "idle" and chunks[-1].state == "listening"
+    with pytest.raises(ValueError, match="idle or listening"):
+        s.set_state("dancing")
+
+
+def test_say_emits_events_in_order_and_contiguous_utterance_chunks(engine: Engine) -> None:
+    s = engine.open_session()
+    take(s, 2)
+    text = "Hi there <clap>"
+    s.say(text, utterance_id="u1")
+    chunks, events = until_event(s, "finished")
+    chunks += take(s, 2)
+    assert [e.event for e in events] == ["queued", "started", "finished"]
+    times = [e.media_time_s for e in events]
+    assert times == sorted(times)
+    ids = [c.utterance_id for c in chunks]
+    first = ids.index("u1")
+    n = engine.planner.plan(text).num_chunks(CS)
+    assert ids[first : first + n] == ["u1"] * n and "u1" not in ids[first + n :]
+    assert events[1].media_time_s == pytest.approx(chunks[first].start_s)
+    assert all(c.state == "speaking" for c in chunks[first : first + n])
+    assert chunks[-1].utterance_id is None and chunks[-1].state == "idle"
+    assert [c.index for c in chunks] == list(range(2, 2 + len(chunks)))
+
+
+def test_interrupt_drops_queued_chunks_at_the_next_boundary(engine: Engine) -> None:
+    s = engine.open_session()
+    s.say("this is a rather long sentence that keeps going for a while", utterance_id="long")
+    s.say("and a second one", utterance_id="next")
+    chunks, _ = until_event(s, "started")
+    deadline = time.monotonic() + 20
+    while s.stats()["buffer_ms"] < 2 * CS * 1000 - 1e-6:  # the queue is full of "long"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    dropped_before = s.stats()["dropped"]
+    s.interrupt()
+    after = take(s, 4)
+    assert all(c.utterance_id is None for c in after), "no chunk of an interrupted utterance"
+    assert s.stats()["dropped"] >= dropped_before + 2
+    assert after[0].index == chunks[-1].index + 1, "the clock has no gap"
+    events = [(e.utterance_id, e.event) for e in s.poll_events()]
+    assert events[-2:] == [("long", "interrupted"), ("next", "interrupted")]
+    assert ("long", "finished") not in events
+    s.say("ok", utterance_id="after")  # the session speaks again
+    _, ev = until_event(s, "finished")
+    assert [e.event for e in ev if e.utterance_id == "after"] == ["queued", "started", "finished"]
+
+
+def test_bad_say_raises_and_the_session_keeps_streaming(engine: Engine) -> None:
+    s = engine.open_session()
+    first = take(s, 1)
+    with pytest.raises(ValueError, match="unknown event tag <dance>"):
+        s.say("hello <dance>", utterance_id="bad")
+    with pytest.raises(ValueError, match="at most"):
+        s.say("a" * 5000, utterance_id="bad")
+    more = take(s, 3)
+    assert [c.index for c in first + more] == [0, 1, 2, 3]
+    assert s.poll_events() == []
+
+
+def test_audio_driven_mode_returns_the_given_speech_unchanged(engine: Engine) -> None:
+    captured = []
+    step = engine.stepper.step
+
+    def spy(rows, plan):  # type: ignore[no-untyped-def]
+        out = step(rows, plan)
+        if plan.clean_audio is not None and plan.clean_video is None:
+            captured.append((plan.clean_audio[:, 0].clone(), out.speech.clone()))
+        return out
+
+    engine.stepper.step = spy  # type: ignore[method-assign]
+    s = engine.open_session()
+    rng = np.random.default_rng(0)
+    pcm = (0.3 * np.sin(np.arange(9000) * 0.05) + 0.05 * rng.standard_normal(9000)).astype(
+        np.float32
+    )
+    s.say_audio(pcm, 22050, utterance_id="voice")
+    chunks, _ = until_event(s, "finished")
+    mine = [c for c in chunks if c.utterance_id == "voice"]
+    got = np.concatenate([c.speech for c in mine if c.speech is not None])
+    want = resample(pcm, 22050, SR)
+    np.testing.assert_array_equal(got[: len(want)], want)  # waveform: bit-exact pass-through
+    assert not got[len(want) :].any(), "padding to whole chunks is silence"
+    assert len(captured) == len(mine)
+    for clean, out in captured:  # latents: held clean through every solver step
+        assert torch.equal(clean, out)
+
+
+def test_failure_is_recorded_and_the_stream_goes_on(engine: Engine) -> None:
+    s = engine.open_session()
+    take(s, 2)
+    real = engine.model.forward_chunk
+    calls = {"n": 0}
+
+    def flaky(*a, **k):  # type: ignore[no-untyped-def]
+        if a[4].track_mask.any():  # a chunk of the utterance: fail the first one once
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("injected failure")
+        return real(*a, **k)
+
+    engine.model.forward_chunk = flaky  # type: ignore[method-assign]
+    s.say("hello there friend", utterance_id="u")
+    chunks, events = until_event(s, "failed")
+    engine.model.forward_chunk = real  # type: ignore[method-assign]
+    chunks += take(s, 3)
+    assert s.stats()["errors"] == 1
+    assert [c.index for c in chunks] == list(range(2, 2 + len(chunks)))
+    s.say("again", utterance_id="v")
+    _, ev = until_event(s, "finished")
+    assert [e.event for e in ev if e.utterance_id == "v"] == ["queued", "started", "finished"]
+
+
+def test_backpressure_bounds_work_ahead_of_the_consumer(engine: Engine) -> None:
+    s = engine.open_session()
+    take(s, 1)
+    time.sleep(1.0)  # nobody reads: the worker must stop at max_ahead
+    assert s.stats()["generated"] <= 1 + engine.max_ahead
+    assert s.stats()["buffer_ms"] == pytest.approx(engine.max_ahead * CS * 1000)
+
+
+def test_two_sessions_share_batched_forwards() -> None:
+    with Engine(CFG, timing=LetterTiming(), max_sessions=2) as eng:
+        a, b = eng.open_session(identity=1), eng.open_session(identity=2)
+        for _ in range(12):
+            take(a, 1)
+            take(b, 1)
+        st = eng.stats()
+        assert st["batched_steps"] > 0, st
+        assert a.stats()["errors"] == b.stats()["errors"] == 0
+        with pytest.raises(Exception, match="sessions of this replica"):
+            eng.open_session()
+
+
+def test_close_is_idempotent_and_leaves_no_thread_behind() -> None:
+    eng = Engine(CFG, timing=LetterTiming())
+    s = eng.open_session()
+    take(s, 1)
+    s.close()
+    s.close()
+    assert s.next_chunk(timeout=0.1) is None and eng.sessions == 0
+    with pytest.raises(EngineClosedError):
+        s.say("hi", utterance_id="x")
+    s2 = eng.open_session()
+    take(s2, 1)
+    eng.close()
+    eng.close()
+    assert s2.closed
+    names = {t.name for t in threading.enumerate()}
+    assert not any(n.startswith(("unison-engine", "unison-planner")) for n in names), names
+    with pytest.raises(EngineClosedError):
+        eng.open_session()

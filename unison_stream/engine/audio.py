@@ -1,0 +1,95 @@
+"""Audio helpers of the engine: the loudness-controlled mix and audio-driven input.
+
+- :class:`Mixer`: speech and SFX stems → one mono mix with per-stem gains and a peak limiter
+  whose gain is carried across chunks (instant attack ramped over the chunk, slow release),
+  so loud effects never clip and chunk joins never click.
+- :func:`resample`: any input rate → the media rate (polyphase, no delay).
+- :class:`BandEnergySpeechEncoder`: a **fallback** speech encoder for the audio-driven mode,
+  used until the trained audio codec ships its encoder (``unison_stream/codecs``): log band
+  energies of each audio-latent hop, one band per latent channel. It is deterministic, so the
+  latents held clean in the model are exactly the ones it computed; the speech *stem* the
+  engine returns is the caller's waveform itself, untouched.
+"""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from unison_stream.config import UnisonConfig
+
+__all__ = ["BandEnergySpeechEncoder", "Mixer", "resample"]
+
+
+def resample(pcm: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """(S,) float waveform at ``rate`` → float32 at ``target``."""
+    x = np.asarray(pcm, dtype=np.float32).reshape(-1)
+    if rate == target:
+        return x.copy()
+    r = Fraction(target, rate)
+    return resample_poly(x, r.numerator, r.denominator).astype(np.float32)
+
+
+class Mixer:
+    """speech·g_sp + sfx·g_sfx under a carried peak limiter (see the module docstring)."""
+
+    ATTACK = 80  # samples (5 ms at 16 kHz) over which a gain cut is ramped in
+
+    def __init__(
+        self,
+        *,
+        speech_gain_db: float = 0.0,
+        sfx_gain_db: float = -3.0,
+        ceiling: float = 0.95,
+        release_per_chunk: float = 0.25,
+    ) -> None:
+        self.g_sp = 10 ** (speech_gain_db / 20)
+        self.g_sfx = 10 ** (sfx_gain_db / 20)
+        self.ceiling, self.release = ceiling, release_per_chunk
+        self.gain = 1.0  # limiter gain carried to the next chunk
+
+    def reset(self) -> None:
+        self.gain = 1.0
+
+    def mix(self, speech: np.ndarray, sfx: np.ndarray | None) -> np.ndarray:
+        """(S,) stems → (S,) float32 mix in [-1, 1]."""
+        x = self.g_sp * speech.astype(np.float32)
+        if sfx is not None:
+            x = x + self.g_sfx * sfx.astype(np.float32)
+        peak = float(np.abs(x).max()) if x.size else 0.0
+        full = min(1.0, self.ceiling / peak) if peak > 0 else 1.0
+        if full < self.gain:  # attack: reach the new gain within the first ATTACK samples
+            ramp = np.full(x.size, full, dtype=np.float32)
+            m = min(x.size, self.ATTACK)
+            ramp[:m] = np.linspace(self.gain, full, num=m, dtype=np.float32)
+            self.gain = full
+        else:  # release: move part of the way back up, linearly across the chunk
+            new = self.gain + self.release * (full - self.gain)
+            ramp = np.linspace(self.gain, new, num=x.size, dtype=np.float32)
+            self.gain = new
+        return np.clip(x * ramp, -1.0, 1.0).astype(np.float32)
+
+
+class BandEnergySpeechEncoder:
+    """Fallback speech encoder: (S,) waveform → (N, Ca) log band energies per latent hop."""
+
+    def __init__(self, cfg: UnisonConfig) -> None:
+        self.sr = cfg.media.sample_rate
+        self.hop = round(self.sr / cfg.latent.audio_hz)
+        self.channels = cfg.latent.audio_channels
+        freqs = np.fft.rfftfreq(self.hop, 1.0 / self.sr)
+        edges = np.geomspace(60.0, self.sr / 2, self.channels + 1)
+        self.bands = [(freqs >= lo) & (freqs < hi) for lo, hi in itertools.pairwise(edges)]
+
+    def encode(self, pcm: np.ndarray) -> np.ndarray:
+        """(S,) float at the media rate, S a multiple of the hop → (S / hop, Ca) float32."""
+        n = len(pcm) // self.hop
+        frames = pcm[: n * self.hop].reshape(n, self.hop) * np.hanning(self.hop)  # (N, hop)
+        power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2  # (N, hop/2+1)
+        bands = np.stack(
+            [power[:, m].sum(-1) if m.any() else np.zeros(n) for m in self.bands], axis=-1
+        )  # (N, Ca)
+        return ((np.log10(bands + 1e-8) + 4.0) / 4.0).astype(np.float32)  # ~[-1, 1]

@@ -1,0 +1,240 @@
+"""``unison-stream bench stream``: the streaming engine end to end, as figures and ratios.
+
+Figures (one JSON object), all measured through the public engine API in one process:
+
+- ``rtf``: media seconds per wall second, one session speaking back to back for ``--seconds``
+  of media, consumer draining as fast as chunks come (the engine's own pace);
+  ``chunk_ms_p50`` / ``chunk_ms_p95``: worker wall time per chunk (step + decode + mix);
+- ``first_media_ms``: ``say`` → the utterance's first decoded chunk (video + audio) in hand,
+  on a streaming session whose consumer plays in real time (median of ``--trials``);
+  ``open_first_media_ms``: ``open_session`` → first chunk;
+- ``interrupt_ms``: ``interrupt`` → first chunk after it in hand (median), and
+  ``interrupt_leak_chunks``: chunks of the interrupted utterance delivered after it (0 = the
+  interrupt takes effect at the next chunk boundary);
+- ``peak_rss_mb``, ``rss_growth_pct``: resident memory at the end vs after the first 10 % of
+  the run (meaningful with ``--seconds 600``);
+- ``recompute_rtf`` / ``speedup_vs_recompute``: the same chunk without a cache (every solver
+  step re-runs sink + W chunks + the current one) plus the same decode, same process;
+- ``batched_sessions_throughput_gain``: media seconds per wall second of 2 sessions batched
+  into one forward vs the same 2 sessions stepped one after the other (``batch_sessions=False``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from unison_stream.config import UnisonConfig, load_config
+from unison_stream.engine.engine import Engine
+from unison_stream.engine.session import EngineSession
+from unison_stream.model.conditioning import TimedTrack
+
+__all__ = ["bench_stream", "register"]
+
+TEXT = "The little robot painted the garden near the station <clap> and then it said hello <wave>"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _drain(s: EngineSession, media_s: float, bar: tqdm | None = None) -> float:
+    """Consume ``media_s`` of media as fast as it comes, keeping the session speaking."""
+    cs = s._chunk_s
+    t0, got, n = time.perf_counter(), 0.0, 0
+    while got < media_s - 1e-9:
+        if s.stats()["buffer_ms"] == 0 and not s._has_pending():
+            s.say(TEXT, utterance_id=f"b{n}")
+            n += 1
+        c = s.next_chunk(timeout=60)
+        assert c is not None, "stream stalled"
+        got += cs
+        if bar is not None:
+            bar.update(1)
+    return got / (time.perf_counter() - t0)
+
+
+def _paced(s: EngineSession, seconds: float) -> None:
+    """Play ``seconds`` of media in real time (the engine runs ahead up to max_ahead)."""
+    t0, got = time.perf_counter(), 0.0
+    while got < seconds:
+        if s.next_chunk(timeout=60) is not None:
+            got += s._chunk_s
+        lag = t0 + got - s._chunk_s - time.perf_counter()  # hold one chunk of buffer
+        if lag > 0:
+            time.sleep(lag)
+
+
+def _first_media(s: EngineSession, trials: int) -> list[float]:
+    out = []
+    for i in range(trials):
+        _paced(s, 1.0)
+        t0 = time.perf_counter()
+        s.say("Hello there, nice to see you.", utterance_id=f"fm{i}")
+        while True:
+            c = s.next_chunk(timeout=60)
+            if c is not None and c.utterance_id == f"fm{i}":
+                out.append((time.perf_counter() - t0) * 1000)
+                break
+        s.interrupt()
+    return out
+
+
+def _interrupt(s: EngineSession, trials: int) -> tuple[list[float], int]:
+    out, leaked = [], 0
+    for i in range(trials):
+        uid = f"int{i}"
+        s.say(TEXT, utterance_id=uid)
+        while (c := s.next_chunk(timeout=60)) is None or c.utterance_id != uid:
+            pass
+        _paced(s, 0.64)
+        t0 = time.perf_counter()
+        s.interrupt()
+        c = s.next_chunk(timeout=60)
+        out.append((time.perf_counter() - t0) * 1000)
+        leaked += int(c is not None and c.utterance_id == uid)
+        for _ in range(3):
+            c = s.next_chunk(timeout=60)
+            leaked += int(c is not None and c.utterance_id == uid)
+    return out, leaked
+
+
+def _recompute_chunk_ms(eng: Engine, decode_ms: float, repeats: int) -> float:
+    """One chunk without a cache: every step re-runs sink + W history chunks + the chunk."""
+    cfg, m = eng.cfg, eng.model
+    w, fc, nc = (
+        cfg.stream.window_chunks,
+        cfg.stream.chunk_latent_frames,
+        cfg.audio_frames_per_chunk(),
+    )
+    k = w + 2
+    dev = eng.device
+    hv = torch.randn(1, k * fc, cfg.tokens_per_frame(), cfg.latent.video_token_dim(), device=dev)
+    ha = torch.randn(1, cfg.audio_streams(), k * nc, cfg.latent.audio_channels, device=dev)
+    tv = torch.zeros(1, k * fc, device=dev)
+    ta = torch.zeros(1, cfg.audio_streams(), k * nc, device=dev)
+    tv[:, -fc:], ta[:, :, -nc:] = 0.5, 0.5
+    slot = next(iter(eng._slots.values()))
+    cond = slot.idle.with_tracks([TimedTrack()]).to(dev)
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(cfg.sampler.steps):
+                m(hv, ha, tv, ta, cond)
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times) + decode_ms
+
+
+def bench_stream(cfg: UnisonConfig, *, seconds: float = 20.0, trials: int = 5) -> dict[str, Any]:
+    """Measure the figures of the module docstring."""
+    out: dict[str, Any] = {
+        "preset": cfg.preset,
+        "seconds": seconds,
+        "threads": torch.get_num_threads(),
+    }
+    cs = cfg.chunk_seconds()
+    with Engine(cfg, max_sessions=2, max_ahead=2) as eng:
+        out.update(device=str(eng.device), dtype=str(eng.dtype).replace("torch.", ""))
+        t0 = time.perf_counter()
+        s = eng.open_session(identity=1, caption="a woman in a green jumper")
+        assert s.next_chunk(timeout=120) is not None
+        out["open_first_media_ms"] = (time.perf_counter() - t0) * 1000
+        _drain(s, 2.0)  # warm-up: planner, text encoder, allocator
+        bar = tqdm(
+            total=math.ceil(seconds / cs), desc="bench stream", unit="chunk", file=sys.stderr
+        )
+        warm = max(cs, 0.1 * seconds)
+        _drain(s, warm, bar)
+        rss0 = _rss_mb()
+        steps0 = len(eng._group_ms)
+        rest = seconds - warm
+        out["rtf"] = _drain(s, rest, bar) if rest > 0 else 0.0
+        bar.close()
+        ms = sorted(eng._group_ms[steps0:])
+        out["chunk_ms_p50"] = ms[len(ms) // 2]
+        out["chunk_ms_p95"] = ms[min(len(ms) - 1, math.ceil(0.95 * len(ms)) - 1)]
+        out["rss_growth_pct"] = 100 * (_rss_mb() - rss0) / rss0
+        fm = _first_media(s, trials)
+        out["first_media_ms"] = statistics.median(fm)
+        out["first_media_ms_max"] = max(fm)
+        it, leaked = _interrupt(s, trials)
+        out["interrupt_ms"] = statistics.median(it)
+        out["interrupt_ms_max"] = max(it)
+        out["interrupt_leak_chunks"] = leaked
+        out["chunk_seconds"] = cs
+        # decode share: a chunk's decode + mix, measured on the worker's own decoders
+        slot = next(iter(eng._slots.values()))
+        lat = torch.randn(
+            1,
+            cfg.stream.chunk_latent_frames,
+            cfg.latent.video_channels,
+            *cfg.latent.latent_hw(cfg.media),
+        )
+        alat = torch.randn(1, cfg.audio_frames_per_chunk(), cfg.latent.audio_channels)
+        t0 = time.perf_counter()
+        for _ in range(10):
+            slot.video.decode(lat)
+            slot.mixer.mix(slot.speech.decode(alat)[0], slot.sfx.decode(alat)[0])
+        out["decode_ms"] = (time.perf_counter() - t0) * 100
+        rec = _recompute_chunk_ms(eng, out["decode_ms"], 3)
+        out["recompute_rtf"] = cs * 1000 / rec
+        out["speedup_vs_recompute"] = out["rtf"] / out["recompute_rtf"]
+        s.close()
+    out["batched_sessions_throughput_gain"] = _batched_gain(cfg, min(seconds / 2, 8.0))
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def _two_sessions_rtf(cfg: UnisonConfig, batch: bool, media_s: float) -> float:
+    """Media seconds (both sessions) per wall second, consumers draining in lockstep."""
+    with Engine(cfg, max_sessions=2, max_ahead=2, batch_sessions=batch) as eng:
+        a, b = eng.open_session(identity=1), eng.open_session(identity=2)
+        for s in (a, b):
+            s.next_chunk(timeout=120)
+        for _ in range(eng.cfg.stream.window_chunks + 3):  # fill both windows: batchable
+            a.next_chunk(timeout=60)
+            b.next_chunk(timeout=60)
+        n = math.ceil(media_s / eng.cfg.chunk_seconds())
+        t0 = time.perf_counter()
+        for _ in range(n):
+            a.next_chunk(timeout=60)
+            b.next_chunk(timeout=60)
+        return 2 * n * eng.cfg.chunk_seconds() / (time.perf_counter() - t0)
+
+
+def _batched_gain(cfg: UnisonConfig, media_s: float) -> float:
+    seq = _two_sessions_rtf(cfg, False, media_s)
+    bat = _two_sessions_rtf(cfg, True, media_s)
+    return bat / seq
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.preset, args.overrides)
+    res = bench_stream(cfg, seconds=args.seconds, trials=args.trials)
+    if args.json:
+        sys.stdout.write(json.dumps(res, indent=2) + "\n")
+    else:
+        for k, v in res.items():
+            sys.stdout.write(f"{k:34s} {v:.3f}\n" if isinstance(v, float) else f"{k:34s} {v}\n")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("stream", help="streaming engine: rtf, latency, interrupt, memory")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--seconds", type=float, default=20.0, help="media seconds to stream")
+    p.add_argument("--trials", type=int, default=5, help="first-media and interrupt trials")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("overrides", nargs="*", default=[], help="config overrides")
+    p.set_defaults(func=run)

@@ -1,0 +1,429 @@
+"""The streaming engine: one worker thread per model replica, many sessions (DESIGN.md §1, §3).
+
+The worker loops over the open sessions. Each round it asks every session that has room in its
+output queue (``max_ahead`` chunks: backpressure) for its next job — its identity sink, the next
+chunk of the current utterance, or an idle/listening chunk, so the stream never stops — groups
+the jobs that can share a forward (same kind, same forcing lead, same clean-audio pattern,
+equally full cache windows), runs each group as one batched ``CausalGenerator.step`` through
+:class:`~unison_stream.engine.batching.StackedCache`, decodes each session's rows with its own
+streaming decoders and mixer, and hands the chunks back. A failing group is logged, counted in
+each session's stats, its utterances end with a ``failed`` event and the sessions restart from
+their identity sink: the stream goes on.
+
+Planning (espeak-ng timings, MiniLM embeddings) runs on a one-thread planner pool, never in the
+caller's thread (``say`` only validates) and never in the worker's critical path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unison_stream.codecs import (
+    AudioDecoder,
+    AudioEncoder,
+    CodecUnavailableError,
+    VideoDecoder,
+    load_decoders,
+    load_encoders,
+)
+from unison_stream.config import UnisonConfig
+from unison_stream.engine.audio import BandEnergySpeechEncoder, Mixer, resample
+from unison_stream.engine.batching import BatchStepper, Row, cat_conditioning, window_fill
+from unison_stream.engine.planner import LEAD_POLICIES, Planner, TimingProvider
+from unison_stream.engine.session import EngineSession, Job, Planned, Utterance
+from unison_stream.engine.types import EngineClosedError, EngineFullError, MediaChunk
+from unison_stream.model.checkpoint import load_model
+from unison_stream.model.conditioning import Conditioning, TimedTrack
+from unison_stream.model.dit import UnisonDiT, patchify
+from unison_stream.model.generator import PlanSlice
+from unison_stream.model.text import TextEncoder
+from unison_stream.runtime import resolve_device, resolve_dtype
+
+__all__ = ["Engine", "EngineSession"]
+
+log = logging.getLogger(__name__)
+LISTENING_CAPTION = "{caption}, listening attentively"
+
+
+@dataclass
+class _Slot:
+    """Model-side state of a session: cache row, conditioning, decoders, mixer."""
+
+    row: Row
+    idle: Conditioning  # (1, …) session caption, empty transcript
+    listening: Conditioning
+    ref: torch.Tensor  # (1, 1, C, h, w) identity reference latent frame
+    video: VideoDecoder
+    speech: AudioDecoder
+    sfx: AudioDecoder
+    mixer: Mixer
+
+
+class Engine:
+    """One model replica and its worker thread (``docs/engine.md``)."""
+
+    def __init__(
+        self,
+        cfg: UnisonConfig,
+        *,
+        checkpoint: Path | None = None,
+        max_sessions: int = 4,
+        max_ahead: int = 2,
+        batch_sessions: bool = True,
+        lead_policy: str = "none",
+        timing: TimingProvider | None = None,
+        model: UnisonDiT | None = None,
+    ) -> None:
+        if lead_policy not in LEAD_POLICIES:
+            raise ValueError(f"lead_policy must be one of {LEAD_POLICIES}, not {lead_policy!r}")
+        if cfg.runtime.threads > 0:
+            torch.set_num_threads(cfg.runtime.threads)
+        self.device = resolve_device(cfg.runtime)
+        self.dtype = resolve_dtype(cfg.runtime, self.device)
+        if model is None:
+            model = UnisonDiT(cfg) if checkpoint is None else load_model(checkpoint)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.cfg = self.model.cfg
+        self.max_sessions, self.max_ahead = max_sessions, max_ahead
+        self.batch_sessions, self.lead_policy = batch_sessions, lead_policy
+        self.planner = Planner(timing=timing)
+        self.stepper = BatchStepper(self.model)
+        self.speech_encoder: AudioEncoder | None = _trained_speech_encoder(self.cfg)
+        self.fallback_encoder = BandEnergySpeechEncoder(self.cfg)  # until codecs are trained
+        self._lock = threading.RLock()
+        self._work = threading.Condition(self._lock)
+        self._encoder_lock = threading.Lock()
+        self._sessions: dict[str, EngineSession] = {}
+        self._slots: dict[str, _Slot] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="unison-planner")
+        self._group_ms: list[float] = []  # wall ms of every batched step + decode (bench)
+        self._batched_steps = 0  # steps that served more than one session
+        self._closed = False
+        self._worker = threading.Thread(target=self._run, name="unison-engine-worker", daemon=True)
+        self._worker.start()
+        self._pool.submit(self._plan, "warm up", None)  # start espeak-ng and MiniLM now
+        log.info(
+            "engine up: %s on %s/%s, %.2f s chunks, %d sessions max, lead policy %s",
+            self.cfg.preset,
+            self.device,
+            self.dtype,
+            self.cfg.chunk_seconds(),
+            max_sessions,
+            lead_policy,
+        )
+
+    # ---- public API ---------------------------------------------------------------------
+    @property
+    def sessions(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def open_session(self, *, identity: int = 0, caption: str = "", seed: int = 0) -> EngineSession:
+        """A new stream with its own identity sink; EngineFullError when every slot is taken."""
+        with self._lock:
+            if self._closed:
+                raise EngineClosedError("engine is closed")
+            if len(self._sessions) >= self.max_sessions:
+                raise EngineFullError(f"all {self.max_sessions} sessions of this replica in use")
+        caption = caption or "a person talking in a quiet room"
+        idle, listening = self._pool.submit(
+            self._encode, [caption, LISTENING_CAPTION.format(caption=caption)]
+        ).result()
+        ref = self._reference(identity)
+        s = EngineSession(self, identity=identity, caption=caption, seed=seed)
+        identity_tokens = patchify(ref, self.cfg.latent.patch)[:, 0]  # (1, P, C·p²)
+        video, speech, sfx = load_decoders(self.cfg, 1)
+        slot = _Slot(
+            Row(self.stepper.new_cache(), 0, seed),
+            _with_identity(idle, identity_tokens),
+            _with_identity(listening, identity_tokens),
+            ref,
+            video,
+            speech,
+            sfx,
+            Mixer(),
+        )
+        with self._lock:
+            if len(self._sessions) >= self.max_sessions:
+                raise EngineFullError(f"all {self.max_sessions} sessions of this replica in use")
+            self._sessions[s.session_id] = s
+            self._slots[s.session_id] = slot
+            self._work.notify_all()
+        s.log.info("opened: identity %d, caption %r", identity, caption)
+        return s
+
+    def stats(self) -> dict[str, float]:
+        """Replica-wide figures: sessions and the wall time of each batched step + decode."""
+        with self._lock:
+            ms = sorted(self._group_ms[-1000:])
+        return {
+            "sessions": float(self.sessions),
+            "steps": float(len(self._group_ms)),
+            "batched_steps": float(self._batched_steps),
+            "step_ms_p50": ms[len(ms) // 2] if ms else 0.0,
+        }
+
+    def close(self) -> None:
+        """Close every session, stop and join the worker; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            sessions = list(self._sessions.values())
+            self._work.notify_all()
+        for s in sessions:
+            s.close()
+        self._worker.join()
+        self._pool.shutdown(wait=True)
+        log.info("engine closed")
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- session services ---------------------------------------------------------------
+    def _wake(self) -> None:
+        with self._lock:
+            self._work.notify_all()
+
+    def _release(self, s: EngineSession) -> None:
+        with self._lock:
+            self._sessions.pop(s.session_id, None)
+            self._slots.pop(s.session_id, None)
+
+    def _plan_async(self, text: str, caption: str | None = None) -> Future[Planned]:
+        with self._lock:
+            if self._closed:
+                raise EngineClosedError("engine is closed")
+            return self._pool.submit(self._plan, text, caption)
+
+    def _plan(self, text: str, caption: str | None) -> Planned:
+        """Time ``text`` and embed its transcript (and caption): runs on the planner thread."""
+        plan = self.planner.plan(text)
+        emb = TextEncoder.shared().encode([plan.transcript, caption or ""])
+        cap = self._encode([caption])[0] if caption else None
+        return Planned(plan, emb.pooled[:1], cap)
+
+    def _encode(self, texts: list[str]) -> list[Conditioning]:
+        """Batch-1 conditionings (no identity, empty track) for each caption in ``texts``."""
+        emb = TextEncoder.shared().encode([*texts, ""])
+        return [
+            Conditioning(
+                caption_tokens=emb.tokens[i : i + 1],
+                caption_mask=emb.mask[i : i + 1],
+                caption_pooled=emb.pooled[i : i + 1],
+                transcript_pooled=emb.pooled[-1:],
+                track_ids=torch.zeros(1, 1, dtype=torch.long),
+                track_start=torch.zeros(1, 1),
+                track_end=torch.zeros(1, 1),
+                track_mask=torch.zeros(1, 1, dtype=torch.bool),
+                identity=torch.zeros(1, 1, 1),
+            )
+            for i in range(len(texts))
+        ]
+
+    def _reference(self, identity: int) -> torch.Tensor:
+        """(1, 1, C, h, w) seeded reference latent of ``identity`` (the session's sink)."""
+        h, w = self.cfg.latent.latent_hw(self.cfg.media)
+        g = torch.Generator().manual_seed(identity)
+        return torch.randn(1, 1, self.cfg.latent.video_channels, h, w, generator=g)
+
+    def _encode_speech(self, pcm: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """Caller's waveform → (speech at the media rate padded to whole chunks, latents)."""
+        x = resample(pcm, sample_rate, self.cfg.media.sample_rate)
+        if x.size == 0:
+            raise ValueError("say_audio: empty waveform")
+        per_chunk = round(self.cfg.chunk_seconds() * self.cfg.media.sample_rate)
+        n = math.ceil(x.size / per_chunk) * per_chunk
+        x = np.pad(np.clip(x, -1.0, 1.0), (0, n - x.size))
+        if self.speech_encoder is None:
+            return x, self.fallback_encoder.encode(x)
+        with self._encoder_lock:  # the trained encoder carries state: one utterance at a time
+            self.speech_encoder.reset()
+            lat = self.speech_encoder.encode(x[None])[0]  # (N, Ca)
+        return x, lat.float().cpu().numpy()
+
+    def _utterance_chunks(self, u: Utterance) -> int:
+        cs = self.cfg.chunk_seconds()
+        if u.speech_pcm is not None:
+            return round(u.speech_pcm.size / (cs * self.cfg.media.sample_rate))
+        assert u.plan is not None
+        return u.plan.result().plan.num_chunks(cs)
+
+    def _utterance_seconds(self, u: Utterance) -> float:
+        if u.speech_pcm is not None:
+            return u.speech_pcm.size / self.cfg.media.sample_rate
+        assert u.plan is not None
+        return u.plan.result().plan.duration_s
+
+    # ---- the worker ---------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._work.wait_for(
+                    lambda: self._closed or any(s._wants_chunk() for s in self._sessions.values()),
+                    timeout=0.5,
+                )
+                if self._closed:
+                    return
+                jobs = [
+                    (s, self._slots[sid], s._next_job())
+                    for sid, s in self._sessions.items()
+                    if s._wants_chunk()
+                ]
+            for group in self._groups(jobs):
+                self._run_group(group)
+
+    def _groups(
+        self, jobs: list[tuple[EngineSession, _Slot, Job]]
+    ) -> list[list[tuple[EngineSession, _Slot, Job, PlanSlice]]]:
+        """Jobs that may share one forward, with their batch-1 plan slices."""
+        groups: dict[tuple[object, ...], list[tuple[EngineSession, _Slot, Job, PlanSlice]]] = {}
+        for n, (s, slot, job) in enumerate(jobs):
+            plan = self._plan_slice(slot, job)
+            fill = window_fill(slot.row.cache, slot.row.index)
+            key: tuple[object, ...] = (
+                job.kind,
+                plan.lead or "none",
+                plan.lead_steps or 0,
+                plan.clean_audio_mask if plan.clean_audio is not None else None,
+                fill,
+            )
+            if not self.batch_sessions or job.kind == "sink":
+                key = (*key, n)
+            groups.setdefault(key, []).append((s, slot, job, plan))
+        return list(groups.values())
+
+    def _plan_slice(self, slot: _Slot, job: Job) -> PlanSlice:
+        """Batch-1 plan slice of ``job`` (track times relative to the chunk)."""
+        cfg = self.cfg
+        cs, fc = cfg.chunk_seconds(), cfg.stream.chunk_latent_frames
+        nc = cfg.audio_frames_per_chunk()
+        base = slot.listening if job.state == "listening" else slot.idle
+        if job.kind == "sink":  # identity held clean, silence: costs one commit pass
+            silence = torch.zeros(1, cfg.audio_streams(), nc, cfg.latent.audio_channels)
+            return PlanSlice(
+                base.with_tracks([TimedTrack()]),
+                clean_video=slot.ref.expand(1, fc, -1, -1, -1),
+                clean_audio=silence,
+            )
+        u = job.utterance
+        if u is None:
+            return PlanSlice(base.with_tracks([TimedTrack()]), lead="none", lead_steps=0)
+        if u.speech_latents is not None:  # audio-driven: speech held clean, SFX + motion made
+            a = torch.zeros(1, cfg.audio_streams(), nc, cfg.latent.audio_channels)
+            a[0, 0] = torch.from_numpy(u.speech_latents[job.k * nc : (job.k + 1) * nc])
+            mask = (True, False) if cfg.audio_streams() == 2 else (True,)
+            return PlanSlice(base.with_tracks([TimedTrack()]), clean_audio=a, clean_audio_mask=mask)
+        assert u.plan is not None
+        planned = u.plan.result()
+        p = planned.plan
+        if planned.caption is not None:  # this utterance's own caption
+            base = _with_identity(planned.caption, slot.idle.identity)
+        base = replace(base, transcript_pooled=planned.transcript_pooled)
+        window = p.window(job.k, cs, cfg.model.track_window_s)
+        lead, steps = p.lead(job.k, cs, self.lead_policy, cfg.sampler.lead_steps)
+        return PlanSlice(base.with_tracks([window]), lead=lead, lead_steps=steps)
+
+    def _run_group(self, group: list[tuple[EngineSession, _Slot, Job, PlanSlice]]) -> None:
+        t0 = time.perf_counter()
+        rows = [slot.row for _, slot, _, _ in group]
+        p0 = group[0][3]
+        plan = PlanSlice(
+            cat_conditioning([p.cond for *_, p in group], [_track(p.cond) for *_, p in group]),
+            clean_video=_cat([p.clean_video for *_, p in group]),
+            clean_audio=_cat([p.clean_audio for *_, p in group]),
+            clean_audio_mask=p0.clean_audio_mask,
+            lead=p0.lead,
+            lead_steps=p0.lead_steps,
+        )
+        try:
+            out = self.stepper.step(rows, plan)
+            chunks = []
+            for b, (_, slot, job, _) in enumerate(group):
+                chunks.append(None if job.kind == "sink" else self._decode(slot, job, out, b))
+        except Exception as e:  # a model/decoder failure must not stop the stream
+            with self._lock:
+                for s, slot, job, _ in group:
+                    s._fail(job, e)
+                    slot.row.cache.reset()
+                    slot.row.index = 0
+                    for d in (slot.video, slot.speech, slot.sfx, slot.mixer):
+                        d.reset()
+            log.exception("group of %d failed", len(group))
+            return
+        dt = time.perf_counter() - t0
+        with self._lock:
+            self._group_ms.append(dt * 1000)
+            self._batched_steps += len(group) > 1
+            for (s, _, job, _), chunk in zip(group, chunks, strict=True):
+                if chunk is None:
+                    s._needs_sink = False
+                else:
+                    s._push(job, chunk, dt / len(group))
+
+    def _decode(self, slot: _Slot, job: Job, out: object, b: int) -> MediaChunk:
+        from unison_stream.model.generator import AVChunk
+
+        assert isinstance(out, AVChunk)
+        video = slot.video.decode(out.video[b : b + 1])[0]
+        u = job.utterance
+        if u is not None and u.speech_pcm is not None:  # the caller's speech, untouched
+            n = round(self.cfg.chunk_seconds() * self.cfg.media.sample_rate)
+            speech = u.speech_pcm[job.k * n : (job.k + 1) * n].copy()
+            slot.speech.decode(out.speech[b : b + 1])  # keep the decoder's carried state moving
+        else:
+            speech = slot.speech.decode(out.speech[b : b + 1])[0]
+        sfx_lat = out.sfx
+        sfx = slot.sfx.decode(sfx_lat[b : b + 1])[0] if sfx_lat is not None else None
+        return MediaChunk(
+            index=-1,  # numbered on delivery (the session's media clock)
+            start_s=0.0,
+            video=video,
+            audio=slot.mixer.mix(speech, sfx),
+            speech=speech,
+            sfx=sfx,
+            utterance_id=u.utterance_id if u is not None else None,
+            state=job.state,
+        )
+
+
+def _trained_speech_encoder(cfg: UnisonConfig) -> AudioEncoder | None:
+    """The trained audio codec's encoder when its weights fit ``cfg``, else None (fallback)."""
+    try:
+        _, audio = load_encoders(cfg)
+    except CodecUnavailableError as e:
+        log.info("audio-driven mode uses the band-energy fallback encoder: %s", e)
+        return None
+    return audio
+
+
+def _with_identity(c: Conditioning, identity: torch.Tensor) -> Conditioning:
+    return Conditioning(**{**vars(c), "identity": identity})
+
+
+def _track(c: Conditioning) -> TimedTrack:
+    """The (batch-1) track a plan slice's conditioning holds, back as a TimedTrack."""
+    m = c.track_mask[0]
+    return TimedTrack(
+        tuple(int(i) for i in c.track_ids[0][m]),
+        tuple(float(t) for t in c.track_start[0][m]),
+        tuple(float(t) for t in c.track_end[0][m]),
+    )
+
+
+def _cat(xs: list[torch.Tensor | None]) -> torch.Tensor | None:
+    if xs[0] is None:
+        return None
+    return torch.cat([x for x in xs if x is not None])
