@@ -7,10 +7,11 @@ import torch
 from tests.helpers import live_model, make_inputs, random_cond, small_config
 from unison_stream.engine.batching import BatchStepper, Row, StackedCache, cat_conditioning
 from unison_stream.model.conditioning import TimedTrack
+from unison_stream.model.dit import UnisonDiT
 from unison_stream.model.generator import PlanSlice
 
 
-def _filled(model: torch.nn.Module, chunks: int, seed: int) -> Row:
+def _filled(model: UnisonDiT, chunks: int, seed: int) -> Row:
     """A batch-1 session cache holding ``chunks`` committed chunks of random history."""
     cfg = model.cfg
     inp = make_inputs(cfg, chunks, seed=seed)

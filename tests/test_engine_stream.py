@@ -125,7 +125,7 @@ def test_audio_driven_mode_returns_the_given_speech_unchanged(engine: Engine) ->
     captured = []
     step = engine.stepper.step
 
-    def spy(rows, plan):  # type: ignore[no-untyped-def]
+    def spy(rows, plan):
         out = step(rows, plan)
         if plan.clean_audio is not None and plan.clean_video is None:
             captured.append((plan.clean_audio[:, 0].clone(), out.speech.clone()))
@@ -155,7 +155,7 @@ def test_failure_is_recorded_and_the_stream_goes_on(engine: Engine) -> None:
     real = engine.model.forward_chunk
     calls = {"n": 0}
 
-    def flaky(*a, **k):  # type: ignore[no-untyped-def]
+    def flaky(*a, **k):
         if a[4].track_mask.any():  # a chunk of the utterance: fail the first one once
             calls["n"] += 1
             if calls["n"] == 1:
@@ -166,6 +166,7 @@ def test_failure_is_recorded_and_the_stream_goes_on(engine: Engine) -> None:
     s.say("hello there friend", utterance_id="u")
     chunks, events = until_event(s, "failed")
     engine.model.forward_chunk = real  # type: ignore[method-assign]
+    assert [e.event for e in events] == ["queued", "failed"], "its first chunk failed"
     chunks += take(s, 3)
     assert s.stats()["errors"] == 1
     assert [c.index for c in chunks] == list(range(2, 2 + len(chunks)))
