@@ -118,6 +118,7 @@ class MediaClock:
         self._next = 0  # next slot index to materialise
         self._last_frame = np.full((height, width, 3), IDLE_GREY, np.uint8)
         self._closed = False
+        self._flushes = 0  # flush() count: speech waiting in push() across one is dropped
         self.started = False  # a decoded chunk has arrived
         self.underruns = 0  # idle slots served after the first chunk because nothing was ready
         self.slots_served = 0
@@ -150,10 +151,13 @@ class MediaClock:
             for i in range(f)
         ]
         with self._cond:
+            epoch = self._flushes
             while len(self._pending) >= self.max_pending and not self._closed:
                 self._cond.wait(0.5)
             if self._closed:
                 return False
+            if self._flushes != epoch and chunk.utterance_id is not None:
+                return True  # speech made before an interrupt that flushed while we waited
             self._pending.extend(slots)
             self.chunks_in += 1
             self.started = True
@@ -197,6 +201,7 @@ class MediaClock:
         with self._cond:
             n = len(self._pending)
             self._pending.clear()
+            self._flushes += 1
             self._cond.notify_all()
         self.flushed_slots += n
         return n
