@@ -164,6 +164,11 @@ class Channel:
                 self.publish(P.utterance_msg(ev.utterance_id, ev.event, self.media_time()))
             elif ev.event in ("started", "finished"):
                 self._due.append(ev)
+            elif ev.event == "failed":  # the engine's own fault report: chunk could not be made
+                self.errors += 1
+                log.error("[%s] engine failed utterance %s; idle", self.label, ev.utterance_id)
+                msg = f"generation failed for utterance {ev.utterance_id}; streaming idle"
+                self.publish(P.error_msg(ServerError(msg, ref=ev.utterance_id)))
             else:
                 log.debug("[%s] ignoring engine event %r", self.label, ev.event)
         if not self._due:
