@@ -1,10 +1,77 @@
-"""unison_sdk: the Python client for a unison-stream server.
+"""unison_sdk: Python client for unison-stream talking-avatar servers (no torch needed).
 
-Installs without torch. The client API (connect, say, interrupt, media iterators) follows
-the server protocol in ``docs/protocol.md``; until the server lands this package only
-carries its version, so that installing it and importing it is already tested.
+::
+
+    from unison_sdk import connect
+
+    async with connect("http://127.0.0.1:8080", api_key=KEY) as avatar:
+        utt = await avatar.say("Hello there!")
+        await utt                               # until finished or interrupted
+        async with avatar.record("hello.mp4"):
+            await (await avatar.say("Recorded."))
+
+See docs/sdk.md. Blocking use: :func:`connect_sync`.
 """
 
-__all__ = ["__version__"]
+from unison_sdk.client import Avatar, Connect, connect
+from unison_sdk.devices import Player, Recorder
+from unison_sdk.errors import (
+    BadRequest,
+    CapacityError,
+    ConnectionFailed,
+    ConnectionLost,
+    InternalError,
+    PlaybackUnavailable,
+    RateLimited,
+    ServerError,
+    SessionEnded,
+    Unauthorized,
+    UnisonError,
+)
+from unison_sdk.media import AudioFrame, Subscription, VideoFrame
+from unison_sdk.protocol import (
+    ConnectionEvent,
+    ErrorEvent,
+    Event,
+    MediaInfo,
+    StateEvent,
+    StatsEvent,
+    UtteranceEvent,
+)
+from unison_sdk.sync import SyncAvatar, connect_sync
+from unison_sdk.utterance import Utterance
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AudioFrame",
+    "Avatar",
+    "BadRequest",
+    "CapacityError",
+    "Connect",
+    "ConnectionEvent",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "ErrorEvent",
+    "Event",
+    "InternalError",
+    "MediaInfo",
+    "PlaybackUnavailable",
+    "Player",
+    "RateLimited",
+    "Recorder",
+    "ServerError",
+    "SessionEnded",
+    "StateEvent",
+    "StatsEvent",
+    "Subscription",
+    "SyncAvatar",
+    "Unauthorized",
+    "UnisonError",
+    "Utterance",
+    "UtteranceEvent",
+    "VideoFrame",
+    "__version__",
+    "connect",
+    "connect_sync",
+]

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 WS_FRAME_FACTOR = 16  # frames above limit × this are refused by aiohttp itself (close 1009)
+CLEAN_CLOSE = (1000, 1001)  # a client closing with these ends its session; others may resume
 
 
 class ServerState:
@@ -38,6 +39,10 @@ class ServerState:
         self.cfg, self.media, self.model, self.engine = cfg, media, model, engine
         self.keys = ApiKeys(cfg.api_keys)
         self.signer = TokenSigner(cfg.token_secret, ttl_s=cfg.token_ttl_s)
+        # resume tokens (in ``ready``) live as long as a session may; their own key, so a
+        # session token is never a resume token nor the reverse
+        resume_secret = f"{cfg.token_secret}:resume" if cfg.token_secret else ""
+        self.resume_signer = TokenSigner(resume_secret, ttl_s=cfg.max_duration_s)
         self.manager = SessionManager(engine, cfg, media, self.signer)
         self.limits = P.Limits(
             max_message_bytes=cfg.max_message_bytes,
@@ -138,14 +143,29 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html")
 
 
+def _last_seq(request: web.Request) -> int:
+    raw = request.query.get("last_seq", "0")
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest("'last_seq' must be a non-negative integer")
+    return int(raw)
+
+
 async def websocket(request: web.Request) -> web.StreamResponse:
     st = _state(request)
-    sid = st.signer.verify(request.query.get("token"))
+    resume_token = request.query.get("resume")
+    last_seq: int | None = None
+    if resume_token is not None:  # ?resume=<resume token>&last_seq=N
+        sid = st.resume_signer.verify(resume_token)
+        last_seq = _last_seq(request)
+    else:
+        sid = st.signer.verify(request.query.get("token"))
     session = st.manager.sessions.get(sid)
     if session is None:
         raise Unauthorized("the token's session has ended")
-    if session.ws_connected:
+    if last_seq is None and session.ws_connected:
         raise BadRequest("this session already has a websocket")
+    if last_seq is not None:
+        session.check_resumable(last_seq)
     ws = web.WebSocketResponse(
         heartbeat=st.cfg.keepalive_s,
         max_msg_size=st.cfg.max_message_bytes * WS_FRAME_FACTOR,
@@ -159,24 +179,27 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     async def close_ws(code: int, reason: str) -> None:
         await ws.close(code=code, message=reason.encode()[:120])
 
-    session.attach(send, close_ws)
     m = st.media
-    session.post(
-        P.ready_msg(
-            sid,
-            fps=m.fps,
-            width=m.width,
-            height=m.height,
-            sample_rate=m.sample_rate,
-            mode=session.mode,
-        )
+    ready = P.ready_msg(
+        sid,
+        fps=m.fps,
+        width=m.width,
+        height=m.height,
+        sample_rate=m.sample_rate,
+        mode=session.mode,
+        resume_token=st.resume_signer.issue(sid)[0],
+        resumed=last_seq is not None,
+        seq=session.seq,
     )
-    log.info("[%s] websocket connected", sid)
+    gen = await session.attach(send, close_ws, first=ready, resume_from=last_seq)
+    log.info("[%s] websocket %s", sid, "resumed" if last_seq is not None else "connected")
+    asked_to_close = False
     try:
         async for msg in ws:
             try:
                 if msg.type == WSMsgType.TEXT:
                     if not await session.handle(P.parse_client_message(msg.data, st.limits)):
+                        asked_to_close = True
                         break
                 elif msg.type == WSMsgType.BINARY:
                     if len(msg.data) > st.cfg.max_message_bytes:
@@ -193,9 +216,19 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 log.exception("[%s] internal error handling a message", sid)
                 session.post(P.error_msg(ServerError(f"internal error: {type(e).__name__}")))
     finally:
-        await st.manager.end(sid, code=session.close_code, reason="websocket closed")
+        if gen != session.generation:
+            pass  # a resumed websocket took this session over
+        elif (
+            asked_to_close
+            or session.closed.is_set()
+            or ws.close_code in CLEAN_CLOSE
+            or st.cfg.resume_grace_s <= 0
+        ):
+            await st.manager.end(sid, code=session.close_code, reason="websocket closed")
+        else:  # lost without a clean close: the client may resume within the grace period
+            session.detach(gen)
         await ws.close()
-        log.info("[%s] websocket closed", sid)
+        log.info("[%s] websocket closed (code %s)", sid, ws.close_code)
     return ws
 
 

@@ -55,6 +55,10 @@ class ServerConfig:
     idle_timeout_s: float = 300.0  # no client message for this long → session ends
     max_duration_s: float = 3600.0  # hard cap on a session's life
     keepalive_s: float = 20.0  # websocket ping interval; a missing pong closes the socket
+    # resume: a websocket lost without a close frame keeps its session this long, so the client
+    # can reconnect (``?resume=…&last_seq=N``) and get every event it missed exactly once
+    resume_grace_s: float = 30.0  # 0 → a lost websocket ends the session at once
+    resume_buffer: int = 2048  # unacknowledged events kept per session for replay
     # media
     buffer_s: float = 1.0  # decoded media held ahead of playout (puller waits beyond this)
     stats_interval_s: float = 1.0  # period of ``stats`` messages
@@ -78,6 +82,8 @@ def validate_server(cfg: ServerConfig) -> ServerConfig:
     need(cfg.say_rate_per_s > 0 and cfg.say_burst >= 1, "say_rate_per_s", "rate > 0, burst ≥ 1")
     need(cfg.idle_timeout_s > 0, "idle_timeout_s", "must be > 0")
     need(cfg.max_duration_s > 0, "max_duration_s", "must be > 0")
+    need(cfg.resume_grace_s >= 0, "resume_grace_s", "must be ≥ 0")
+    need(cfg.resume_buffer >= 16, "resume_buffer", "must be ≥ 16")
     need(cfg.buffer_s > 0, "buffer_s", "must be > 0")
     need(cfg.stats_interval_s > 0, "stats_interval_s", "must be > 0")
     if cfg.loopback_only:

@@ -17,6 +17,7 @@ from unison_stream.server.errors import BadRequest, RateLimited, ServerError
 
 __all__ = [
     "STATES",
+    "Ack",
     "AudioBegin",
     "AudioEnd",
     "ClientMessage",
@@ -105,7 +106,15 @@ class AudioEnd:
     id: str
 
 
-ClientMessage = Offer | Say | Interrupt | SetState | Ping | Close | AudioBegin | AudioEnd
+@dataclass(frozen=True)
+class Ack:
+    """The client has every server message up to ``seq``; the server may forget them."""
+
+    seq: int
+    id: str | None = None
+
+
+ClientMessage = Offer | Say | Interrupt | SetState | Ping | Close | AudioBegin | AudioEnd | Ack
 
 
 def _str(obj: dict[str, Any], key: str, *, ref: str | None, required: bool = True) -> str | None:
@@ -178,6 +187,11 @@ def parse_client_message(data: str | bytes, limits: Limits) -> ClientMessage:
         return SetState(state=str(state), id=ref)
     if kind == "ping":
         return Ping(id=ref)
+    if kind == "ack":
+        seq = obj.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise BadRequest("'seq' must be a non-negative integer", ref=ref)
+        return Ack(seq=seq, id=ref)
     if kind == "close":
         return Close(id=ref)
     if kind == "audio_begin":
@@ -280,10 +294,23 @@ def dumps(msg: dict[str, Any]) -> str:
 
 
 def ready_msg(
-    session_id: str, *, fps: float, width: int, height: int, sample_rate: int, mode: str
+    session_id: str,
+    *,
+    fps: float,
+    width: int,
+    height: int,
+    sample_rate: int,
+    mode: str,
+    resume_token: str | None = None,
+    resumed: bool = False,
+    seq: int = 0,
 ) -> dict[str, Any]:
+    """``ready`` (never sequenced itself); ``last_seq``: the last sequence number already used."""
     media = {"fps": fps, "width": width, "height": height, "sample_rate": sample_rate}
-    return {"type": "ready", "session_id": session_id, "mode": mode, "media": media}
+    msg: dict[str, Any] = {"type": "ready", "session_id": session_id, "mode": mode, "media": media}
+    if resume_token is not None:
+        msg.update(resume_token=resume_token, resumed=resumed, last_seq=seq)
+    return msg
 
 
 def answer_msg(sdp: str, ref: str | None = None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,6 +47,8 @@ ERROR_REPORT_S = 1.0  # at most one engine ``error`` message per channel per thi
 CLOSE_IDLE = 4408  # websocket close codes (docs/protocol.md)
 CLOSE_MAX_DURATION = 4409
 CLOSE_ENDED = 4000
+CLOSE_REPLACED = 4001  # a resumed websocket took over this session
+RECENT_IDS = 256  # say / audio ids remembered per session, so a retried command is not doubled
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -227,8 +230,11 @@ class Session:
         cfg: ServerConfig,
         req: P.CreateSession,
         manager: SessionManager,
+        *,
+        internal: bool = False,
     ) -> None:
         self.id, self.channel, self.cfg, self.manager = session_id, channel, cfg, manager
+        self.internal = internal  # an in-process member (the MQTT bridge): never reaped
         self.mode = req.mode
         self.idle_timeout_s = min(req.idle_timeout_s or cfg.idle_timeout_s, cfg.idle_timeout_s)
         self.max_duration_s = min(req.max_duration_s or cfg.max_duration_s, cfg.max_duration_s)
@@ -245,18 +251,81 @@ class Session:
         self._close_ws: Callable[[int, str], Awaitable[None]] | None = None
         self._writer_task: asyncio.Task[Any] | None = None
         self.closed = asyncio.Event()
+        # resume (docs/protocol.md): every posted message gets ``seq``; unacknowledged ones are
+        # kept for replay to a websocket that resumes the session after a drop
+        self.seq = 0
+        self._replay: deque[dict[str, Any]] = deque()
+        self._lost_through = 0  # messages ≤ this were evicted unacknowledged: no resume before
+        self.generation = 0  # bumped by every attach; a replaced websocket's handler sees it
+        self.ever_connected = False
+        self.detached_at: float | None = None
+        self._recent: deque[str] = deque(maxlen=RECENT_IDS)
 
     # ---- outgoing messages ------------------------------------------------------------------
-    def attach(self, send: Send, close_ws: Callable[[int, str], Awaitable[None]]) -> None:
-        """Bind the websocket: messages posted from now on are sent in order by one task."""
-        self.ws_connected = True
-        self._outbox = asyncio.Queue()
-        self._close_ws = close_ws
-        self._writer_task = self.tasks.create(self._writer(send), name="ws-writer")
+    def check_resumable(self, last_seq: int) -> None:
+        """Raise :class:`BadRequest` unless every message after ``last_seq`` can be replayed."""
+        if last_seq > self.seq:
+            raise BadRequest(f"cannot resume: last_seq {last_seq} is ahead of the server's")
+        if last_seq < self._lost_through:
+            raise BadRequest(f"cannot resume: messages after seq {last_seq} are gone")
 
-    async def _writer(self, send: Send) -> None:
-        assert self._outbox is not None
-        while (msg := await self._outbox.get()) is not None:
+    async def attach(
+        self,
+        send: Send,
+        close_ws: Callable[[int, str], Awaitable[None]],
+        *,
+        first: dict[str, Any] | None = None,
+        resume_from: int | None = None,
+    ) -> int:
+        """Bind a websocket and return its generation: ``first`` (unsequenced ``ready``) is sent,
+        then every kept message after ``resume_from`` (all kept ones on a first attach), then
+        whatever is posted from now on, in order, by one writer task. A websocket still attached
+        is closed with 4001 (replaced)."""
+        if resume_from is not None:
+            self.check_resumable(resume_from)
+            self.ack(resume_from)
+        old_close, old_writer = self._close_ws, self._writer_task
+        if self._outbox is not None:
+            self._outbox.put_nowait(None)
+        self.generation += 1
+        self.ws_connected = self.ever_connected = True
+        self.detached_at = None
+        outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        if first is not None:
+            outbox.put_nowait(first)
+        after = resume_from or 0
+        for m in self._replay:
+            if m["seq"] > after:
+                outbox.put_nowait(m)
+        self._outbox, self._close_ws = outbox, close_ws
+        self._writer_task = self.tasks.create(self._writer(send, outbox), name="ws-writer")
+        if old_writer is not None:
+            await self.tasks.cancel(old_writer)
+        if old_close is not None:
+            try:
+                await old_close(CLOSE_REPLACED, "replaced by a resumed websocket")
+            except Exception as e:  # the old socket is usually gone already
+                log.debug("[%s] closing the replaced websocket: %r", self.id, e)
+        return self.generation
+
+    def detach(self, generation: int) -> None:
+        """The websocket of ``generation`` was lost: keep the session for ``resume_grace_s``."""
+        if generation != self.generation or self.closed.is_set():
+            return
+        self.ws_connected = False
+        self.detached_at = time.monotonic()
+        if self._outbox is not None:
+            self._outbox.put_nowait(None)
+        self._outbox, self._close_ws = None, None
+        log.info("[%s] websocket lost; resumable for %.0f s", self.id, self.cfg.resume_grace_s)
+
+    def ack(self, seq: int) -> None:
+        """Forget kept messages up to ``seq`` (the client has them)."""
+        while self._replay and self._replay[0]["seq"] <= seq:
+            self._replay.popleft()
+
+    async def _writer(self, send: Send, outbox: asyncio.Queue[dict[str, Any] | None]) -> None:
+        while (msg := await outbox.get()) is not None:
             try:
                 await send(msg)
             except (ConnectionError, RuntimeError) as e:
@@ -264,16 +333,37 @@ class Session:
                 return
 
     def post(self, msg: dict[str, Any]) -> None:
-        """Queue a message for the client (non-blocking; dropped if no websocket)."""
-        if self._outbox is not None and not self.closed.is_set():
-            self._outbox.put_nowait(msg)
+        """Number a message (``seq``), keep it for replay and queue it for the websocket, if
+        one is attached (non-blocking)."""
+        if self.closed.is_set():
+            return
+        self.seq += 1
+        numbered = {**msg, "seq": self.seq}
+        self._replay.append(numbered)
+        if len(self._replay) > self.cfg.resume_buffer:
+            self._lost_through = self._replay.popleft()["seq"]
+        if self._outbox is not None:
+            self._outbox.put_nowait(numbered)
+
+    def _first_time(self, uid: str) -> bool:
+        """Whether a say / audio id is new to this session (a retry after a resume is not)."""
+        if uid in self._recent:
+            return False
+        self._recent.append(uid)
+        return True
 
     # ---- client messages --------------------------------------------------------------------
     async def handle(self, msg: P.ClientMessage) -> bool:
         """Act on one parsed message; return False when the client asked to close."""
+        if isinstance(msg, P.Ack):  # bookkeeping, not activity: it does not defer idle timeout
+            self.ack(msg.seq)
+            return True
         self.last_activity = time.monotonic()
         eng = self.channel.engine_session
         if isinstance(msg, P.Say):
+            if not self._first_time(msg.id):
+                log.info("[%s] say %s already accepted; ignored", self.id, msg.id)
+                return True
             self.bucket.take(time.monotonic(), ref=msg.id)
             if msg.interrupt:
                 self.channel.interrupt()
@@ -317,6 +407,9 @@ class Session:
             raise BadRequest("audio_end without a matching audio_begin", ref=uid)
         _, rate, parts, size = self._audio
         self._audio = None
+        if not self._first_time(uid):
+            log.info("[%s] audio %s already accepted; ignored", self.id, uid)
+            return
         raw = b"".join(parts)
         if size == 0 or len(raw) % 2:
             raise BadRequest("audio must be a non-empty whole number of PCM16 samples", ref=uid)
@@ -415,8 +508,11 @@ class SessionManager:
     def peer_connections(self) -> int:
         return sum(1 for s in self.sessions.values() if s.pc is not None)
 
-    async def create(self, req: P.CreateSession) -> tuple[Session, str, float]:
-        """Open a session (and its channel when needed); return it, its token and expiry."""
+    async def create(
+        self, req: P.CreateSession, *, internal: bool = False
+    ) -> tuple[Session, str, float]:
+        """Open a session (and its channel when needed); return it, its token and expiry.
+        ``internal`` sessions (in-process members such as the MQTT bridge) are never reaped."""
         async with self._lock:
             sid = secrets.token_hex(8)
             key = f"b:{req.channel}" if req.mode == "broadcast" else f"p:{sid}"
@@ -436,7 +532,7 @@ class SessionManager:
                 channel.label = sid if req.mode == "private" else f"{req.channel}"
                 self.channels[key] = channel
                 channel.start()
-            session = Session(sid, channel, self.cfg, req, self)
+            session = Session(sid, channel, self.cfg, req, self, internal=internal)
             channel.members.add(session)
             self.sessions[sid] = session
             self.created_total += 1
@@ -467,8 +563,16 @@ class SessionManager:
             await asyncio.sleep(min(1.0, self.cfg.idle_timeout_s / 4))
             now = time.monotonic()
             for sid, s in list(self.sessions.items()):
-                if not s.ws_connected and now - s.created > self.cfg.token_ttl_s:
+                if s.internal:
+                    continue
+                if not s.ever_connected and now - s.created > self.cfg.token_ttl_s:
                     await self.end(sid, reason="no websocket within the token lifetime")
+                elif (
+                    s.detached_at is not None
+                    and not s.ws_connected
+                    and now - s.detached_at > self.cfg.resume_grace_s
+                ):
+                    await self.end(sid, reason="not resumed within the grace period")
                 elif now - s.last_activity > s.idle_timeout_s:
                     s.post({"type": "error", "code": "bad_request", "message": "idle timeout"})
                     await self.end(sid, code=CLOSE_IDLE, reason="idle timeout")

@@ -1,0 +1,591 @@
+"""The asyncio client: one session on a unison-stream server (docs/sdk.md, docs/protocol.md).
+
+``connect()`` opens a session (``POST /v1/sessions`` with an API key, or a ready session token),
+its websocket and, unless ``media=False``, a receive-only WebRTC connection. One reader task
+feeds websocket text to the sans-I/O :class:`~unison_sdk.protocol.ClientProtocol`; when the
+websocket drops without a clean close, it resumes the same session (``?resume=…&last_seq=N``)
+with back-off for up to ``reconnect_timeout_s``: the server replays what was missed and the
+protocol drops duplicates, so events are neither lost nor doubled. Every background task goes
+through one :class:`~unison_sdk._tasks.TaskManager`; :meth:`Avatar.close` is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Generator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from unison_sdk._tasks import TaskManager
+from unison_sdk.devices import Player, Recorder
+from unison_sdk.errors import (
+    ConnectionFailed,
+    ConnectionLost,
+    SessionEnded,
+    UnisonError,
+    server_error,
+)
+from unison_sdk.media import (
+    AudioFrame,
+    Fanout,
+    Subscription,
+    VideoFrame,
+    audio_frame,
+    is_loopback_url,
+    restrict_ice_to_loopback,
+    video_frame,
+)
+from unison_sdk.protocol import (
+    Answer,
+    ClientProtocol,
+    ConnectionEvent,
+    ErrorEvent,
+    Event,
+    MediaInfo,
+    Ready,
+    StateEvent,
+    StatsEvent,
+    UtteranceEvent,
+    resume_url,
+    ws_url_for_token,
+)
+from unison_sdk.utterance import Utterance
+
+__all__ = ["Avatar", "Connect", "connect"]
+
+log = logging.getLogger(__name__)
+
+FINAL_CLOSE = {4000: "session ended", 4001: "replaced by another connection",
+               4408: "idle timeout", 4409: "maximum duration"}  # fmt: skip
+AUDIO_PART_BYTES = 32768  # one binary upload message (the server's default limit is 64 KiB)
+BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)  # reconnect waits, the last one repeated
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _post_session(base_url: str, api_key: str, body: dict[str, Any], timeout: float) -> Any:
+    req = urllib.request.Request(
+        base_url.rstrip("/") + "/v1/sessions",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            err = json.loads(e.read())["error"]
+            code, message = str(err["code"]), str(err["message"])
+        except Exception:
+            code, message = "internal", f"HTTP {e.code}"
+        raise ConnectionFailed(
+            f"server refused the session: {code}: {message}", code=code, status=e.code
+        ) from server_error(code, message)
+    except (urllib.error.URLError, OSError) as e:
+        raise ConnectionFailed(f"cannot reach {base_url}: {e}") from e
+
+
+class Avatar:
+    """A connected avatar session. Made by :func:`connect`; use it as ``async with``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None,
+        token: str | None,
+        session: dict[str, Any],
+        media: bool,
+        reconnect: bool,
+        reconnect_timeout_s: float,
+        timeout_s: float,
+    ) -> None:
+        if (api_key is None) == (token is None):
+            raise ValueError("give exactly one of api_key= or token=")
+        self.url, self._api_key, self._token = url, api_key, token
+        self._session_body, self._media_on = session, media
+        self._reconnect, self.reconnect_timeout_s = reconnect, reconnect_timeout_s
+        self.timeout_s = timeout_s
+        self._proto = ClientProtocol()
+        self._tasks = TaskManager("unison-avatar")
+        self._ws: ClientConnection | None = None
+        self._ws_url = ""
+        self._resume_token: str | None = None
+        self._connected = asyncio.Event()
+        self._send_lock = asyncio.Lock()
+        self._utterances: dict[str, Utterance] = {}
+        self._answers: dict[str, asyncio.Future[Answer]] = {}
+        self._events: Fanout[Event] = Fanout(1024)
+        self._video: Fanout[VideoFrame] = Fanout(64)
+        self._audio: Fanout[AudioFrame] = Fanout(256)
+        self._pc: Any = None
+        self._closing = False
+        self._closed = asyncio.Event()
+        self._failure: UnisonError | None = None
+        self.session_id = ""
+        self.media: MediaInfo | None = None
+        self.state = "idle"
+        self.stats: dict[str, float] = {}
+        self.resumes = 0  # successful resumes so far
+        self.last_resume_s: float | None = None  # drop noticed → session resumed
+
+    # ---- opening ---------------------------------------------------------------------------
+    async def _open(self) -> None:
+        if self._api_key is not None:
+            info = await asyncio.to_thread(
+                _post_session, self.url, self._api_key, self._session_body, self.timeout_s
+            )
+            self._ws_url = str(info["ws_url"])
+        else:
+            assert self._token is not None
+            self._ws_url = ws_url_for_token(self.url, self._token)
+        ws, ready = await self._dial(self._ws_url)
+        self._on_ready(ws, ready)
+        self._tasks.create(self._run(), name="reader")
+        if self._media_on:
+            await self._negotiate()
+
+    async def _dial(self, url: str) -> tuple[ClientConnection, Ready]:
+        """Open a websocket and read its ``ready`` (HTTP refusals become typed errors)."""
+        try:
+            ws = await asyncio.wait_for(
+                websockets.connect(url, max_size=2**22, open_timeout=self.timeout_s),
+                self.timeout_s,
+            )
+        except websockets.InvalidStatus as e:
+            status = e.response.status_code
+            code = {400: "bad_request", 401: "unauthorized", 503: "capacity"}.get(status)
+            body = e.response.body.decode(errors="replace") if e.response.body else ""
+            raise ConnectionFailed(
+                f"websocket refused ({status}): {body.strip()}", code=code, status=status
+            ) from e
+        except (OSError, TimeoutError, websockets.InvalidHandshake) as e:
+            raise ConnectionFailed(f"cannot open the websocket: {e!r}") from e
+        try:
+            raw = await asyncio.wait_for(ws.recv(), self.timeout_s)
+        except (ConnectionClosed, TimeoutError) as e:
+            await ws.close()
+            raise ConnectionFailed(f"no 'ready' from the server: {e!r}") from e
+        first = self._proto.receive(raw)
+        if not isinstance(first, Ready):
+            await ws.close()
+            raise ConnectionFailed(f"expected 'ready', got {first!r}")
+        return ws, first
+
+    def _on_ready(self, ws: ClientConnection, ready: Ready) -> None:
+        self._ws = ws
+        self.session_id, self.media = ready.session_id, ready.media
+        self._resume_token = ready.resume_token
+        self._connected.set()
+
+    # ---- the reader, and resuming ------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            ws = self._ws
+            assert ws is not None
+            code: int | None = None
+            try:
+                async for raw in ws:
+                    self._dispatch(raw)
+                    if (ack := self._proto.ack_due(time.monotonic())) is not None:
+                        await self._send_raw(ack, ws)
+                code = ws.close_code
+            except ConnectionClosed as e:
+                code = e.rcvd.code if e.rcvd is not None else 1006
+            self._connected.clear()
+            if self._closing:
+                return
+            if code in FINAL_CLOSE or code == 1000:
+                reason = FINAL_CLOSE.get(code or 1000, "closed by the server")
+                self._fail(SessionEnded(f"session {self.session_id} ended: {reason}", code=code))
+                return
+            if not self._reconnect or self._resume_token is None:
+                self._fail(ConnectionLost(f"websocket closed (code {code})"))
+                return
+            if not await self._resume(code):
+                return
+
+    async def _resume(self, code: int | None) -> bool:
+        t0 = time.monotonic()
+        self._events.publish(ConnectionEvent("reconnecting", f"websocket closed (code {code})"))
+        log.info("[%s] websocket lost (code %s); resuming", self.session_id, code)
+        deadline = t0 + self.reconnect_timeout_s
+        attempt, last = 0, None
+        while time.monotonic() < deadline and not self._closing:
+            await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+            attempt += 1
+            assert self._resume_token is not None
+            url = resume_url(self._ws_url, self._resume_token, self._proto.last_seq)
+            try:
+                ws, ready = await self._dial(url)
+            except ConnectionFailed as e:
+                last = e
+                if e.status in (400, 401):  # the session is gone or cannot be replayed
+                    break
+                continue
+            self._on_ready(ws, ready)
+            self.resumes += 1
+            self.last_resume_s = time.monotonic() - t0
+            log.info("[%s] resumed in %.3f s", self.session_id, self.last_resume_s)
+            self._events.publish(ConnectionEvent("resumed", f"{self.last_resume_s:.3f} s"))
+            self._tasks.create(self._after_resume(), name="after-resume")
+            return True
+        self._fail(ConnectionLost(f"could not resume session {self.session_id}: {last!r}"))
+        return False
+
+    async def _after_resume(self) -> None:
+        # say / audio the server may never have received: resend (it ignores ids it has)
+        for utt in list(self._utterances.values()):
+            if not utt.queued and not utt.done():
+                await utt._resend()
+        pc = self._pc
+        if self._media_on and (pc is None or pc.connectionState in ("failed", "closed")):
+            await self._negotiate()
+
+    def _dispatch(self, raw: str | bytes) -> None:
+        msg = self._proto.receive(raw)
+        if msg is None:
+            return
+        if isinstance(msg, UtteranceEvent):
+            utt = self._utterances.get(msg.id)
+            if utt is not None:
+                utt._event(msg)
+                if utt.done():
+                    self._utterances.pop(msg.id, None)
+            self._events.publish(msg)
+        elif isinstance(msg, StateEvent):
+            self.state = msg.state
+            self._events.publish(msg)
+        elif isinstance(msg, StatsEvent):
+            self.stats = msg.values
+            self._events.publish(msg)
+        elif isinstance(msg, ErrorEvent):
+            if msg.ref is not None and msg.ref in self._utterances:
+                utt = self._utterances.pop(msg.ref)
+                utt._fail(server_error(msg.code, msg.message, msg.ref))
+            elif msg.ref is not None and msg.ref in self._answers:
+                fut = self._answers.pop(msg.ref)
+                if not fut.done():
+                    fut.set_exception(server_error(msg.code, msg.message, msg.ref))
+            self._events.publish(msg)
+        elif isinstance(msg, Answer):
+            pending = self._answers.pop(msg.id or "", None)
+            if pending is not None and not pending.done():
+                pending.set_result(msg)
+
+    def _fail(self, exc: UnisonError) -> None:
+        """The session is over for this client: fail what waits, end every iterator."""
+        if self._failure is None:
+            self._failure = exc
+        for utt in self._utterances.values():
+            utt._fail(exc)
+        self._utterances.clear()
+        for fut in self._answers.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._events.publish(ConnectionEvent("closed", str(exc)))
+        for f in (self._events, self._video, self._audio):
+            f.close()
+        self._closed.set()
+
+    # ---- sending ---------------------------------------------------------------------------
+    async def _send_raw(self, data: str | bytes, ws: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(data)
+
+    async def _send(self, *parts: str | bytes) -> None:
+        """Send ``parts`` back to back on the current websocket, waiting through a resume."""
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            if self._closing:
+                raise ConnectionLost("the client is closed")
+            if not self._connected.is_set():
+                waiter = asyncio.ensure_future(self._connected.wait())
+                closed = asyncio.ensure_future(self._closed.wait())
+                await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                closed.cancel()
+                continue
+            ws = self._ws
+            assert ws is not None
+            try:
+                async with self._send_lock:
+                    for p in parts:
+                        await ws.send(p)
+                return
+            except ConnectionClosed:
+                self._connected.clear()  # the reader notices too and resumes
+
+    # ---- WebRTC ----------------------------------------------------------------------------
+    async def _negotiate(self) -> None:
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+        if is_loopback_url(self.url):
+            restrict_ice_to_loopback()
+        old, self._pc = self._pc, None
+        if old is not None:
+            await old.close()
+        pc = RTCPeerConnection(configuration=RTCConfiguration(iceServers=[]))
+        self._pc = pc
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+
+        @pc.on("track")
+        def _on_track(track: Any) -> None:
+            self._tasks.create(self._consume(track), name=f"track-{track.kind}")
+
+        await pc.setLocalDescription(await pc.createOffer())  # gathers all candidates
+        uid = f"offer-{_new_id()}"
+        fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._answers[uid] = fut
+        await self._send(self._proto.offer(pc.localDescription.sdp, uid))
+        answer = await asyncio.wait_for(fut, self.timeout_s)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
+
+    async def _consume(self, track: Any) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        t0: list[int | None] = [None]
+        video = track.kind == "video"
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                if video and self._video:
+                    self._video.publish(video_frame(frame, t0))
+                elif not video and self._audio:
+                    self._audio.publish(audio_frame(frame, t0))
+                elif t0[0] is None:
+                    t0[0] = int(frame.pts or 0)
+
+    # ---- public API --------------------------------------------------------------------------
+    async def say(
+        self, text: str, *, interrupt: bool = False, caption: str | None = None
+    ) -> Utterance:
+        """Queue ``text`` and return its :class:`Utterance` once the server queued it; raise a
+        :class:`~unison_sdk.errors.ServerError` subclass if refused. ``interrupt=True`` first
+        drops what is playing. Cancelling is safe but the say may still be performed."""
+        uid = _new_id()
+        msg = self._proto.say(uid, text, interrupt=interrupt, caption=caption)
+
+        async def send() -> None:
+            await self._send(msg)
+
+        return await self._start(Utterance(uid, text, send))
+
+    async def say_audio(
+        self, audio: np.ndarray | str | Path, *, sample_rate: int | None = None
+    ) -> Utterance:
+        """Speak recorded speech: a float32 array in [-1, 1] / int16 array (mono, give
+        ``sample_rate``) or an audio file path (decoded with PyAV). Returns the queued
+        :class:`Utterance`. Cancelling is safe but the upload may still be performed."""
+        pcm16, rate = _load_pcm(audio, sample_rate)
+        uid = _new_id()
+        raw = pcm16.astype("<i2").tobytes()
+        parts: list[str | bytes] = [self._proto.audio_begin(uid, rate)]
+        parts += [raw[i : i + AUDIO_PART_BYTES] for i in range(0, len(raw), AUDIO_PART_BYTES)]
+        parts.append(self._proto.audio_end(uid))
+
+        async def send() -> None:
+            await self._send(*parts)
+
+        return await self._start(Utterance(uid, None, send))
+
+    async def _start(self, utt: Utterance) -> Utterance:
+        if self._failure is not None:
+            raise self._failure
+        self._utterances[utt.id] = utt
+        await utt._resend()
+        await asyncio.wait_for(utt.wait_queued(), self.timeout_s + self.reconnect_timeout_s)
+        return utt
+
+    async def interrupt(self) -> None:
+        """Stop speaking now and drop what is queued. Cancelling is safe."""
+        await self._send(self._proto.interrupt())
+
+    async def set_state(self, state: str) -> None:
+        """``"idle"`` or ``"listening"`` (idle behaviour). Cancelling is safe."""
+        if state not in ("idle", "listening"):
+            raise ValueError("state must be 'idle' or 'listening'")
+        await self._send(self._proto.set_state(state))
+
+    def events(self) -> Subscription[Event]:
+        """Events from now on (utterance, state, stats, error, connection), as an async
+        iterator that ends when the session ends; ``close()`` it to stop early."""
+        return self._events.subscribe()
+
+    def video_frames(self) -> Subscription[VideoFrame]:
+        """Video frames from now on: :class:`~unison_sdk.media.VideoFrame` (RGB + media time).
+        A reader that falls behind loses the oldest frames (counted in ``dropped``)."""
+        self._need_media()
+        return self._video.subscribe()
+
+    def audio_frames(self) -> Subscription[AudioFrame]:
+        """Audio from now on: 20 ms :class:`~unison_sdk.media.AudioFrame` at 48 kHz, mono."""
+        self._need_media()
+        return self._audio.subscribe()
+
+    def record(self, path: str | Path) -> Recorder:
+        """Start writing video + audio to an mp4 (PyAV); ``await rec.stop()`` or use
+        ``async with avatar.record(path):``."""
+        self._need_media()
+        fps = self.media.fps if self.media else 25.0
+        return Recorder(
+            path, self._video.subscribe(), self._audio.subscribe(1024), fps=fps, tasks=self._tasks
+        )
+
+    def play(self) -> Player:
+        """Play the audio on the default output device; raises
+        :class:`~unison_sdk.errors.PlaybackUnavailable` with the reason when there is none."""
+        self._need_media()
+        return Player(self._audio.subscribe(1024), tasks=self._tasks, sample_rate=48000)
+
+    def _need_media(self) -> None:
+        if not self._media_on:
+            raise UnisonError("connected with media=False: no video or audio is received")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def wait_closed(self) -> None:
+        """Wait until the session ends (for any reason). Cancelling is safe."""
+        await self._closed.wait()
+
+    async def close(self) -> None:
+        """End the session (``close`` message), media and tasks; idempotent, never hangs.
+        Cancelling it is not safe: let it finish (it is bounded by a few seconds)."""
+        if self._closing:
+            return
+        self._closing = True
+        ws = self._ws
+        if ws is not None and self._connected.is_set():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.send(self._proto.close()), 1.0)
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2.0)
+        if self._pc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pc.close(), 2.0)
+        await self._tasks.close()
+        if not self._closed.is_set():
+            self._fail(SessionEnded(f"session {self.session_id} closed by the client"))
+
+    async def __aenter__(self) -> Avatar:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+def _load_pcm(audio: np.ndarray | str | Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
+    """→ (int16 mono samples, rate); files are decoded with PyAV and resampled to 16 kHz."""
+    if isinstance(audio, str | Path):
+        import av
+
+        rate = sample_rate or 16000
+        out: list[np.ndarray] = []
+        with av.open(str(audio)) as f:
+            rs = av.AudioResampler(format="s16", layout="mono", rate=rate)
+            for frame in f.decode(audio=0):
+                out += [r.to_ndarray().reshape(-1) for r in rs.resample(frame)]
+            out += [r.to_ndarray().reshape(-1) for r in rs.resample(None)]
+        if not out:
+            raise ValueError(f"{audio}: no audio")
+        return np.concatenate(out).astype(np.int16), rate
+    if sample_rate is None:
+        raise ValueError("give sample_rate= with a sample array")
+    a = np.asarray(audio)
+    if a.ndim != 1:
+        raise ValueError(f"audio must be mono (N,), got shape {a.shape}")
+    if a.dtype == np.int16:
+        return a, sample_rate
+    return (np.clip(a.astype(np.float32), -1.0, 1.0) * 32767).astype(np.int16), sample_rate
+
+
+class Connect:
+    """What :func:`connect` returns: ``await`` it, or use it as ``async with``."""
+
+    def __init__(self, avatar_kw: dict[str, Any]) -> None:
+        self._kw = avatar_kw
+        self._avatar: Avatar | None = None
+
+    async def _create(self) -> Avatar:
+        avatar = Avatar(**self._kw)
+        try:
+            await avatar._open()
+        except BaseException:
+            await avatar.close()
+            raise
+        return avatar
+
+    def __await__(self) -> Generator[Any, None, Avatar]:
+        return self._create().__await__()
+
+    async def __aenter__(self) -> Avatar:
+        self._avatar = await self._create()
+        return self._avatar
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._avatar is not None:
+            await self._avatar.close()
+
+
+def connect(
+    url: str,
+    *,
+    api_key: str | None = None,
+    token: str | None = None,
+    mode: str = "private",
+    channel: str | None = None,
+    identity: int = 0,
+    caption: str = "",
+    media: bool = True,
+    reconnect: bool = True,
+    reconnect_timeout_s: float = 15.0,
+    timeout_s: float = 10.0,
+) -> Connect:
+    """Open a session on the server at ``url`` (``http://127.0.0.1:8080``).
+
+    ``api_key`` creates a new session (``mode``, ``channel``, ``identity``, ``caption`` go to
+    ``POST /v1/sessions``); ``token`` uses one made elsewhere. ``media=False`` skips WebRTC
+    (control and events only). A dropped websocket is resumed for up to
+    ``reconnect_timeout_s`` when ``reconnect``. Cancelling the connect is safe."""
+    body: dict[str, Any] = {"mode": mode, "identity": identity}
+    if caption:
+        body["caption"] = caption
+    if channel is not None:
+        body["channel"] = channel
+    return Connect(
+        {
+            "url": url,
+            "api_key": api_key,
+            "token": token,
+            "session": body,
+            "media": media,
+            "reconnect": reconnect,
+            "reconnect_timeout_s": reconnect_timeout_s,
+            "timeout_s": timeout_s,
+        }
+    )

@@ -1,0 +1,107 @@
+"""The SDK's exception tree; server errors keep the server's code, message and ``ref``.
+
+::
+
+    UnisonError
+    ├── ConnectionFailed       the server could not be reached, or refused the session over HTTP
+    ├── ConnectionLost         the websocket dropped and the session could not be resumed
+    ├── SessionEnded           the server ended the session (close code 4000, 4001, 4408, 4409)
+    ├── PlaybackUnavailable    no audio output device (or no PortAudio) for ``play()``
+    └── ServerError            an ``error {code, message, ref?}`` from the server (docs/protocol.md)
+        ├── BadRequest         code "bad_request"
+        ├── Unauthorized       code "unauthorized"
+        ├── RateLimited        code "rate_limited"
+        ├── CapacityError      code "capacity"
+        └── InternalError      code "internal"
+
+:class:`ConnectionFailed` raised for an HTTP error answer chains the matching
+:class:`ServerError` as its ``__cause__`` and also carries its ``code``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequest",
+    "CapacityError",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "InternalError",
+    "PlaybackUnavailable",
+    "RateLimited",
+    "ServerError",
+    "SessionEnded",
+    "Unauthorized",
+    "UnisonError",
+    "server_error",
+]
+
+
+class UnisonError(Exception):
+    """Base of every error raised by :mod:`unison_sdk`."""
+
+
+class ConnectionFailed(UnisonError):
+    """The session could not be opened (network error, or an HTTP error answer)."""
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+class ConnectionLost(UnisonError):
+    """The websocket dropped and no resume succeeded within the reconnect time."""
+
+
+class SessionEnded(UnisonError):
+    """The server closed the session; ``code`` is the websocket close code."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PlaybackUnavailable(UnisonError):
+    """``play()`` found no audio output device or no PortAudio library."""
+
+
+class ServerError(UnisonError):
+    """An error reported by the server: ``code``, ``message`` and the ``ref`` it answers."""
+
+    code = "internal"
+
+    def __init__(self, message: str, *, code: str | None = None, ref: str | None = None):
+        super().__init__(f"{code or self.code}: {message}")
+        if code is not None:
+            self.code = code
+        self.message, self.ref = message, ref
+
+
+class BadRequest(ServerError):
+    code = "bad_request"
+
+
+class Unauthorized(ServerError):
+    code = "unauthorized"
+
+
+class RateLimited(ServerError):
+    code = "rate_limited"
+
+
+class CapacityError(ServerError):
+    code = "capacity"
+
+
+class InternalError(ServerError):
+    code = "internal"
+
+
+_BY_CODE: dict[str, type[ServerError]] = {
+    c.code: c for c in (BadRequest, Unauthorized, RateLimited, CapacityError, InternalError)
+}
+
+
+def server_error(code: str, message: str, ref: str | None = None) -> ServerError:
+    """The typed exception for a server error code (unknown codes → :class:`ServerError`)."""
+    cls = _BY_CODE.get(code, ServerError)
+    return cls(message, code=code, ref=ref)
