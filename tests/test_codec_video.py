@@ -1,0 +1,172 @@
+"""Video codec: shapes and protocol, chunked == full decode, learning, weights, training resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unison_stream.codecs import CodecUnavailableError, load_decoders, load_encoders, metrics
+from unison_stream.codecs import weights as cw
+from unison_stream.codecs.config import CodecTrainConfig, VideoCodecConfig
+from unison_stream.codecs.preview import PreviewVideoDecoder
+from unison_stream.codecs.video import StreamingVideoDecoder, VideoAE, VideoEncoderStream
+from unison_stream.config import LatentConfig, MediaConfig, load_config
+
+SMALL = VideoCodecConfig(widths=(8, 16, 32), blocks=1, temporal_context=1)
+
+
+def _frames(n: int, seed: int = 0, size: int = 128) -> np.ndarray:
+    """Smooth procedural frames: a gradient background and a moving coloured disc."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = np.empty((n, size, size, 3), np.uint8)
+    base = rng.uniform(0.2, 0.8, 3)
+    col = rng.uniform(0, 1, 3)
+    cx, cy = rng.uniform(0.3, 0.7, 2)
+    for t in range(n):
+        img = base[None, None] * (0.6 + 0.4 * xx[..., None]) * (0.7 + 0.3 * yy[..., None])
+        disc = ((xx - cx - 0.01 * t) ** 2 + (yy - cy) ** 2) < 0.04
+        img[disc] = col
+        out[t] = (img * 255).astype(np.uint8)
+    return out
+
+
+def test_shapes_and_protocol():
+    torch.manual_seed(0)
+    ae = VideoAE(SMALL, LatentConfig())
+    enc, dec = VideoEncoderStream(ae), StreamingVideoDecoder(ae)
+    z = enc.encode(_frames(8)[None])
+    assert z.shape == (1, 4, 8, 16, 16) and z.dtype == torch.float32
+    y = dec.decode(z)
+    assert y.shape == (1, 8, 128, 128, 3) and y.dtype == np.uint8
+    with pytest.raises(AssertionError, match="multiple of video_time_stride"):
+        enc.encode(_frames(3)[None])
+
+
+def test_chunked_decode_equals_full_decode():
+    torch.manual_seed(0)
+    ae = VideoAE(VideoCodecConfig(), LatentConfig()).eval()
+    z = torch.randn(2, 9, 8, 16, 16)
+    dec = StreamingVideoDecoder(ae)
+    full = dec.decode(z)
+    for sizes in ((4, 4, 1), (1, 2, 3, 3), (9,)):
+        dec.reset()
+        parts, at = [], 0
+        for n in sizes:
+            parts.append(dec.decode(z[:, at : at + n]))
+            at += n
+        chunked = np.concatenate(parts, 1)
+        diff = np.abs(chunked.astype(int) - full.astype(int))
+        assert diff.max() <= 1, f"chunks {sizes}: max |Δ| {diff.max()} (uint8 rounding only)"
+        assert (diff > 0).mean() < 1e-3
+
+
+def test_decoder_uses_carried_state():
+    """The previous latent frame changes the next frames' decode (state is really carried)."""
+    torch.manual_seed(0)
+    ae = VideoAE(VideoCodecConfig(), LatentConfig()).eval()
+    z = torch.randn(1, 2, 8, 16, 16)
+    dec = StreamingVideoDecoder(ae)
+    dec.decode(z[:, :1])
+    after_history = dec.decode(z[:, 1:])
+    dec.reset()
+    fresh = dec.decode(z[:, 1:])
+    assert np.abs(after_history.astype(int) - fresh.astype(int)).max() > 0
+
+
+def test_round_trip_improves_with_training():
+    torch.manual_seed(0)
+    ae = VideoAE(SMALL, LatentConfig())
+    x = torch.from_numpy(np.stack([_frames(2, seed=s, size=64) for s in range(4)])).float() / 255
+
+    def score() -> float:
+        with torch.no_grad():
+            return float(metrics.psnr(ae.decode(ae.encode(x)).clamp(0, 1), x).mean())
+
+    before = score()
+    opt = torch.optim.Adam(ae.parameters(), 3e-3)
+    for _ in range(30):
+        loss = (ae.decode(ae.encode(x)) - x).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = score()
+    assert after > before + 3, f"PSNR {before:.1f} → {after:.1f} dB"
+
+
+def test_weights_export_load_and_mismatch(tmp_path: Path):
+    torch.manual_seed(0)
+    lat, media = LatentConfig(), MediaConfig()
+    ae = VideoAE(SMALL, lat)
+    cw.export(ae, "video", lat, media, {"note": "test"}, root=tmp_path)
+    assert (tmp_path / "video.yaml").exists()
+    assert json.loads((tmp_path / "video_train.json").read_text()) == {"note": "test"}
+    back = cw.load("video", lat, media, root=tmp_path)
+    assert isinstance(back, VideoAE) and tuple(back.cfg.widths) == SMALL.widths
+    for k, v in ae.state_dict().items():  # stored in fp16
+        torch.testing.assert_close(back.state_dict()[k], v.half().float())
+    assert cw.load("video", LatentConfig(video_channels=4), media, root=tmp_path) is None
+
+
+def test_load_decoders_falls_back_to_preview(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    cfg = load_config("tiny")
+    with caplog.at_level(logging.INFO, logger="unison_stream.codecs"):
+        video, _, _ = load_decoders(cfg, weights_dir=tmp_path)
+    assert isinstance(video, PreviewVideoDecoder)
+    assert "preview" in caplog.text
+    with pytest.raises(CodecUnavailableError, match="train codec"):
+        load_encoders(cfg, weights_dir=tmp_path)
+
+
+@pytest.mark.skipif(not cw.weights_path("video").exists(), reason="no bundled video weights")
+def test_bundled_video_codec_round_trip():
+    cfg = load_config("tiny")
+    video, _, _ = load_decoders(cfg)
+    assert isinstance(video, StreamingVideoDecoder)
+    enc, _ = load_encoders(cfg)
+    x = _frames(8, seed=3)
+    y = video.decode(enc.encode(x[None]))[0]
+    p = float(metrics.psnr(torch.from_numpy(y).float() / 255, torch.from_numpy(x).float() / 255)
+              .mean())  # fmt: skip
+    assert p > 22, f"bundled codec PSNR {p:.1f} dB on simple frames"
+
+
+def _fake_cache(root: Path) -> None:
+    """A two-clip cache in the codec data format (no speech synthesis needed)."""
+    for split in ("train", "val"):
+        frames = np.concatenate([_frames(8, seed=s) for s in range(2)])
+        audio = np.random.default_rng(0).standard_normal(2 * 8 * 640).astype(np.float32) * 0.1
+        f_off, a_off = np.array([0, 8, 16]), np.array([0, 5120, 10240])
+        path = root / f"{split}.npz"
+        np.savez(path, frames=frames, frame_off=f_off, audio_off=a_off, speech=audio, sfx=audio,
+                 mix=audio)  # fmt: skip
+        (root / f"{split}.json").write_text(json.dumps([{"sentence": "a"}, {"sentence": "b"}]))
+    (root / "test.npz").write_bytes((root / "val.npz").read_bytes())
+
+
+def test_training_resumes_exactly(tmp_path: Path):
+    from safetensors.torch import load_file
+
+    from unison_stream.codecs.train import train
+
+    _fake_cache(tmp_path)
+
+    def cfg(out: str) -> CodecTrainConfig:
+        return CodecTrainConfig(kind="video", steps=4, batch=2, crop=32, clip_latents=2,
+                                val_every=2, ckpt_every=2, warmup=1, data_dir=str(tmp_path),
+                                out_dir=str(tmp_path / out))  # fmt: skip
+
+    train(cfg("a"), export=False)
+    train(cfg("b"), export=False, stop_at=2)
+    train(cfg("b"), export=False)  # resumes from the step-2 checkpoint
+    a = load_file(str(tmp_path / "a" / "video" / "ckpt.safetensors"))
+    b = load_file(str(tmp_path / "b" / "video" / "ckpt.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{k} differs after resume")
+    assert (tmp_path / "a" / "video" / "loss.png").exists()

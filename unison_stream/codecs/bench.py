@@ -1,0 +1,184 @@
+"""``unison-stream bench codec``: quality and speed of the bundled codecs on held-out clips.
+
+Quality is measured on the test split of the codec cache (identities and sentences never
+trained on), decoding *chunk by chunk* as the engine does (one model chunk at a time):
+
+- video: PSNR and SSIM of the uint8 frames the viewer gets;
+- audio (speech and SFX stems): multi-resolution STFT distance, log-mel L1, SI-SDR;
+- intelligibility: closed-set sentence identification with pocketsphinx on reconstructed speech
+  vs on the original speech (``audio_sentence_id_ratio`` = reconstructed / original).
+
+Speed is media seconds decoded per wall second (``x_realtime``), with 2 threads and with 1
+(the engine shares the CPU with the model), next to the preview decoders measured in the same
+process as the baseline (``*_vs_preview``: how many times slower the trained codec is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unison_stream.codecs import metrics, weights
+from unison_stream.codecs.audio import AudioAE, StreamingAudioDecoder
+from unison_stream.codecs.data import build_cache, load_split
+from unison_stream.codecs.preview import PreviewAudioDecoder, PreviewVideoDecoder
+from unison_stream.codecs.video import StreamingVideoDecoder, VideoAE
+from unison_stream.config import UnisonConfig, load_config
+
+__all__ = ["register", "run_bench"]
+
+log = logging.getLogger(__name__)
+
+
+def _chunks(z: torch.Tensor, size: int) -> list[torch.Tensor]:
+    return [z[:, i : i + size] for i in range(0, z.shape[1], size)]
+
+
+def _x_realtime(decode: Any, chunks: list[torch.Tensor], seconds: float, threads: int) -> float:
+    """Media seconds per wall second decoding ``chunks`` in order (best of 3 passes)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    best = float("inf")
+    try:
+        for _ in range(3):
+            decode.reset()
+            t0 = time.perf_counter()
+            for c in chunks:
+                decode.decode(c)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return seconds / best
+
+
+@torch.inference_mode()
+def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Path | None = None
+              ) -> dict[str, Any]:  # fmt: skip
+    """All codec figures as a flat dict (see the module docstring)."""
+    from unison_stream.codecs.sentence_id import SentenceIdentifier
+    from unison_stream.codecs.train import CACHE_COUNTS
+
+    if not (data_dir / "test.npz").exists():
+        build_cache(data_dir, CACHE_COUNTS)
+    test = load_split(data_dir, "test")
+    n = min(clips, len(test))
+    out: dict[str, Any] = {"clips": n}
+    vae = weights.load("video", cfg.latent, cfg.media, weights_dir)
+    aae = weights.load("audio", cfg.latent, cfg.media, weights_dir)
+    out["video_trained"], out["audio_trained"] = vae is not None, aae is not None
+    if vae is None:
+        log.warning("no bundled video weights: measuring an untrained codec")
+        vae = weights.build("video", weights.default_codec_cfg("video"), cfg.latent, cfg.media)
+    if aae is None:
+        log.warning("no bundled audio weights: measuring an untrained codec")
+        aae = weights.build("audio", weights.default_codec_cfg("audio"), cfg.latent, cfg.media)
+    assert isinstance(vae, VideoAE) and isinstance(aae, AudioAE)
+    vae.eval()
+    aae.eval()
+    chunk_v = cfg.stream.chunk_latent_frames
+    chunk_a = cfg.audio_frames_per_chunk()
+    s = cfg.latent.video_time_stride
+
+    # ---- video quality ------------------------------------------------------------------------
+    vdec = StreamingVideoDecoder(vae)
+    ps, ss, lat_v = [], [], []
+    for i in range(n):
+        fr = test.clip_frames(i)
+        fr = fr[: len(fr) // s * s]
+        z = vae.encode(torch.from_numpy(fr)[None])  # (1, F, C, h, w)
+        vdec.reset()
+        y = np.concatenate([vdec.decode(c) for c in _chunks(z, chunk_v)], 1)[0]
+        a, b = torch.from_numpy(y).float() / 255, torch.from_numpy(fr).float() / 255
+        ps.append(float(metrics.psnr(a, b).mean()))
+        ss.append(float(metrics.ssim(a, b).mean()))
+        lat_v.append(z)
+    out["video_psnr"] = float(np.mean(ps))
+    out["video_ssim"] = float(np.mean(ss))
+
+    # ---- audio quality ------------------------------------------------------------------------
+    adec = StreamingAudioDecoder(aae)
+    hop = aae.hop
+    recon_speech: list[np.ndarray] = []
+    res: dict[str, dict[str, list[float]]] = {}
+    lat_a = []
+    for i in range(n):
+        for stem in ("speech", "sfx"):
+            x = test.clip_audio(i, stem)
+            x = x[: len(x) // hop * hop]
+            z = aae.encode(torch.from_numpy(x)[None])  # (1, N, Ca)
+            adec.reset()
+            y = np.concatenate([adec.decode(c) for c in _chunks(z, chunk_a)], 1)
+            yt, xt = torch.from_numpy(y), torch.from_numpy(x)[None]
+            r = res.setdefault(stem, {"mr_stft": [], "mel_l1": [], "si_sdr": []})
+            r["mr_stft"].append(float(metrics.mr_stft(yt, xt)))
+            r["mel_l1"].append(float(metrics.mel_l1(yt, xt)))
+            r["si_sdr"].append(float(metrics.si_sdr(yt, xt).mean()))
+            if stem == "speech":
+                recon_speech.append(y[0])
+                lat_a.append(z)
+    for stem, r in res.items():
+        for k, v in r.items():
+            out[f"audio_{stem}_{k}"] = float(np.mean(v))
+    for k in ("mr_stft", "mel_l1", "si_sdr"):
+        out[f"audio_{k}"] = float(np.mean([res[st][k] for st in res]))
+
+    # ---- intelligibility ----------------------------------------------------------------------
+    sid = SentenceIdentifier([m["sentence"] for m in test.meta[:n]])
+    truth = list(range(n))
+    acc_orig = sid.accuracy([test.clip_audio(i, "speech") for i in range(n)], truth)
+    acc_rec = sid.accuracy(recon_speech, truth)
+    out["audio_sentence_id_original"] = acc_orig
+    out["audio_sentence_id_reconstructed"] = acc_rec
+    out["audio_sentence_id_ratio"] = acc_rec / acc_orig if acc_orig > 0 else 0.0
+
+    # ---- speed --------------------------------------------------------------------------------
+    zv = torch.cat(lat_v[:4], 1)  # one long stream of latents, (1, F, C, h, w)
+    zv_chunks = _chunks(zv, chunk_v)
+    secs_v = zv.shape[1] * s / cfg.media.fps
+    za = torch.cat(lat_a[:4], 1)
+    za_chunks = _chunks(za, chunk_a)
+    secs_a = za.shape[1] / cfg.latent.audio_hz
+    prev_v, prev_a = PreviewVideoDecoder(cfg), PreviewAudioDecoder(cfg)
+    for th in (2, 1):
+        out[f"video_decode_x_realtime_{th}t"] = _x_realtime(vdec, zv_chunks, secs_v, th)
+        out[f"audio_decode_x_realtime_{th}t"] = _x_realtime(adec, za_chunks, secs_a, th)
+        pv = _x_realtime(prev_v, zv_chunks, secs_v, th)
+        pa = _x_realtime(prev_a, za_chunks, secs_a, th)
+        out[f"video_decode_vs_preview_{th}t"] = pv / out[f"video_decode_x_realtime_{th}t"]
+        out[f"audio_decode_vs_preview_{th}t"] = pa / out[f"audio_decode_x_realtime_{th}t"]
+    out["video_decode_x_realtime"] = out["video_decode_x_realtime_2t"]
+    out["audio_decode_x_realtime"] = out["audio_decode_x_realtime_2t"]
+    out["weights_mb"] = sum(
+        weights.weights_path(k, weights_dir).stat().st_size / 1e6
+        for k in ("video", "audio")
+        if weights.weights_path(k, weights_dir).exists()
+    )
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.preset, args.overrides)
+    res = run_bench(cfg, data_dir=Path(args.data_dir), clips=args.clips)
+    if args.json:
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()}))
+    else:
+        for k, v in res.items():
+            log.info("%-36s %s", k, f"{v:.4f}" if isinstance(v, float) else v)
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("codec", help="codec quality (held-out clips) and decode speed")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--clips", type=int, default=40, help="test clips to measure")
+    p.add_argument("--data-dir", default="data/codec", help="codec clip cache (built if missing)")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value")
+    p.set_defaults(func=_run)

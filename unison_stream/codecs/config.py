@@ -1,0 +1,60 @@
+"""Hyper-parameters of the two codecs and of their training (``OmegaConf.structured`` schemas).
+
+The latent shapes are *not* chosen here: they come from :class:`unison_stream.config.LatentConfig`
+(channels, spatial downsample, time stride, audio rate) so the codecs always produce exactly
+what the model consumes. These dataclasses hold only widths, depths and training knobs; their
+values are saved beside the weights (``weights/<kind>.yaml``) and read back at load time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["AudioCodecConfig", "CodecTrainConfig", "VideoCodecConfig"]
+
+
+@dataclass
+class VideoCodecConfig:
+    """Convolutional video AE: 2 frames ↔ one latent frame, decoder causal over latent frames."""
+
+    widths: tuple[int, ...] = (32, 64, 128)  # channels at 64², 32², 16² (128² frames)
+    blocks: int = 1  # residual blocks per resolution (decoder; the encoder mirrors it)
+    temporal_context: int = 1  # previous latent frames the decoder sees (carried state)
+
+
+@dataclass
+class AudioCodecConfig:
+    """STFT-domain audio AE with a Vocos-style iSTFT head (DESIGN.md §1, issue 4)."""
+
+    n_fft: int = 640  # STFT size of the decoder head and the encoder input (40 ms)
+    stft_hop: int = 160  # 10 ms; latent hop (640 at 25 Hz) / stft_hop = 4 frames per latent
+    width: int = 256  # ConvNeXt width
+    enc_blocks: int = 3  # the encoder only has to summarise; the decoder does the vocoding
+    dec_blocks: int = 6
+    kernel: int = 7  # depthwise kernel; the decoder pads it causally (left only)
+    mlp_ratio: int = 2  # 2 (not Vocos' 3) keeps both codecs ≤ 8 MB in fp16
+
+
+@dataclass
+class CodecTrainConfig:
+    """One training run of one codec (``unison-stream train codec``)."""
+
+    kind: str = "video"  # "video" or "audio"
+    steps: int = 3000
+    batch: int = 16
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 0.0
+    latent_noise: float = 0.1  # σ of Gaussian noise added to (normalised) latents in training
+    latent_l2: float = 1e-3  # keeps latents near unit scale so the model sees sane inputs
+    crop: int = 64  # video: crop side in pixels (the nets are fully convolutional)
+    clip_latents: int = 3  # video latent frames per crop / audio latent frames ÷ 8 (see train)
+    audio_latents: int = 24  # audio latent frames per crop (0.96 s at 25 Hz)
+    val_every: int = 250
+    ckpt_every: int = 250
+    threads: int = 1
+    seed: int = 0
+    data_dir: str = "data/codec"
+    out_dir: str = "runs/codec"
+    stems: tuple[str, ...] = ("speech", "sfx", "mix")  # one audio codec for every stem
+    extra: dict[str, str] = field(default_factory=dict)

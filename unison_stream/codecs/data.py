@@ -1,0 +1,174 @@
+"""Codec training data: a small cache of synthetic-world clips, and random crops from it.
+
+The codecs only need pixels and waveforms, so this module renders clips with
+:func:`unison_stream.data.synth.make_clip` and stores, per split, the frames and the three audio
+stems (speech, SFX, mix) concatenated into arrays with clip offsets (``<dir>/<split>.npz`` plus
+``<split>.json`` with the transcripts and voices). Val/test clips use identities *and*
+sentences never seen in train (held out by ``identity_key`` / ``sentence_key``), as the dataset
+splits of ``unison_stream.data`` do.
+
+Crops never cross a clip boundary and start on a latent-frame boundary, so the time grid of
+every crop matches the one the model sees.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from unison_stream.data.synth import WorldConfig, make_clip, sample_spec
+from unison_stream.data.synth.identity import Identity, identity_key, sample_identity
+from unison_stream.data.synth.text import Script, sample_script, sample_sentence
+
+__all__ = ["ClipStore", "build_cache", "load_split"]
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass
+class ClipStore:
+    """One split held in memory: frames and stems concatenated, with per-clip offsets."""
+
+    frames: np.ndarray  # (ΣF, H, W, 3) uint8
+    frame_off: np.ndarray  # (n+1,) int64, clip i owns frames[frame_off[i]:frame_off[i+1]]
+    audio: dict[str, np.ndarray]  # stem → (ΣS,) float32, stems: speech, sfx, mix
+    audio_off: np.ndarray  # (n+1,) int64
+    meta: list[dict[str, str]]  # per clip: sentence, transcript, voice, clip_id
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def clip_frames(self, i: int) -> np.ndarray:
+        return self.frames[self.frame_off[i] : self.frame_off[i + 1]]
+
+    def clip_audio(self, i: int, stem: str) -> np.ndarray:
+        return self.audio[stem][self.audio_off[i] : self.audio_off[i + 1]]
+
+    def video_crops(
+        self, rng: np.random.Generator, n: int, frames: int, size: int, stride: int
+    ) -> np.ndarray:
+        """``n`` random crops of ``frames`` consecutive frames, ``size``² pixels → (n, T, s, s, 3).
+
+        Crops start on a multiple of ``stride`` frames (a latent frame) and on a multiple of 8
+        pixels, so they share the latent grid of full frames.
+        """
+        out = np.empty((n, frames, size, size, 3), np.uint8)
+        h, w = self.frames.shape[1:3]
+        for k in range(n):
+            while True:
+                i = int(rng.integers(len(self)))
+                length = int(self.frame_off[i + 1] - self.frame_off[i])
+                if length >= frames:
+                    break
+            t0 = int(self.frame_off[i]) + stride * int(
+                rng.integers((length - frames) // stride + 1)
+            )
+            y = 8 * int(rng.integers((h - size) // 8 + 1))
+            x = 8 * int(rng.integers((w - size) // 8 + 1))
+            out[k] = self.frames[t0 : t0 + frames, y : y + size, x : x + size]
+        return out
+
+    def audio_crops(
+        self, rng: np.random.Generator, n: int, samples: int, hop: int, stems: tuple[str, ...]
+    ) -> np.ndarray:
+        """``n`` random crops of ``samples`` samples from random stems → (n, samples) float32.
+
+        Crops start on a multiple of ``hop`` (one latent frame). Near-silent crops are redrawn
+        a few times so the batch carries signal.
+        """
+        out = np.empty((n, samples), np.float32)
+        for k in range(n):
+            for _ in range(8):
+                i = int(rng.integers(len(self)))
+                length = int(self.audio_off[i + 1] - self.audio_off[i])
+                if length < samples:
+                    continue
+                t0 = int(self.audio_off[i]) + hop * int(rng.integers((length - samples) // hop + 1))
+                x = self.audio[stems[int(rng.integers(len(stems)))]][t0 : t0 + samples]
+                out[k] = x
+                if float(np.abs(x).max()) > 1e-3:
+                    break
+        return out
+
+
+def _draw(rng: np.random.Generator, world: WorldConfig) -> tuple[Identity, Script]:
+    words = sample_sentence(rng, world.min_words, world.max_words)
+    script = sample_script(rng, words, world.max_events, world.event_prob)
+    return sample_identity(rng), script
+
+
+def build_cache(out: Path, counts: dict[str, int], seed: int = 0) -> None:
+    """Render ``counts[split]`` clips per split into ``out`` (skips splits already there)."""
+    out.mkdir(parents=True, exist_ok=True)
+    world = WorldConfig()
+    rng = np.random.default_rng(seed)
+    seen_ids: set[str] = set()
+    seen_sent: set[str] = set()
+    for split in SPLITS:
+        n = counts.get(split, 0)
+        path = out / f"{split}.npz"
+        frames: list[np.ndarray] = []
+        stems: dict[str, list[np.ndarray]] = {"speech": [], "sfx": [], "mix": []}
+        meta: list[dict[str, str]] = []
+        bar = tqdm(total=n, desc=f"synth {split}", disable=path.exists())
+        while len(meta) < n:
+            identity, script = _draw(rng, world)
+            ik, sk = identity_key(identity), script.sentence_key()
+            if split != "train" and (ik in seen_ids or sk in seen_sent):
+                continue  # held out: neither the face nor the sentence was trained on
+            seen_ids.add(ik)
+            seen_sent.add(sk)
+            spec = sample_spec(
+                rng,
+                world,
+                clip_id=f"{split}-{len(meta):05d}",
+                identity=identity,
+                script=script,
+            )
+            if path.exists():  # keep the draws (and held-out sets) identical, skip the render
+                meta.append({})
+                continue
+            clip = make_clip(spec, world)
+            frames.append(clip.frames)
+            stems["speech"].append(clip.speech)
+            stems["sfx"].append(clip.sfx)
+            stems["mix"].append(clip.mix)
+            meta.append(
+                {
+                    "clip_id": spec.clip_id,
+                    "sentence": clip.spec.script.sentence(),
+                    "transcript": clip.transcript,
+                    "voice": spec.voice,
+                }
+            )
+            bar.update()
+        bar.close()
+        if path.exists():
+            continue
+        f_off = np.cumsum([0] + [len(f) for f in frames])
+        a_off = np.cumsum([0] + [len(a) for a in stems["speech"]])
+        arrays = {k: np.concatenate(v) for k, v in stems.items()}
+        arrays |= {"frames": np.concatenate(frames), "frame_off": f_off, "audio_off": a_off}
+        np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds poorly
+        (out / f"{split}.json").write_text(json.dumps(meta, indent=0))
+        log.info("cached %d %s clips (%d frames, %.1f s audio) in %s", n, split, f_off[-1],
+                 a_off[-1] / world.sample_rate, path)  # fmt: skip
+
+
+def load_split(root: Path, split: str) -> ClipStore:
+    """Load one cached split into memory."""
+    z = np.load(root / f"{split}.npz")
+    return ClipStore(
+        frames=z["frames"],
+        frame_off=z["frame_off"],
+        audio={k: z[k] for k in ("speech", "sfx", "mix")},
+        audio_off=z["audio_off"],
+        meta=json.loads((root / f"{split}.json").read_text()),
+    )

@@ -1,0 +1,282 @@
+"""``unison-stream train codec --kind video|audio``: train one codec on the synthetic world.
+
+- Data: a cache of rendered clips (:mod:`.data`), built on first use under ``--data-dir``.
+- Losses: video L1 on pixels; audio multi-resolution STFT + mel L1 (the first latent frame of
+  each crop is left out: the causal decoder has no history there and the overlap-add is
+  incomplete). Both add a small latent L2 and train the decoder on latents with Gaussian noise
+  (σ relative to each channel's batch spread), so it tolerates the model's imperfect latents.
+- Checkpoints (``<out>/<kind>/ckpt.safetensors``) hold the model, AdamW moments, step, RNG
+  states and history: a restart resumes exactly where it stopped. Validation every
+  ``val_every`` steps; ``loss.png`` plots train and val curves.
+- At the end the latent statistics are measured on training crops and written into the
+  normalisation buffers, and the codec is exported to the bundled weights directory
+  (``--export``, default on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from unison_stream.codecs import metrics, weights
+from unison_stream.codecs.audio import AudioAE
+from unison_stream.codecs.config import CodecTrainConfig
+from unison_stream.codecs.data import ClipStore, build_cache, load_split
+from unison_stream.codecs.video import VideoAE
+from unison_stream.config import LatentConfig, MediaConfig
+
+__all__ = ["register", "train"]
+
+log = logging.getLogger(__name__)
+
+CACHE_COUNTS = {"train": 320, "val": 24, "test": 40}
+
+
+# ---- losses ---------------------------------------------------------------------------------
+def _noisy(z: torch.Tensor, sigma: float, dims: tuple[int, ...]) -> torch.Tensor:
+    spread = z.detach().std(dim=dims, keepdim=True)
+    return z + sigma * spread * torch.randn_like(z)
+
+
+def video_step(
+    ae: VideoAE, store: ClipStore, rng: np.random.Generator, tc: CodecTrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    s = ae.latent.video_time_stride
+    crops = store.video_crops(rng, tc.batch, tc.clip_latents * s, tc.crop, s)
+    x = torch.from_numpy(crops).float() / 255.0  # (B, T, c, c, 3)
+    z = ae.encode(x)  # (B, F, C, h, w)
+    y = ae.decode(_noisy(z, tc.latent_noise, (0, 1, 3, 4)))
+    rec = (y - x).abs().mean()
+    loss = rec + tc.latent_l2 * z.square().mean()
+    return loss, {"l1": float(rec.detach())}
+
+
+def audio_step(
+    ae: AudioAE, store: ClipStore, rng: np.random.Generator, tc: CodecTrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    hop = ae.hop
+    x = torch.from_numpy(store.audio_crops(rng, tc.batch, tc.audio_latents * hop, hop, tc.stems))
+    z = ae.encode(x)  # (B, N, Ca)
+    y = ae.decode(_noisy(z, tc.latent_noise, (0, 1)))
+    sts = metrics.mr_stft(y[:, hop:], x[:, hop:])
+    mel = metrics.mel_l1(y[:, hop:], x[:, hop:])
+    loss = sts + mel + tc.latent_l2 * z.square().mean()
+    return loss, {"mr_stft": float(sts.detach()), "mel": float(mel.detach())}
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, kind: str, store: ClipStore) -> dict[str, float]:
+    """Held-out figures on whole frames / whole clips (deterministic)."""
+    model.eval()
+    out: dict[str, float] = {}
+    if kind == "video":
+        assert isinstance(model, VideoAE)
+        ps, ss = [], []
+        for i in range(len(store)):
+            fr = store.clip_frames(i)[:16]
+            x = torch.from_numpy(fr).float()[None] / 255.0
+            y = model.decode(model.encode(x)).clamp(0, 1)
+            y = (y * 255).round() / 255.0  # what a viewer gets (uint8)
+            ps.append(float(metrics.psnr(y[0], x[0]).mean()))
+            ss.append(float(metrics.ssim(y[0], x[0]).mean()))
+        out = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))}
+    else:
+        assert isinstance(model, AudioAE)
+        st, me = [], []
+        for i in range(len(store)):
+            for stem in ("speech", "sfx"):
+                a = store.clip_audio(i, stem)
+                a = a[: len(a) // model.hop * model.hop]
+                x = torch.from_numpy(a)[None]
+                y = model.decode(model.encode(x))
+                st.append(float(metrics.mr_stft(y, x)))
+                me.append(float(metrics.mel_l1(y, x)))
+        out = {"mr_stft": float(np.mean(st)), "mel_l1": float(np.mean(me))}
+    model.train()
+    return out
+
+
+# ---- checkpoints ----------------------------------------------------------------------------
+def _save_ckpt(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
+               rng: np.random.Generator, history: dict[str, Any]) -> None:  # fmt: skip
+    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    for i, p in enumerate(model.parameters()):
+        st = opt.state.get(p, {})
+        for name in ("exp_avg", "exp_avg_sq"):
+            if name in st:
+                tensors[f"opt.{i}.{name}"] = st[name].clone()
+        if "step" in st:
+            tensors[f"opt.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"step": str(step), "np_rng": json.dumps(rng.bit_generator.state),
+            "history": json.dumps(history)}  # fmt: skip
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def _load_ckpt(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+               rng: np.random.Generator) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    t = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    for i, p in enumerate(model.parameters()):
+        if f"opt.{i}.exp_avg" in t:
+            opt.state[p] = {
+                "step": t[f"opt.{i}.step"].reshape(()),
+                "exp_avg": t[f"opt.{i}.exp_avg"],
+                "exp_avg_sq": t[f"opt.{i}.exp_avg_sq"],
+            }
+    torch.set_rng_state(t["rng.torch"])
+    rng.bit_generator.state = json.loads(meta["np_rng"])
+    return int(meta["step"]), json.loads(meta["history"])
+
+
+def _plot(history: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    steps, loss = history["train_step"], history["train_loss"]
+    if steps:
+        k = max(1, len(loss) // 50)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax[0].plot(steps[k - 1 :], smooth)
+    ax[0].set(title="train loss", xlabel="step", yscale="log")
+    for key, vals in history["val"].items():
+        ax[1].plot(history["val_step"], vals, marker="o", label=key)
+    ax[1].set(title="validation", xlabel="step")
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ---- the loop -------------------------------------------------------------------------------
+def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = None) -> Path:
+    """Train (or resume) one codec; returns the run directory.
+
+    ``stop_at`` ends this process early at that step (after its checkpoint): an interruption
+    on purpose, resumed by calling again.
+    """
+    torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    latent, media = LatentConfig(), MediaConfig()
+    data_dir = Path(tc.data_dir)
+    if not (data_dir / "test.npz").exists():
+        build_cache(data_dir, CACHE_COUNTS)
+    train_set, val_set = load_split(data_dir, "train"), load_split(data_dir, "val")
+    model = weights.build(tc.kind, weights.default_codec_cfg(tc.kind), latent, media)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    run = Path(tc.out_dir) / tc.kind
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "train_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(tc)))
+    ckpt = run / "ckpt.safetensors"
+    history: dict[str, Any] = {"train_step": [], "train_loss": [], "val_step": [], "val": {}}
+    step = 0
+    if ckpt.exists():
+        step, history = _load_ckpt(ckpt, model, opt, rng)
+        log.info("resumed %s codec from %s at step %d", tc.kind, ckpt, step)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("%s codec: %.2f M parameters, %d steps", tc.kind, n_params / 1e6, tc.steps)
+    model.train()
+    bar = tqdm(total=tc.steps, initial=step, desc=f"codec {tc.kind}")
+    t0 = time.time()
+    while step < tc.steps:
+        lr = tc.lr * min(1.0, (step + 1) / tc.warmup)
+        lr *= 0.5 * (1 + math.cos(math.pi * step / tc.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if isinstance(model, VideoAE):
+            loss, parts = video_step(model, train_set, rng, tc)
+        else:
+            assert isinstance(model, AudioAE)
+            loss, parts = audio_step(model, train_set, rng, tc)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        history["train_step"].append(step)
+        history["train_loss"].append(float(loss.detach()))
+        bar.update()
+        bar.set_postfix(
+            loss=f"{float(loss.detach()):.4f}", **{k: f"{v:.4f}" for k, v in parts.items()}
+        )
+        if step % tc.val_every == 0 or step == tc.steps:
+            val = validate(model, tc.kind, val_set)
+            history["val_step"].append(step)
+            for k, v in val.items():
+                history["val"].setdefault(k, []).append(v)
+            log.info("step %d val %s (%.0f s)", step, json.dumps(val), time.time() - t0)
+            _plot(history, run / "loss.png")
+        if step % tc.ckpt_every == 0 or step == tc.steps:
+            _save_ckpt(ckpt, model, opt, step, rng, history)
+        if stop_at is not None and step >= stop_at:
+            bar.close()
+            return run
+    bar.close()
+    if export:
+        assert isinstance(model, VideoAE | AudioAE)
+        _calibrate(model, train_set, rng, tc)
+        history["final_val"] = validate(model, tc.kind, val_set)
+        history["train_config"] = OmegaConf.to_container(OmegaConf.structured(tc))
+        weights.export(model, tc.kind, latent, media, history)
+    return run
+
+
+@torch.no_grad()
+def _calibrate(model: VideoAE | AudioAE, store: ClipStore, rng: np.random.Generator,
+               tc: CodecTrainConfig) -> None:  # fmt: skip
+    """Set the latent normalisation buffers to the per-channel mean/std of training latents."""
+    model.eval()
+    if isinstance(model, VideoAE):
+        s = model.latent.video_time_stride
+        x = torch.from_numpy(store.video_crops(rng, 64, 2 * s, 128, s)).float() / 255.0
+        z = model.encode(x)  # (B, F, C, h, w), current buffers are identity
+        mean, std = z.mean((0, 1, 3, 4)), z.std((0, 1, 3, 4))
+    else:
+        assert isinstance(model, AudioAE)
+        x = torch.from_numpy(store.audio_crops(rng, 64, 25 * model.hop, model.hop, tc.stems))
+        z = model.encode(x)  # (B, N, Ca)
+        mean, std = z.mean((0, 1)), z.std((0, 1))
+    # encode() already used the old buffers: fold them in (new raw stats = old ∘ measured)
+    old_m, old_s = model.latent_mean.clone(), model.latent_std.clone()
+    model.latent_mean.copy_(old_m + old_s * mean)
+    model.latent_std.copy_(old_s * std.clamp_min(1e-4))
+    log.info("latent stats: mean |μ| %.3f, σ range %.3f..%.3f",
+             float(model.latent_mean.abs().mean()), float(model.latent_std.min()),
+             float(model.latent_std.max()))  # fmt: skip
+
+
+# ---- CLI ------------------------------------------------------------------------------------
+def _run(args: argparse.Namespace) -> int:
+    base = OmegaConf.structured(CodecTrainConfig(kind=args.kind))
+    tc = OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.from_dotlist(args.overrides)))
+    assert isinstance(tc, CodecTrainConfig)
+    train(tc, export=not args.no_export)
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("codec", help="train the video or the audio codec on the synthetic world")
+    p.add_argument("--kind", choices=("video", "audio"), required=True)
+    p.add_argument("--no-export", action="store_true", help="do not write the bundled weights")
+    p.add_argument("overrides", nargs="*", help="CodecTrainConfig overrides, e.g. steps=2000")
+    p.set_defaults(func=_run)

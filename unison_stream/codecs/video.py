@@ -1,0 +1,181 @@
+"""Video autoencoder: 128×128 RGB frames ↔ (C, H/8, W/8) latents, two frames per latent frame.
+
+Axes: B batch, T output frames, F latent frames (T = F·s, s = ``video_time_stride``), C latent
+channels, h×w latent grid, H×W pixels.
+
+- **Encoder**: a latent frame is encoded from its own ``s`` frames only (stacked on channels),
+  so it is causal and can run chunk by chunk with no state. pixel-unshuffle 2× → conv →
+  residual blocks with strided convs to 8× → 1×1 to C.
+- **Decoder**: latent frame ``f`` is decoded from latents ``f−k..f`` (``k`` =
+  ``temporal_context``), stacked on channels; sub-pixel (conv → pixel-shuffle) upsampling back
+  to ``s`` RGB frames. It is causal over latent frames, so a streaming decoder that carries the
+  last ``k`` latent frames reproduces the full decode exactly (the test checks this).
+- Latents are normalised per channel with statistics measured after training (buffers
+  ``latent_mean`` / ``latent_std``): the model sees ≈ zero-mean, unit-variance latents.
+
+No normalisation layers (cheap at inference, and nothing depends on batch statistics).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unison_stream.codecs.config import VideoCodecConfig
+from unison_stream.config import LatentConfig
+
+__all__ = ["StreamingVideoDecoder", "VideoAE", "VideoEncoderStream"]
+
+
+class _Res(nn.Module):
+    """x + conv(silu(conv(silu(x)))), 3×3, same width."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.c2 = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.c2(F.silu(self.c1(F.silu(x))))
+
+
+class _Up(nn.Module):
+    """Sub-pixel 2× upsampling: conv to 4·out channels at low resolution, then pixel-shuffle."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout * 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.conv(F.silu(x)), 2)
+
+
+class VideoAE(nn.Module):
+    """Frames ↔ latents; see the module docstring for the layout."""
+
+    latent_mean: torch.Tensor  # (C,) buffers: raw latent statistics measured after training
+    latent_std: torch.Tensor
+
+    def __init__(self, cfg: VideoCodecConfig, latent: LatentConfig) -> None:
+        super().__init__()
+        self.cfg, self.latent = cfg, latent
+        s, c = latent.video_time_stride, latent.video_channels
+        w = list(cfg.widths)
+        levels = len(w)  # pixel-unshuffle 2× then (levels − 1) strided convs
+        assert 2**levels == latent.video_downsample, (
+            f"widths must give {latent.video_downsample}× downsampling (2 × 2^(levels−1))"
+        )
+        # ---- encoder ---------------------------------------------------------------------
+        enc: list[nn.Module] = [nn.Conv2d(3 * s * 4, w[0], 3, padding=1)]
+        for i in range(levels):
+            enc += [_Res(w[i]) for _ in range(cfg.blocks)]
+            if i + 1 < levels:
+                enc.append(nn.Conv2d(w[i], w[i + 1], 4, stride=2, padding=1))
+        enc += [nn.SiLU(), nn.Conv2d(w[-1], c, 1)]
+        self.enc = nn.Sequential(*enc)
+        # ---- decoder ---------------------------------------------------------------------
+        k = cfg.temporal_context
+        dec: list[nn.Module] = [nn.Conv2d(c * (k + 1), w[-1], 3, padding=1)]
+        for i in reversed(range(levels)):
+            dec += [_Res(w[i]) for _ in range(cfg.blocks)]
+            if i > 0:
+                dec.append(_Up(w[i], w[i - 1]))
+        dec += [nn.SiLU(), nn.Conv2d(w[0], 3 * s * 4, 3, padding=1)]
+        self.dec = nn.Sequential(*dec)
+        self.register_buffer("latent_mean", torch.zeros(c))
+        self.register_buffer("latent_std", torch.ones(c))
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Default conv init, but each residual branch starts near identity (second conv
+        scaled down) so the deep stack trains stably without normalisation layers."""
+        for m in self.modules():
+            if isinstance(m, _Res):
+                with torch.no_grad():
+                    m.c2.weight.mul_(0.1)
+                    assert m.c2.bias is not None
+                    m.c2.bias.zero_()
+
+    # ---- encoder -----------------------------------------------------------------------------
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, H, W, 3) uint8 or float in [0, 1] → (B, F, C, h, w) normalised latents."""
+        if frames.dtype == torch.uint8:
+            frames = frames.float() / 255.0
+        b, t, h, w, _ = frames.shape
+        s = self.latent.video_time_stride
+        assert t % s == 0, f"frame count {t} must be a multiple of video_time_stride={s}"
+        x = frames.mul(2).sub(1).reshape(b * t // s, s, h, w, 3)  # (B·F, s, H, W, 3)
+        x = x.permute(0, 1, 4, 2, 3).reshape(b * t // s, s * 3, h, w)  # (B·F, 3s, H, W)
+        z = self.enc(F.pixel_unshuffle(x, 2))  # (B·F, C, h, w)
+        z = (z - self.latent_mean.view(1, -1, 1, 1)) / self.latent_std.view(1, -1, 1, 1)
+        return z.view(b, t // s, *z.shape[1:])  # (B, F, C, h, w)
+
+    # ---- decoder -----------------------------------------------------------------------------
+    def decode(self, z: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, F, C, h, w) normalised latents (+ (B, k, C, h, w) earlier ones, zeros if None)
+        → (B, F·s, H, W, 3) float in [0, 1] (unclamped)."""
+        b, f, c, h, w = z.shape
+        k, s = self.cfg.temporal_context, self.latent.video_time_stride
+        if history is None:
+            history = z.new_zeros(b, k, c, h, w)
+        seq = torch.cat([history, z], 1)  # (B, k+F, C, h, w)
+        seq = seq * self.latent_std.view(1, 1, -1, 1, 1) + self.latent_mean.view(1, 1, -1, 1, 1)
+        # stack each latent frame with its k predecessors, oldest first: (B·F, C·(k+1), h, w)
+        ctx = torch.cat([seq[:, i : i + f] for i in range(k + 1)], 2).flatten(0, 1)
+        x = F.pixel_shuffle(self.dec(ctx), 2)  # (B·F, 3s, H, W)
+        x = x.view(b, f, s, 3, *x.shape[-2:]).permute(0, 1, 2, 4, 5, 3)  # (B, F, s, H, W, 3)
+        return x.reshape(b, f * s, *x.shape[3:]).add(1).mul(0.5)  # (B, T, H, W, 3)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Float frames in [0, 1] → uint8 numpy."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+class StreamingVideoDecoder:
+    """The :class:`~unison_stream.codecs.VideoDecoder` protocol over a trained :class:`VideoAE`.
+
+    Carries the last ``temporal_context`` latent frames of each stream, so decoding chunk by
+    chunk gives the same frames as decoding the whole stream at once.
+    """
+
+    def __init__(self, ae: VideoAE) -> None:
+        self.ae = ae.eval()
+        self.history: torch.Tensor | None = None  # (B, k, C, h, w)
+
+    def reset(self) -> None:
+        self.history = None
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """(B, F, C, h, w) → (B, F·s, H, W, 3) uint8."""
+        z = latents.float()
+        if self.history is not None and self.history.shape[0] != z.shape[0]:
+            raise ValueError(f"batch changed from {self.history.shape[0]} to {z.shape[0]}")
+        out = self.ae.decode(z, self.history)
+        k = self.ae.cfg.temporal_context
+        hist = z if self.history is None else torch.cat([self.history, z], 1)
+        if hist.shape[1] < k:  # fewer frames than the context so far: pad with zeros
+            pad = hist.new_zeros(hist.shape[0], k - hist.shape[1], *hist.shape[2:])
+            hist = torch.cat([pad, hist], 1)
+        self.history = hist[:, hist.shape[1] - k :].clone()
+        return to_uint8(out)
+
+
+class VideoEncoderStream:
+    """Frames → latents for the training pipeline and the audio-driven mode (stateless:
+    each latent frame depends only on its own frames)."""
+
+    def __init__(self, ae: VideoAE) -> None:
+        self.ae = ae.eval()
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    @torch.inference_mode()
+    def encode(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(B, T, H, W, 3) uint8 → (B, T/s, C, h, w) float32."""
+        x = torch.as_tensor(frames)
+        return self.ae.encode(x)
