@@ -377,16 +377,19 @@ class Engine:
         from unison_stream.model.generator import AVChunk
 
         assert isinstance(out, AVChunk)
-        video = slot.video.decode(out.video[b : b + 1])[0]
+        # decoders take CPU fp32 latents (the preview ones use numpy); tiny latents, cheap copy
+        video_lat = out.video[b : b + 1].float().cpu()
+        audio_lat = out.audio[b : b + 1].float().cpu()  # (1, S, Nc, Ca)
+        video = slot.video.decode(video_lat)[0]
         u = job.utterance
         if u is not None and u.speech_pcm is not None:  # the caller's speech, untouched
             n = round(self.cfg.chunk_seconds() * self.cfg.media.sample_rate)
             speech = u.speech_pcm[job.k * n : (job.k + 1) * n].copy()
-            slot.speech.decode(out.speech[b : b + 1])  # keep the decoder's carried state moving
+            slot.speech.decode(audio_lat[:, 0])  # keep the decoder's carried state moving
         else:
-            speech = slot.speech.decode(out.speech[b : b + 1])[0]
-        sfx_lat = out.sfx
-        sfx = slot.sfx.decode(sfx_lat[b : b + 1])[0] if sfx_lat is not None else None
+            speech = slot.speech.decode(audio_lat[:, 0])[0]
+        has_sfx = audio_lat.shape[1] == 2
+        sfx = slot.sfx.decode(audio_lat[:, 1])[0] if has_sfx else None
         return MediaChunk(
             index=-1,  # numbered on delivery (the session's media clock)
             start_s=0.0,
