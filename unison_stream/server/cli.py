@@ -4,6 +4,7 @@ Config keys as ``key=value``: model keys as usual (``sampler.steps=2``), server 
 ``server.`` prefix (``server.port=9000``, ``server.max_sessions=2``). With no API key configured
 (``server.api_keys`` or ``$UNISON_API_KEYS``) a random local key is made and printed with the URL.
 ``--engine fake`` serves the deterministic test engine (no model; for UI work).
+``--mqtt-config bridge.yaml`` also runs the MQTT bridge (docs/mqtt.md).
 """
 
 from __future__ import annotations
@@ -65,9 +66,16 @@ def build_engine(
     return engine, spec, name
 
 
-async def serve(engine: EngineLike, cfg: ServerConfig, media: MediaSpec, *, model: str) -> None:
-    """Run until SIGINT/SIGTERM; cancelling it is safe (sessions are closed on the way out)."""
+async def serve(
+    engine: EngineLike, cfg: ServerConfig, media: MediaSpec, *, model: str, mqtt: Any = None
+) -> None:
+    """Run until SIGINT/SIGTERM; cancelling it is safe (sessions are closed on the way out).
+    ``mqtt``: an :class:`~unison_stream.mqtt.MqttConfig` to run the MQTT bridge with."""
     app = create_app(engine, cfg, media, model=model)
+    if mqtt is not None:
+        from unison_stream.mqtt import attach_mqtt
+
+        attach_mqtt(app, mqtt)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port)
@@ -86,6 +94,11 @@ async def serve(engine: EngineLike, cfg: ServerConfig, media: MediaSpec, *, mode
 def run(args: argparse.Namespace) -> int:
     model_over, server_over = split_overrides(list(args.overrides))
     cfg = load_server_config(args.server_config, server_over)
+    mqtt = None
+    if args.mqtt_config:
+        from unison_stream.mqtt import load_mqtt_config
+
+        mqtt = load_mqtt_config(args.mqtt_config)
     generated = not cfg.api_keys
     if generated:
         cfg.api_keys = [secrets.token_urlsafe(12)]
@@ -106,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"local API key: {key}", flush=True)
         print(f"open {url}#key={key}", flush=True)
     try:
-        asyncio.run(serve(engine, cfg, media, model=model))
+        asyncio.run(serve(engine, cfg, media, model=model, mqtt=mqtt))
     finally:
         engine.close()
     return 0
@@ -118,5 +131,6 @@ def register(sub: Any) -> None:
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: untrained)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--server-config", default=None, help="YAML file of ServerConfig keys")
+    p.add_argument("--mqtt-config", default=None, help="MqttConfig YAML: run the bridge")
     p.add_argument("overrides", nargs="*", help="key=value (server keys: server.KEY=value)")
     p.set_defaults(func=run)

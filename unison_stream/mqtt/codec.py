@@ -1,0 +1,102 @@
+"""MQTT topics and payloads, sans-I/O: command topic + bytes → a server message or an error;
+server messages → (topic, payload, retain). No broker, no event loop (docs/mqtt.md).
+
+Commands reuse the websocket protocol's validation (``parse_client_message``) so a ``say`` over
+MQTT obeys exactly the same limits as one over the websocket; ``request_id`` becomes the
+utterance id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from unison_stream.server import protocol as P
+from unison_stream.server.errors import BadRequest
+
+__all__ = ["COMMANDS", "Dedup", "Publish", "Topics", "event_publishes", "parse_command"]
+
+COMMANDS = {"say": "say", "interrupt": "interrupt", "state": "set_state"}
+
+
+@dataclass(frozen=True)
+class Publish:
+    topic: str
+    payload: str
+    retain: bool = False
+
+
+class Topics:
+    """Topic names of one channel under ``prefix``."""
+
+    def __init__(self, prefix: str, channel: str) -> None:
+        base = f"{prefix}/{channel}"
+        self.cmd_filter = f"{base}/cmd/+"
+        self.cmd_prefix = f"{base}/cmd/"
+        self.utterance = f"{base}/evt/utterance"
+        self.error = f"{base}/evt/error"
+        self.state = f"{base}/state"
+        self.availability = f"{base}/availability"
+
+
+def parse_command(command: str, payload: bytes, limits: P.Limits) -> P.ClientMessage:
+    """``cmd/<command>`` with a JSON payload → the equivalent client message, or BadRequest.
+
+    The error's ``ref`` is the ``request_id`` when one could be read."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"payload is not JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise BadRequest("payload must be a JSON object")
+    rid = obj.get("request_id")
+    if isinstance(rid, bool) or not isinstance(rid, str | int) or not str(rid):
+        raise BadRequest("'request_id' (string) is required")
+    rid = str(rid)
+    if command not in COMMANDS:
+        raise BadRequest(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}", ref=rid)
+    if "type" in obj or "id" in obj:
+        raise BadRequest("'type' and 'id' are not command fields", ref=rid)
+    fields = {k: v for k, v in obj.items() if k != "request_id"}
+    msg = {**fields, "type": COMMANDS[command], "id": rid}
+    try:
+        return P.parse_client_message(json.dumps(msg), limits)
+    except BadRequest as e:
+        raise BadRequest(e.message, ref=rid) from e
+
+
+def event_publishes(msg: dict[str, Any], topics: Topics) -> list[Publish]:
+    """A server message (as sent to a websocket) → what the bridge publishes for it."""
+    kind = msg.get("type")
+    if kind == "utterance":
+        body = {
+            "request_id": msg["id"],
+            "event": msg["event"],
+            "media_time_s": msg["media_time_s"],
+        }
+        return [Publish(topics.utterance, json.dumps(body))]
+    if kind == "state":
+        return [Publish(topics.state, json.dumps({"state": msg["state"]}), retain=True)]
+    if kind == "error":
+        body = {"code": msg["code"], "message": msg["message"], "request_id": msg.get("ref")}
+        return [Publish(topics.error, json.dumps(body))]
+    return []  # stats, pong, answers: not bridged
+
+
+class Dedup:
+    """Remembers the last ``window`` request ids; :meth:`seen` says whether one is a repeat."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def seen(self, request_id: str) -> bool:
+        if request_id in self._ids:
+            self._ids.move_to_end(request_id)
+            return True
+        self._ids[request_id] = None
+        if len(self._ids) > self.window:
+            self._ids.popitem(last=False)
+        return False
