@@ -77,6 +77,7 @@ def _paced(s: EngineSession, seconds: float) -> None:
 
 def _first_media(s: EngineSession, trials: int) -> list[float]:
     out = []
+    s.interrupt()  # nothing left of earlier utterances: measure from an idle stream
     for i in range(trials):
         _paced(s, 1.0)
         t0 = time.perf_counter()
