@@ -8,7 +8,7 @@ from typing import Any
 __all__ = ["register"]
 
 # Modules with `register(train_subparsers)`; each adds one `train <name>` command.
-TRAINERS: tuple[str, ...] = ("unison_stream.codecs.train",)
+TRAINERS: tuple[str, ...] = ("unison_stream.codecs.train", "unison_stream.training.cli")
 
 
 def register(sub: Any) -> None:

@@ -69,7 +69,12 @@ class TextEncoder:
             model = self._load()
             nonempty = [t for t in texts if t.strip()]
             outs: list[Tensor] = (
-                model.encode(nonempty, output_value="token_embeddings", convert_to_numpy=False)
+                model.encode(
+                    nonempty,
+                    output_value="token_embeddings",
+                    convert_to_numpy=False,
+                    show_progress_bar=False,
+                )
                 if nonempty
                 else []
             )

@@ -1,0 +1,1 @@
+"""Training: flow matching with bidirectional cross-modal forcing, few-step distillation, DDP."""

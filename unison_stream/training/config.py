@@ -1,0 +1,104 @@
+"""Typed training configuration (schema → ``configs/train_<name>.yaml`` → dotlist overrides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from omegaconf import OmegaConf
+
+from unison_stream.config import CONFIG_DIR, ConfigError
+
+__all__ = ["CurriculumConfig", "DistillConfig", "TaskConfig", "TrainConfig", "load_train_config"]
+
+
+@dataclass
+class CurriculumConfig:
+    """Progressive stabilization (DESIGN.md §2): sync → bounded gap → independent."""
+
+    sync_frac: float = 0.3  # first 30 % of steps: t_a = t_v
+    bounded_frac: float = 0.4  # next 40 %: independent with probability p, |t_a − t_v| ≤ gap
+    p_independent: float = 0.5
+    max_gap: float = 0.25
+    lam: float = 0.5  # λ of (1 + λd)·L_video + (1 + λ(1 − d))·(L_speech + L_sfx)
+    clean_history_prob: float = 0.25  # per sequence: history chunks at t = 0 (as the cache holds)
+
+
+@dataclass
+class TaskConfig:
+    """Multi-task mixture: which modality is held clean."""
+
+    text_to_av: float = 0.7  # both generated
+    audio_to_video: float = 0.15  # speech and SFX given clean
+    video_to_audio: float = 0.15  # video given clean
+
+
+@dataclass
+class DistillConfig:
+    """Few-step streaming stage: roll out through the KV cache, regress the teacher's ODE."""
+
+    teacher_steps: int = 16
+    student_steps: int = 4
+    history: str = "teacher"  # whose output is committed to the caches: "teacher" | "student"
+    chunks: int = 4  # chunks rolled out per sequence
+
+
+@dataclass
+class TrainConfig:
+    name: str = "tiny"
+    out_dir: str = "runs/tiny"
+    steps: int = 2000
+    batch: int = 4
+    seq_chunks: int = 4  # chunks per training sequence, chunk 0 being the reference (sink)
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: int = 100
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    log_every: int = 10
+    val_every: int = 200
+    ckpt_every: int = 200
+    seed: int = 0
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    strategy: str = "ddp"  # "ddp" | "fsdp" (under torchrun; single process otherwise)
+    data: str = ""  # latent dataset directory (empty: a random batch source, for smoke tests)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+def load_train_config(
+    name: str | Path = "tiny", overrides: list[str] | tuple[str, ...] = ()
+) -> TrainConfig:
+    """``configs/train_<name>.yaml`` (or a YAML path) merged over the schema, then overrides."""
+    path = Path(name)
+    if not path.is_file():
+        path = CONFIG_DIR / f"train_{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"training preset {name!r}: no configs/train_{name}.yaml or file")
+    try:
+        merged = OmegaConf.merge(
+            OmegaConf.structured(TrainConfig),
+            OmegaConf.load(path),
+            OmegaConf.from_dotlist(list(overrides)),
+        )
+    except Exception as e:  # omegaconf raises several types; all mean "bad key or value"
+        raise ConfigError(f"bad training config value: {e}") from e
+    cfg = cast(TrainConfig, OmegaConf.to_object(merged))
+    c = cfg.curriculum
+    if not 0 <= c.sync_frac + c.bounded_frac <= 1:
+        raise ConfigError("curriculum: sync_frac + bounded_frac must lie in [0, 1]")
+    t = cfg.tasks
+    if (
+        min(t.text_to_av, t.audio_to_video, t.video_to_audio) < 0
+        or t.text_to_av + t.audio_to_video + t.video_to_audio <= 0
+    ):
+        raise ConfigError("tasks: probabilities must be ≥ 0 and not all 0")
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ConfigError("precision: fp32 or bf16")
+    if cfg.strategy not in ("ddp", "fsdp"):
+        raise ConfigError("strategy: ddp or fsdp")
+    if cfg.seq_chunks < 2:
+        raise ConfigError("seq_chunks: ≥ 2 (the reference chunk and at least one generated chunk)")
+    return cfg
