@@ -66,9 +66,8 @@ def mosquitto(tmp: Path) -> Iterator[Broker]:
     conf = tmp / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
-        f"acl_file {ACL}\npersistence false\n"
+        f"acl_file {ACL}\npersistence false\n" + ("user root\n" if os.geteuid() == 0 else "")
         # as root, mosquitto drops to user 'mosquitto', who cannot read pytest's private tmp
-        + ("user root\n" if os.geteuid() == 0 else "")
     )
     broker = Broker(port, conf)
     broker.start()
