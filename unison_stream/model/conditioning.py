@@ -73,7 +73,7 @@ class Conditioning:
     track_start: Tensor  # (B, L) seconds from the span start
     track_end: Tensor  # (B, L)
     track_mask: Tensor  # (B, L) bool
-    identity: Tensor  # (B, P, video_token_dim): reference frame latent tokens
+    identity: Tensor  # (B, P, video_token_dim): reference frame codec latents, patchified
 
     @property
     def batch(self) -> int:

@@ -79,6 +79,11 @@ class FinalLayer(nn.Module):
 # The model
 # ---------------------------------------------------------------------------------------------
 class UnisonDiT(nn.Module):
+    video_shift: Tensor  # (Cv,) buffers: codec latents → model space
+    video_scale: Tensor
+    audio_shift: Tensor  # (Ca,)
+    audio_scale: Tensor
+
     def __init__(self, cfg: UnisonConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -105,6 +110,13 @@ class UnisonDiT(nn.Module):
         self.final_v = FinalLayer(d, tok_v)
         self.final_a = FinalLayer(d, cfg.latent.audio_channels)
         self.rope = TimeRotary(d // m.heads, m.rope_min_period_s, m.rope_max_period_s)
+        # codec latents → model space: x_model = (x − shift) / scale, per channel; stored with
+        # the weights (set from training-data statistics; identity for an untrained model)
+        cv, ca = cfg.latent.video_channels, cfg.latent.audio_channels
+        self.register_buffer("video_shift", torch.zeros(cv))
+        self.register_buffer("video_scale", torch.ones(cv))
+        self.register_buffer("audio_shift", torch.zeros(ca))
+        self.register_buffer("audio_scale", torch.ones(ca))
         self._layouts: dict[torch.device, Layout] = {}
         self.initialize_weights()
 
@@ -129,6 +141,21 @@ class UnisonDiT(nn.Module):
             assert isinstance(lin, nn.Linear)
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
+
+    # ---- latent normalisation ----------------------------------------------------------------
+    def normalize_video(self, x: Tensor) -> Tensor:
+        """Codec video latents (B, F, C, h, w) → model space."""
+        return (x - self.video_shift[:, None, None]) / self.video_scale[:, None, None]
+
+    def denormalize_video(self, x: Tensor) -> Tensor:
+        return x * self.video_scale[:, None, None] + self.video_shift[:, None, None]
+
+    def normalize_audio(self, x: Tensor) -> Tensor:
+        """Codec audio latents (…, Ca) → model space."""
+        return (x - self.audio_shift) / self.audio_scale
+
+    def denormalize_audio(self, x: Tensor) -> Tensor:
+        return x * self.audio_scale + self.audio_shift
 
     def block(self, i: int) -> DualStreamBlock:
         """Typed access to block ``i``."""
@@ -260,7 +287,11 @@ class UnisonDiT(nn.Module):
         track = self.track_embed(cond.track_ids) + self.track_dur(
             (cond.track_end - cond.track_start).unsqueeze(-1).to(dt)
         )
-        ident = self.identity_in(cond.identity.to(dt)) + self.video_pos
+        pp = self.cfg.latent.patch**2  # identity tokens are codec latents, (c, py, px) order
+        ident_n = (
+            cond.identity - self.video_shift.repeat_interleave(pp)
+        ) / self.video_scale.repeat_interleave(pp)
+        ident = self.identity_in(ident_n.to(dt)) + self.video_pos
         glob = torch.cat((self.caption_in(cond.caption_tokens.to(dt)), ident), dim=1)
         glob_mask = torch.cat(
             (

@@ -47,8 +47,8 @@ class AVChunk:
     index: int
     start_s: float
     duration_s: float
-    video: Tensor  # (B, Fc, C, h, w) video latent frames
-    audio: Tensor  # (B, S, Nc, Ca): S = 2 → [speech, sfx]; S = 1 → the mix
+    video: Tensor  # (B, Fc, C, h, w) video latent frames (codec space)
+    audio: Tensor  # (B, S, Nc, Ca) codec latents: S = 2 → [speech, sfx]; S = 1 → the mix
 
     @property
     def speech(self) -> Tensor:
@@ -125,9 +125,12 @@ class CausalGenerator:
                 xv, xa, tv, ta, cond, cache=self.cache, chunk_index=k, write=write
             )
 
-        clean_v = (
-            patchify(plan.clean_video.to(self.device), p) if plan.clean_video is not None else None
-        )
+        clean_v = None
+        if plan.clean_video is not None:
+            clean_v = patchify(m.normalize_video(plan.clean_video.to(self.device).float()), p)
+        clean_a = None
+        if plan.clean_audio is not None:
+            clean_a = m.normalize_audio(plan.clean_audio.to(self.device).float())
         mask = None
         if plan.clean_audio_mask is not None:
             mask = torch.tensor(plan.clean_audio_mask, dtype=torch.bool, device=self.device)
@@ -136,7 +139,7 @@ class CausalGenerator:
             noise_v,
             noise_a,
             clean_v=clean_v,
-            clean_a=plan.clean_audio.to(self.device) if plan.clean_audio is not None else None,
+            clean_a=clean_a,
             clean_a_mask=mask,
             lead=plan.lead if plan.lead is not None else cfg.sampler.lead,
             lead_steps=plan.lead_steps if plan.lead_steps is not None else cfg.sampler.lead_steps,
@@ -147,4 +150,13 @@ class CausalGenerator:
             m.forward_chunk(xv, xa, zv, za, cond, cache=self.cache, chunk_index=k, write=True)
         self._k += 1
         cs = cfg.chunk_seconds()
-        return AVChunk(k, k * cs, cs, unpatchify(xv, p, h, w), xa)
+        video = m.denormalize_video(unpatchify(xv, p, h, w))
+        audio = m.denormalize_audio(xa)
+        if plan.clean_video is not None:  # given tokens come back bit-exact
+            video = plan.clean_video.to(self.device)
+        if plan.clean_audio is not None:
+            fixed = torch.ones(audio.shape[1], dtype=torch.bool, device=self.device)
+            if plan.clean_audio_mask is not None:
+                fixed = torch.tensor(plan.clean_audio_mask, dtype=torch.bool, device=self.device)
+            audio = torch.where(fixed[None, :, None, None], plan.clean_audio.to(self.device), audio)
+        return AVChunk(k, k * cs, cs, video, audio)

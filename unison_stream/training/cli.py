@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
 from unison_stream.config import load_config
+from unison_stream.model.dit import UnisonDiT
 from unison_stream.training.batch import BatchSource, RandomLatentSource
 from unison_stream.training.config import TrainConfig, load_train_config
 from unison_stream.training.trainer import Trainer
@@ -55,7 +57,13 @@ def run(args: argparse.Namespace) -> int:
     rank = int(__import__("os").environ.get("RANK", "0"))
     source = make_source(tcfg.data, cfg, tcfg, seed=tcfg.seed * 100 + rank)
     val = make_source(tcfg.data, cfg, tcfg, seed=999, split="val")
-    trainer = Trainer(cfg, tcfg, source, val_source=val)
+    torch.manual_seed(tcfg.seed)  # identical initial weights on every rank
+    model = UnisonDiT(cfg)
+    stats = getattr(source, "stats", None)
+    if stats is not None:  # latent normalisation from the training data
+        for name, value in stats.items():
+            getattr(model, name).copy_(value)
+    trainer = Trainer(cfg, tcfg, source, val_source=val, model=model)
     out = Path(tcfg.out_dir)
     if args.dump_rank_weights and trainer.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -88,10 +96,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def run_prepare(args: argparse.Namespace) -> int:
+    from unison_stream.training.latents import prepare_latents
+
+    cfg = load_config(args.preset, args.overrides)
+    counts = prepare_latents(Path(args.manifest), Path(args.out), cfg)
+    logging.getLogger(__name__).info("prepared %s in %s", counts, args.out)
+    return 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("model", help="train the dual-stream model (torchrun-ready)")
     add_arguments(p)
     p.set_defaults(func=run)
+    q = sub.add_parser("prepare", help="encode a manifest's clips into a latent dataset")
+    q.add_argument("--manifest", required=True, help="manifest.jsonl (synthetic or real clips)")
+    q.add_argument("--out", required=True, help="output folder for <split>.safetensors")
+    q.add_argument("--preset", default="tiny")
+    q.add_argument("overrides", nargs="*", default=[])
+    q.set_defaults(func=run_prepare)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,8 +50,11 @@ class FewStepDistiller:
     def _chunk(self, batch: TrainBatch, k: int) -> tuple[Tensor, Tensor]:
         """Chunk k of the batch as model tokens: video (B, Fc, P, D), audio (B, S, Nc, Ca)."""
         fc, nc = self.cfg.stream.chunk_latent_frames, self.cfg.audio_frames_per_chunk()
-        v = patchify(batch.video[:, k * fc : (k + 1) * fc], self.cfg.latent.patch)
-        return v, batch.audio[:, :, k * nc : (k + 1) * nc]
+        s = self.student
+        v = patchify(
+            s.normalize_video(batch.video[:, k * fc : (k + 1) * fc]), self.cfg.latent.patch
+        )
+        return v, s.normalize_audio(batch.audio[:, :, k * nc : (k + 1) * nc])
 
     def _cond(self, batch: TrainBatch, k: int) -> Conditioning:
         """Conditioning with the track moved to chunk k's time frame (tracks are absolute)."""

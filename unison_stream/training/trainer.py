@@ -109,8 +109,8 @@ class Trainer:
     ) -> dict[str, Tensor]:
         """Noise the batch by ``plan``, predict velocities, return the flow-matching losses."""
         cfg = self.cfg
-        x0_v = patchify(batch.video, cfg.latent.patch)  # (B, F, P, Cv·p²)
-        x0_a = batch.audio  # (B, S, N, Ca)
+        x0_v = patchify(self.model.normalize_video(batch.video), cfg.latent.patch)  # (B, F, P, ·)
+        x0_a = self.model.normalize_audio(batch.audio)  # (B, S, N, Ca)
         t_v, t_a = expand_plan(plan, cfg)
         t_v, t_a = t_v.to(self.device), t_a.to(self.device)
         eps_v = torch.randn(x0_v.shape, generator=g).to(self.device)

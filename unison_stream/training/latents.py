@@ -1,0 +1,224 @@
+"""Latent datasets: encode a manifest's clips once with the codecs, then sample training windows.
+
+``prepare_latents`` (``unison-stream train prepare``) reads a manifest (synthetic or real, the
+loader of ``unison_stream.data``), encodes video frames and the speech and SFX stems with the
+bundled codecs, embeds caption and transcript with MiniLM, and writes one safetensors file per
+split holding every clip back to back (offsets in the metadata) plus per-channel latent
+statistics of the train split (the model's latent normalisation).
+
+``LatentShardSource`` draws training sequences from it: a reference chunk (the clip's first
+latent frame repeated, silent audio) followed by ``chunks − 1`` chunks cut from a random,
+chunk-aligned position of a clip; track times are moved so the window starts at chunk 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm import tqdm
+
+from unison_stream.config import UnisonConfig
+from unison_stream.model.conditioning import Conditioning, TimedTrack
+from unison_stream.model.dit import patchify
+from unison_stream.training.batch import TrainBatch
+
+__all__ = ["LatentShardSource", "latent_stats", "prepare_latents"]
+
+log = logging.getLogger(__name__)
+
+
+def prepare_latents(
+    manifest: Path,
+    out: Path,
+    cfg: UnisonConfig,
+    *,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+) -> dict[str, int]:
+    """Encode every clip of ``manifest`` into ``out/<split>.safetensors``; clips per split."""
+    from unison_stream.codecs import load_encoders
+    from unison_stream.data.loader import ManifestDataset
+    from unison_stream.model.text import TextEncoder
+
+    venc, aenc = load_encoders(cfg)
+    text = TextEncoder.shared()
+    stride = cfg.latent.video_time_stride
+    per_v = round(cfg.latent.audio_hz / cfg.video_latent_fps())  # audio latents per video latent
+    hop = round(cfg.media.sample_rate / cfg.latent.audio_hz)
+    out.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    for split in splits:
+        ds = ManifestDataset(manifest, split=split, media=cfg.media)
+        if len(ds) == 0:
+            continue
+        videos, audios, tracks, meta = [], [], [], []
+        cap_tok, cap_mask, cap_pool, tr_pool = [], [], [], []
+        for i in tqdm(range(len(ds)), desc=f"encode {split}", file=sys.stderr):
+            s = ds[i]
+            f = (len(s.frames) // stride) * stride
+            if f < stride * cfg.stream.chunk_latent_frames:
+                continue
+            with torch.inference_mode():
+                venc.reset()
+                lv = venc.encode(s.frames[None, :f])[0]  # (Fv, C, h, w)
+                n = lv.shape[0] * per_v
+                stems = [s.stems.get("speech", s.audio), s.stems.get("sfx", np.zeros_like(s.audio))]
+                la = []
+                for w in stems:
+                    aenc.reset()
+                    la.append(
+                        aenc.encode(np.asarray(w[: n * hop], np.float32)[None])[0][:n]
+                    )  # (N, Ca)
+            videos.append(lv.float())
+            audios.append(torch.stack(la, dim=1).float())  # (N, 2, Ca)
+            tracks.append(
+                torch.cat(
+                    (
+                        torch.from_numpy(s.track_ids).float()[:, None],
+                        torch.from_numpy(s.track_times),
+                    ),
+                    dim=1,
+                )
+            )  # (L, 3): id, start, end
+            emb = text.encode([s.caption, s.transcript])
+            cap_tok.append(emb.tokens[0])
+            cap_mask.append(emb.mask[0])
+            cap_pool.append(emb.pooled[0])
+            tr_pool.append(emb.pooled[1])
+            meta.append({"id": s.id, "frames": int(lv.shape[0]), "track": len(s.track_ids)})
+        tensors = {
+            "video": torch.cat(videos),
+            "audio": torch.cat(audios),
+            "track": torch.cat(tracks) if tracks else torch.zeros(0, 3),
+            "caption_tokens": torch.stack(cap_tok),
+            "caption_mask": torch.stack(cap_mask),
+            "caption_pooled": torch.stack(cap_pool),
+            "transcript_pooled": torch.stack(tr_pool),
+        }
+        if split == "train":
+            tensors.update(latent_stats(tensors["video"], tensors["audio"]))
+            with torch.inference_mode():  # the latent of silence, for the reference chunk
+                aenc.reset()
+                tensors["silence"] = (
+                    aenc.encode(np.zeros((1, 8 * hop), np.float32))[0][2:-2].mean(0).float()
+                )
+        save_file(tensors, str(out / f"{split}.safetensors"), metadata={"clips": json.dumps(meta)})
+        counts[split] = len(meta)
+        log.info("%s: %d clips, %d latent frames", split, len(meta), int(tensors["video"].shape[0]))
+    return counts
+
+
+def latent_stats(video: Tensor, audio: Tensor) -> dict[str, Tensor]:
+    """Per-channel mean and std: video (F, C, h, w), audio (N, S, Ca) → the model's buffers."""
+    return {
+        "video_shift": video.mean(dim=(0, 2, 3)),
+        "video_scale": video.std(dim=(0, 2, 3)).clamp_min(1e-3),
+        "audio_shift": audio.mean(dim=(0, 1)),
+        "audio_scale": audio.std(dim=(0, 1)).clamp_min(1e-3),
+    }
+
+
+class LatentShardSource:
+    """Training windows from a prepared split (all in memory: tens of MB for the tiny world)."""
+
+    def __init__(
+        self,
+        root: Path,
+        cfg: UnisonConfig,
+        *,
+        batch: int,
+        chunks: int,
+        seed: int = 0,
+        split: str = "train",
+    ) -> None:
+        path = root / f"{split}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no prepared latents (run `unison-stream train prepare`)"
+            )
+        self.cfg, self.batch, self.chunks = cfg, batch, chunks
+        self.t = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            self.clips = json.loads((f.metadata() or {})["clips"])
+        per_v = round(cfg.latent.audio_hz / cfg.video_latent_fps())
+        v_off = np.cumsum([0] + [c["frames"] for c in self.clips])
+        t_off = np.cumsum([0] + [c["track"] for c in self.clips])
+        fc = cfg.stream.chunk_latent_frames
+        need = (chunks - 1) * fc
+        self.items = [
+            (int(v_off[i]), int(v_off[i + 1]), int(t_off[i]), int(t_off[i + 1]), i)
+            for i in range(len(self.clips))
+            if v_off[i + 1] - v_off[i] >= need
+        ]
+        if not self.items:
+            raise ValueError(f"{path}: no clip holds {chunks - 1} chunks")
+        self.per_v = per_v
+        self.g = torch.Generator().manual_seed(seed)
+        stats = root / "train.safetensors"
+        train = load_file(str(stats))
+        self.stats = {k: v for k, v in train.items() if k.endswith(("_shift", "_scale"))}
+        self.silence = train["silence"]  # (Ca,) latent of a silent frame
+
+    def state(self) -> dict[str, Tensor]:
+        return {"rng": self.g.get_state()}
+
+    def restore(self, state: dict[str, Tensor]) -> None:
+        self.g.set_state(state["rng"])
+
+    def next_batch(self) -> TrainBatch:
+        cfg, g = self.cfg, self.g
+        fc, nc, cs = (
+            cfg.stream.chunk_latent_frames,
+            cfg.audio_frames_per_chunk(),
+            cfg.chunk_seconds(),
+        )
+        k = self.chunks
+        videos, audios, tracks, idents, rows = [], [], [], [], []
+        for _ in range(self.batch):
+            v0, v1, t0, t1, ci = self.items[int(torch.randint(len(self.items), (1,), generator=g))]
+            n_chunks = (v1 - v0) // fc
+            start = int(torch.randint(n_chunks - (k - 1) + 1, (1,), generator=g))  # chunk offset
+            clip_v = self.t["video"][v0:v1]  # (F, C, h, w)
+            clip_a = self.t["audio"][v0 * self.per_v : v1 * self.per_v]  # (N, 2, Ca)
+            ref = clip_v[:1].expand(fc, -1, -1, -1)
+            win_v = clip_v[start * fc : (start + k - 1) * fc]
+            win_a = clip_a[start * nc : (start + k - 1) * nc]
+            silence = self.silence.expand(nc, win_a.shape[1], -1)  # the silent reference chunk
+            videos.append(torch.cat((ref, win_v)))
+            audios.append(torch.cat((silence, win_a)).permute(1, 0, 2))  # (2, K·Nc, Ca)
+            tr = self.t["track"][t0:t1]
+            a, b = start * cs, (start + k - 1) * cs
+            keep = (tr[:, 2] > a) & (tr[:, 1] < b)
+            tr = tr[keep]
+            shift = cs - a  # window start → chunk 1
+            tracks.append(
+                TimedTrack(
+                    tuple(int(x) for x in tr[:, 0]),
+                    tuple(float(x) + shift for x in tr[:, 1]),
+                    tuple(float(x) + shift for x in tr[:, 2]),
+                )
+            )
+            idents.append(clip_v[0])
+            rows.append(ci)
+        video = torch.stack(videos)  # (B, K·Fc, C, h, w)
+        ident = patchify(torch.stack(idents)[:, None], cfg.latent.patch)[:, 0]
+        idx = torch.tensor(rows)
+        cond = Conditioning(
+            caption_tokens=self.t["caption_tokens"][idx],
+            caption_mask=self.t["caption_mask"][idx].bool(),
+            caption_pooled=self.t["caption_pooled"][idx],
+            transcript_pooled=self.t["transcript_pooled"][idx],
+            track_ids=torch.zeros(len(rows), 1, dtype=torch.long),
+            track_start=torch.zeros(len(rows), 1),
+            track_end=torch.zeros(len(rows), 1),
+            track_mask=torch.zeros(len(rows), 1, dtype=torch.bool),
+            identity=ident,
+        ).with_tracks(tracks)
+        return TrainBatch(video, torch.stack(audios), cond)
