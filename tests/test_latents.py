@@ -69,3 +69,18 @@ def test_generator_works_in_codec_space_with_normalised_model() -> None:
     assert abs(float(out.audio.mean()) + 1.0) < 1.0, (
         "generated audio is mapped back around the shift"
     )
+
+
+def test_bundled_weights_load_only_when_the_architecture_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unison_stream.model import checkpoint
+
+    cfg = small_config()
+    model = live_model(cfg, std=0.1)
+    monkeypatch.setattr(checkpoint, "BUNDLED_DIR", tmp_path)
+    checkpoint.save_model(model, tmp_path / f"{cfg.preset}.safetensors")
+    same = checkpoint.default_model(small_config("sampler.steps=2"))  # sampler may differ
+    assert torch.equal(same.block(0).table_v, model.block(0).table_v)
+    other = checkpoint.default_model(small_config("model.depth=1"))
+    assert not torch.equal(other.block(0).table_v, model.block(0).table_v), "random when unfit"

@@ -41,7 +41,7 @@ from unison_stream.engine.batching import BatchStepper, Row, cat_conditioning, w
 from unison_stream.engine.planner import LEAD_POLICIES, Planner, TimingProvider
 from unison_stream.engine.session import EngineSession, Job, Planned, Utterance
 from unison_stream.engine.types import EngineClosedError, EngineFullError, MediaChunk
-from unison_stream.model.checkpoint import load_model
+from unison_stream.model.checkpoint import default_model, load_model
 from unison_stream.model.conditioning import Conditioning, TimedTrack
 from unison_stream.model.dit import UnisonDiT, patchify
 from unison_stream.model.generator import PlanSlice
@@ -90,7 +90,7 @@ class Engine:
         self.device = resolve_device(cfg.runtime)
         self.dtype = resolve_dtype(cfg.runtime, self.device)
         if model is None:
-            model = UnisonDiT(cfg) if checkpoint is None else load_model(checkpoint)
+            model = default_model(cfg) if checkpoint is None else load_model(checkpoint)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.cfg = self.model.cfg
         self.max_sessions, self.max_ahead = max_sessions, max_ahead

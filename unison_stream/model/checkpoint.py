@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -12,7 +13,43 @@ from safetensors.torch import load_file, save_file
 from unison_stream.config import UnisonConfig, load_config, to_dict, validate
 from unison_stream.model.dit import UnisonDiT
 
-__all__ = ["load_model", "save_model"]
+__all__ = ["BUNDLED_DIR", "bundled_checkpoint", "default_model", "load_model", "save_model"]
+
+log = logging.getLogger(__name__)
+
+# The bundled default weights: ``<preset>.safetensors`` trained by this project's own pipeline
+# (config and training log beside it).
+BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
+_ARCH_SECTIONS = ("media", "latent", "model")  # what the weights' shapes and meaning depend on
+
+
+def bundled_checkpoint(preset: str) -> Path | None:
+    """The bundled checkpoint of ``preset``, or None when the project ships none."""
+    path = BUNDLED_DIR / f"{preset}.safetensors"
+    return path if path.is_file() else None
+
+
+def default_model(cfg: UnisonConfig) -> UnisonDiT:
+    """A model for ``cfg``: the bundled weights of ``cfg.preset`` when their architecture
+    (media, latent, model sections) equals ``cfg``'s, else fresh random weights (logged)."""
+    model = UnisonDiT(cfg)
+    path = bundled_checkpoint(cfg.preset)
+    if path is None:
+        log.warning("no bundled weights for preset %r: the model is untrained", cfg.preset)
+        return model
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        stored = json.loads((f.metadata() or {}).get("config", "{}"))
+    want = to_dict(cfg)
+    if any(stored.get(k) != want[k] for k in _ARCH_SECTIONS):
+        log.warning(
+            "bundled %s does not fit this config's architecture: untrained model", path.name
+        )
+        return model
+    model.load_state_dict(load_file(str(path)))
+    log.info("loaded the bundled weights %s", path)
+    return model
 
 
 def save_model(model: UnisonDiT, path: str | Path, extra: dict[str, str] | None = None) -> Path:

@@ -105,6 +105,46 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    """Bundle a run's EMA weights (bf16) with its config, training log and curves."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from unison_stream.model.checkpoint import save_model
+
+    run_dir, out = Path(args.run), Path(args.out)
+    ckpts = sorted(run_dir.glob("ckpt-*.safetensors"))
+    if not ckpts:
+        raise SystemExit(f"{run_dir}: no ckpt-*.safetensors to export")
+    ckpt = ckpts[-1]
+    with safe_open(str(ckpt), framework="pt") as f:
+        meta = f.metadata() or {}
+    from omegaconf import OmegaConf
+
+    from unison_stream.config import UnisonConfig, validate
+
+    cfg = validate(
+        OmegaConf.to_object(  # type: ignore[arg-type]  # structured merge → UnisonConfig
+            OmegaConf.merge(OmegaConf.structured(UnisonConfig), json.loads(meta["config"]))
+        )
+    )
+    model = UnisonDiT(cfg)
+    ema = {k[4:]: v for k, v in load_file(str(ckpt)).items() if k.startswith("ema.")}
+    model.load_state_dict(ema)
+    model = model.to(torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+    save_model(model, out, extra={"source": ckpt.name, "step": meta.get("step", "?")})
+    for name in ("train_log.jsonl", "curves.png"):
+        if (run_dir / name).is_file():
+            shutil.copy(run_dir / name, out.with_name(f"{out.stem}_{name}"))
+    (out.with_name(f"{out.stem}_train_config.json")).write_text(meta.get("train_config", "{}"))
+    logging.getLogger(__name__).info("exported %s (step %s) to %s", ckpt, meta.get("step"), out)
+    return 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("model", help="train the dual-stream model (torchrun-ready)")
     add_arguments(p)
@@ -115,6 +155,11 @@ def register(sub: Any) -> None:
     q.add_argument("--preset", default="tiny")
     q.add_argument("overrides", nargs="*", default=[])
     q.set_defaults(func=run_prepare)
+    e = sub.add_parser("export", help="bundle a run's EMA weights as the default model")
+    e.add_argument("--run", required=True, help="training run folder (out_dir)")
+    e.add_argument("--out", default="unison_stream/model/weights/tiny.safetensors")
+    e.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    e.set_defaults(func=run_export)
 
 
 def main(argv: list[str] | None = None) -> int:
