@@ -61,7 +61,11 @@ def build_engine(
         load_config(preset, overrides or []), checkpoint=checkpoint, max_sessions=max_sessions
     )
     m = engine.cfg.media
-    name = f"{engine.cfg.preset}:{checkpoint.name if checkpoint else 'untrained'}"
+    from unison_stream.model.checkpoint import bundled_checkpoint
+
+    bundled = bundled_checkpoint(engine.cfg.preset)
+    default = f"bundled {bundled.name}" if bundled is not None else "untrained"
+    name = f"{engine.cfg.preset}:{checkpoint.name if checkpoint else default}"
     spec = MediaSpec(fps=m.fps, width=m.width, height=m.height, sample_rate=m.sample_rate)
     return engine, spec, name
 
@@ -128,7 +132,11 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("serve", help="the streaming server: WebRTC media, websocket, page")
     p.add_argument("--engine", choices=("real", "fake"), default="real")
-    p.add_argument("--checkpoint", default=None, help="model checkpoint (default: untrained)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="model checkpoint (default: the bundled weights of --preset)",
+    )
     p.add_argument("--preset", default="tiny")
     p.add_argument("--server-config", default=None, help="YAML file of ServerConfig keys")
     p.add_argument("--mqtt-config", default=None, help="MqttConfig YAML: run the bridge")
