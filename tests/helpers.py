@@ -70,21 +70,12 @@ def make_track(seconds: float, seed: int = 0) -> TimedTrack:
 
 
 def random_cond(cfg: UnisonConfig, batch: int = 1, seed: int = 0) -> Conditioning:
-    g = torch.Generator().manual_seed(seed)
-    m = cfg.model
-    lc = 5
-    return Conditioning(
-        caption_tokens=torch.randn(batch, lc, m.text_dim, generator=g),
-        caption_mask=torch.ones(batch, lc, dtype=torch.bool),
-        caption_pooled=torch.randn(batch, m.text_dim, generator=g),
-        transcript_pooled=torch.randn(batch, m.text_dim, generator=g),
-        track_ids=torch.zeros(batch, 1, dtype=torch.long),
-        track_start=torch.zeros(batch, 1),
-        track_end=torch.zeros(batch, 1),
-        track_mask=torch.zeros(batch, 1, dtype=torch.bool),
-        identity=torch.randn(
-            batch, cfg.tokens_per_frame(), cfg.latent.video_token_dim(), generator=g
-        ),
+    return Conditioning.random(
+        batch,
+        text_dim=cfg.model.text_dim,
+        caption_len=5,
+        identity_shape=(cfg.tokens_per_frame(), cfg.latent.video_token_dim()),
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

@@ -55,21 +55,15 @@ def synthetic_plan(cfg: UnisonConfig, batch: int = 1) -> PlanSlice:
     track = TimedTrack(
         ids, tuple(cs * i / n for i in range(n)), tuple(cs * (i + 1) / n for i in range(n))
     )
-    td, lc = cfg.model.text_dim, 8
-    cond = Conditioning(
-        caption_tokens=torch.randn(batch, lc, td, generator=g),
-        caption_mask=torch.ones(batch, lc, dtype=torch.bool),
-        caption_pooled=torch.randn(batch, td, generator=g),
-        transcript_pooled=torch.randn(batch, td, generator=g),
-        track_ids=torch.zeros(batch, 1, dtype=torch.long),
-        track_start=torch.zeros(batch, 1),
-        track_end=torch.zeros(batch, 1),
-        track_mask=torch.zeros(batch, 1, dtype=torch.bool),
-        identity=torch.randn(
-            batch, cfg.tokens_per_frame(), cfg.latent.video_token_dim(), generator=g
-        ),
+    cond = Conditioning.random(
+        batch,
+        text_dim=cfg.model.text_dim,
+        caption_len=8,
+        identity_shape=(cfg.tokens_per_frame(), cfg.latent.video_token_dim()),
+        generator=g,
+        tracks=[track] * batch,
     )
-    return PlanSlice(cond=cond.with_tracks([track] * batch))
+    return PlanSlice(cond=cond)
 
 
 def _bench_dtype(model: UnisonDiT, plan: PlanSlice, repeats: int, bar: tqdm) -> dict[str, float]:

@@ -75,6 +75,54 @@ class Conditioning:
     track_mask: Tensor  # (B, L) bool
     identity: Tensor  # (B, P, video_token_dim): reference frame codec latents, patchified
 
+    @classmethod
+    def build(
+        cls,
+        *,
+        caption_tokens: Tensor,
+        caption_mask: Tensor,
+        caption_pooled: Tensor,
+        transcript_pooled: Tensor,
+        identity: Tensor,
+        tracks: list[TimedTrack] | None = None,
+    ) -> Conditioning:
+        """Conditioning with the given tracks (one per batch element; None: no track)."""
+        b, dev = caption_tokens.shape[0], caption_tokens.device
+        cond = cls(
+            caption_tokens=caption_tokens,
+            caption_mask=caption_mask,
+            caption_pooled=caption_pooled,
+            transcript_pooled=transcript_pooled,
+            track_ids=torch.zeros(b, 1, dtype=torch.long, device=dev),
+            track_start=torch.zeros(b, 1, device=dev),
+            track_end=torch.zeros(b, 1, device=dev),
+            track_mask=torch.zeros(b, 1, dtype=torch.bool, device=dev),
+            identity=identity,
+        )
+        return cond.with_tracks(tracks) if tracks is not None else cond
+
+    @classmethod
+    def random(
+        cls,
+        batch: int,
+        *,
+        text_dim: int,
+        caption_len: int,
+        identity_shape: tuple[int, int],
+        generator: torch.Generator,
+        tracks: list[TimedTrack] | None = None,
+    ) -> Conditioning:
+        """Random text embeddings and identity tokens (P, D): for tests and benchmarks."""
+        g = generator
+        return cls.build(
+            caption_tokens=torch.randn(batch, caption_len, text_dim, generator=g),
+            caption_mask=torch.ones(batch, caption_len, dtype=torch.bool),
+            caption_pooled=torch.randn(batch, text_dim, generator=g),
+            transcript_pooled=torch.randn(batch, text_dim, generator=g),
+            identity=torch.randn(batch, *identity_shape, generator=g),
+            tracks=tracks,
+        )
+
     @property
     def batch(self) -> int:
         return int(self.caption_tokens.shape[0])

@@ -94,21 +94,17 @@ class RandomLatentSource:
             )
             for j in range(b)
         ]
-        td, lc = cfg.model.text_dim, 6
-        cond = Conditioning(
-            caption_tokens=torch.randn(b, lc, td, generator=g),
-            caption_mask=torch.ones(b, lc, dtype=torch.bool),
-            caption_pooled=torch.randn(b, td, generator=g),
-            transcript_pooled=torch.randn(b, td, generator=g),
-            track_ids=torch.zeros(b, 1, dtype=torch.long),
-            track_start=torch.zeros(b, 1),
-            track_end=torch.zeros(b, 1),
-            track_mask=torch.zeros(b, 1, dtype=torch.bool),
-            identity=torch.zeros(b, cfg.tokens_per_frame(), cfg.latent.video_token_dim()),
-        ).with_tracks(tracks)
         from unison_stream.model.dit import patchify
 
-        cond.identity = patchify(base, cfg.latent.patch)[:, 0]
+        cond = Conditioning.random(
+            b,
+            text_dim=cfg.model.text_dim,
+            caption_len=6,
+            identity_shape=(cfg.tokens_per_frame(), cfg.latent.video_token_dim()),
+            generator=g,
+            tracks=tracks,
+        )
+        cond.identity = patchify(base, cfg.latent.patch)[:, 0]  # the reference frame itself
         video[:, :fc] = base  # the reference chunk shows the identity frame
         audio[:, :, :nc] = 0.0  # … in silence
         return TrainBatch(video, audio, cond)

@@ -210,15 +210,12 @@ class LatentShardSource:
         video = torch.stack(videos)  # (B, K·Fc, C, h, w)
         ident = patchify(torch.stack(idents)[:, None], cfg.latent.patch)[:, 0]
         idx = torch.tensor(rows)
-        cond = Conditioning(
+        cond = Conditioning.build(
             caption_tokens=self.t["caption_tokens"][idx],
             caption_mask=self.t["caption_mask"][idx].bool(),
             caption_pooled=self.t["caption_pooled"][idx],
             transcript_pooled=self.t["transcript_pooled"][idx],
-            track_ids=torch.zeros(len(rows), 1, dtype=torch.long),
-            track_start=torch.zeros(len(rows), 1),
-            track_end=torch.zeros(len(rows), 1),
-            track_mask=torch.zeros(len(rows), 1, dtype=torch.bool),
             identity=ident,
-        ).with_tracks(tracks)
+            tracks=tracks,
+        )
         return TrainBatch(video, torch.stack(audios), cond)
