@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "unison_stream.server.cli",
     "unison_stream.train",
     "unison_stream.data.cli",
+    "unison_stream.eval.cli",
 )
 
 

@@ -32,6 +32,7 @@ from unison_stream.codecs import (
     AudioEncoder,
     CodecUnavailableError,
     VideoDecoder,
+    VideoEncoder,
     load_decoders,
     load_encoders,
 )
@@ -102,6 +103,7 @@ class Engine:
         self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)
         self._encoder_lock = threading.Lock()
+        self._video_encoder: VideoEncoder | None = None  # loaded on the first reference frame
         self._sessions: dict[str, EngineSession] = {}
         self._slots: dict[str, _Slot] = {}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="unison-planner")
@@ -127,8 +129,24 @@ class Engine:
         with self._lock:
             return len(self._sessions)
 
-    def open_session(self, *, identity: int = 0, caption: str = "", seed: int = 0) -> EngineSession:
-        """A new stream with its own identity sink; EngineFullError when every slot is taken."""
+    def open_session(
+        self,
+        *,
+        identity: int = 0,
+        caption: str = "",
+        seed: int = 0,
+        reference_frame: np.ndarray | None = None,
+    ) -> EngineSession:
+        """A new stream with its own identity sink; EngineFullError when every slot is taken.
+
+        ``reference_frame`` ``(H, W, 3)`` uint8 (the media size) makes the sink that picture of
+        a person, encoded by the trained video codec (``CodecUnavailableError`` without its
+        weights); without it the sink is the seeded latent of ``identity``.
+        """
+        if reference_frame is not None:
+            ref = self._encode_reference(reference_frame)  # validate before taking a slot
+        else:
+            ref = self._reference(identity)
         with self._lock:
             if self._closed:
                 raise EngineClosedError("engine is closed")
@@ -138,7 +156,6 @@ class Engine:
         idle, listening = self._pool.submit(
             self._encode, [caption, LISTENING_CAPTION.format(caption=caption)]
         ).result()
-        ref = self._reference(identity)
         s = EngineSession(self, identity=identity, caption=caption, seed=seed)
         identity_tokens = patchify(ref, self.cfg.latent.patch)[:, 0]  # (1, P, C·p²)
         video, speech, sfx = load_decoders(self.cfg, 1)
@@ -158,7 +175,11 @@ class Engine:
             self._sessions[s.session_id] = s
             self._slots[s.session_id] = slot
             self._work.notify_all()
-        s.log.info("opened: identity %d, caption %r", identity, caption)
+        s.log.info(
+            "opened: identity %s, caption %r",
+            "from a reference frame" if reference_frame is not None else identity,
+            caption,
+        )
         return s
 
     def stats(self) -> dict[str, float]:
@@ -238,6 +259,25 @@ class Engine:
         h, w = self.cfg.latent.latent_hw(self.cfg.media)
         g = torch.Generator().manual_seed(identity)
         return torch.randn(1, 1, self.cfg.latent.video_channels, h, w, generator=g)
+
+    def _encode_reference(self, frame: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 picture → (1, 1, C, h, w) codec latent: the frame held still for one
+        latent frame (training's reference is a clip's first latent frame, two near-equal
+        frames)."""
+        m = self.cfg.media
+        if frame.shape != (m.height, m.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(
+                f"reference_frame must be ({m.height}, {m.width}, 3) uint8, "
+                f"not {frame.shape} {frame.dtype}"
+            )
+        with self._encoder_lock:
+            if self._video_encoder is None:
+                self._video_encoder = load_encoders(self.cfg)[0]  # CodecUnavailableError
+            self._video_encoder.reset()
+            still = np.repeat(frame[None, None], self.cfg.latent.video_time_stride, axis=1)
+            with torch.inference_mode():
+                lat = self._video_encoder.encode(still)[:, :1]  # (1, 1, C, h, w)
+        return lat.float().cpu()
 
     def _encode_speech(self, pcm: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
         """Caller's waveform → (speech at the media rate padded to whole chunks, latents)."""

@@ -1,0 +1,72 @@
+"""Engine.open_session(reference_frame=…): the identity sink is the picture, encoded by the
+trained video codec (what training uses as the reference chunk), not a seeded latent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from tests.eval_support import SMALL_MODEL
+from unison_stream.codecs import CodecUnavailableError, VideoEncoder, load_encoders
+from unison_stream.config import load_config
+from unison_stream.engine import Engine
+from unison_stream.engine.planner import LetterTiming
+
+CFG = load_config("tiny", SMALL_MODEL)
+ENCODER: VideoEncoder | None
+try:
+    ENCODER = load_encoders(CFG)[0]
+except CodecUnavailableError:  # pragma: no cover - the trained codec weights are bundled
+    ENCODER = None
+pytestmark = pytest.mark.skipif(ENCODER is None, reason="no trained video codec weights")
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    torch.manual_seed(0)
+    eng = Engine(CFG, timing=LetterTiming(), max_sessions=2)
+    yield eng
+    eng.close()
+
+
+def _picture(seed: int) -> np.ndarray:
+    g = np.random.default_rng(seed)
+    img = np.zeros((CFG.media.height, CFG.media.width, 3), np.uint8)
+    img[:] = g.integers(0, 255, 3)  # a background colour
+    img[32:96, 40:88] = g.integers(0, 255, 3)  # and a "face"
+    return img
+
+
+def test_reference_frame_becomes_the_sink_latent(engine: Engine) -> None:
+    assert ENCODER is not None
+    pic = _picture(1)
+    s = engine.open_session(reference_frame=pic, caption="a person")
+    ENCODER.reset()
+    want = ENCODER.encode(np.stack([pic, pic])[None])[:, :1]  # (1, 1, C, h, w)
+    ref = engine._slots[s.session_id].ref
+    assert ref.shape == (1, 1, CFG.latent.video_channels, 16, 16)
+    assert torch.allclose(ref, want.float(), atol=1e-5)
+    other = engine.open_session(reference_frame=_picture(2))
+    assert not torch.allclose(engine._slots[other.session_id].ref, ref)
+    chunk = s.next_chunk(timeout=60)  # the stream runs from that sink
+    assert chunk is not None and chunk.video.shape[1:] == (128, 128, 3)
+
+
+def test_without_a_reference_frame_the_seeded_latent_is_kept(engine: Engine) -> None:
+    s = engine.open_session(identity=7)
+    ref = engine._slots[s.session_id].ref
+    g = torch.Generator().manual_seed(7)
+    assert torch.equal(ref, torch.randn(ref.shape, generator=g))
+
+
+def test_a_reference_frame_of_the_wrong_size_is_refused_before_taking_a_slot(
+    engine: Engine,
+) -> None:
+    with pytest.raises(ValueError, match=r"reference_frame must be \(128, 128, 3\) uint8"):
+        engine.open_session(reference_frame=np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        engine.open_session(reference_frame=np.zeros((128, 128, 3), np.float32))
+    assert engine.sessions == 0

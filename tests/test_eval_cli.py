@@ -1,0 +1,75 @@
+"""``unison-stream eval`` end to end on a small random model and a 3-clip test split: one JSON
+object with every metric of issue 5, ground-truth figures and counts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.eval_support import SMALL_MODEL, tiny_world
+from unison_stream.cli import main
+from unison_stream.data.synth import speech as espeak
+
+pytestmark = pytest.mark.skipif(
+    not espeak.available(), reason="libespeak-ng not installed (Debian package libespeak-ng1)"
+)
+KEYS = {
+    "clips",
+    "events",
+    "events_gt",
+    "lipsync_offset_ms",
+    "lipsync_corr_ratio",
+    "lipsync_offset_ms_gt",
+    "lipsync_corr_gt",
+    "sfx_recall",
+    "sfx_align_ms",
+    "sfx_recall_gt",
+    "sfx_align_ms_gt",
+    "sfx_false_alarm",
+    "identity_drift",
+    "identity_distance_first",
+    "identity_distance_last",
+    "identity_recognised",
+    "identity_distance_gt",
+    "identity_distance_other",
+    "sentence_id_ratio",
+    "sentence_id_accuracy",
+    "sentence_id_accuracy_gt",
+    "bars",
+}
+
+
+def test_eval_prints_every_metric_as_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tiny_world()
+    argv = ["eval", "--json", "--checkpoint", "none", "--manifest", str(manifest)]
+    argv += ["--limit", "3", "--stream-seconds", "2", "--no-progress", *SMALL_MODEL]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1, "exactly one line on stdout: the JSON object"
+    r = json.loads(out[0])
+    assert set(r) >= KEYS, KEYS - set(r)
+    assert r["clips"] == 3 and r["events"] == r["events_gt"] == 6
+    # ground truth measured on the same clips: synced lips, every effect heard and seen
+    assert r["lipsync_offset_ms_gt"] <= 40 and r["lipsync_corr_gt"] > 0.5
+    assert r["sfx_recall_gt"] == 1.0 and r["sfx_align_ms_gt"] <= 40
+    assert r["sentence_id_accuracy_gt"] == 1.0
+    assert r["identity_distance_other"] > r["identity_distance_gt"]
+    assert r["stream_seconds"] == pytest.approx(1.92)  # 6 chunks of 0.32 s
+    assert set(r["bars"]) == {
+        "lipsync_offset_ms",
+        "lipsync_corr_ratio",
+        "sfx_recall",
+        "sfx_align_ms",
+        "identity_recognised",
+    }
+    assert r["checkpoint"] == "none"
+
+
+def test_eval_without_a_checkpoint_says_how_to_get_one(tmp_path: object) -> None:
+    from unison_stream.model.checkpoint import bundled_checkpoint
+
+    if bundled_checkpoint("tiny") is not None:
+        pytest.skip("the bundled checkpoint exists")
+    with pytest.raises(SystemExit, match="--checkpoint none"):
+        main(["eval", "--json", "--manifest", str(tiny_world())])

@@ -1,0 +1,201 @@
+"""``unison-stream eval``: every metric of issue 5 on a held-out split, model beside ground truth.
+
+For each of the first ``limit`` clips of the split the engine says the clip's transcript as
+the clip's person (:mod:`~unison_stream.eval.generate`); lip sync, effect recall and alignment
+and sentence identification are measured on what it streams and on the ground-truth clip
+alike. One long stream (the first clip's person saying the clips' sentences back to back)
+gives identity drift. Definitions: ``docs/eval.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from unison_stream.codecs.sentence_id import SentenceIdentifier
+from unison_stream.data.loader import ManifestDataset, Sample
+from unison_stream.engine import Engine
+from unison_stream.eval.generate import say_one, stream
+from unison_stream.eval.identity import drift, nearest_reference, reference_distance
+from unison_stream.eval.intelligibility import sentence_accuracy
+from unison_stream.eval.lipsync import LipSync, lip_sync, summarise_lip_sync
+from unison_stream.eval.sfx import (
+    EventResult,
+    audio_onset,
+    false_alarm_rate,
+    summarise_events,
+    visual_contact,
+)
+
+__all__ = ["BARS", "evaluate", "ground_truth_events", "ratio"]
+
+log = logging.getLogger(__name__)
+
+# Issue 5's bar for the bundled model on the test split: (key, "<=" | ">=", value).
+BARS: tuple[tuple[str, str, float], ...] = (
+    ("lipsync_offset_ms", "<=", 40.0),
+    ("lipsync_corr_ratio", ">=", 0.7),
+    ("sfx_recall", ">=", 0.8),
+    ("sfx_align_ms", "<=", 40.0),
+)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b``, None when either is missing or ``b`` is 0."""
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _sentence(row: dict[str, Any]) -> str:
+    """The spoken sentence of a manifest row (its transcript without tags)."""
+    return str(row.get("sentence") or " ".join(_TAG.sub(" ", row.get("transcript", "")).split()))
+
+
+def _events(
+    frames: np.ndarray, mix: np.ndarray, contacts: list[tuple[str, float]], sr: int, fps: float
+) -> list[EventResult]:
+    planned = [round(t * fps) for _, t in contacts]
+    return [
+        EventResult(
+            name,
+            t,
+            audio_onset(mix, sr, t),
+            visual_contact(frames, round(t * fps), name, fps, gestures=planned),
+        )
+        for name, t in contacts
+    ]
+
+
+def ground_truth_events(s: Sample, fps: float) -> list[tuple[str, float]]:
+    """(class, contact s) of a clip's annotated events (the visual contact, else the onset)."""
+    return [
+        (e["name"], float(e.get("visual_contact", e["audio_onset"])))
+        for e in s.row.get("events") or []
+    ]
+
+
+def evaluate(
+    engine: Engine,
+    manifest: Path,
+    *,
+    split: str = "test",
+    limit: int = 12,
+    stream_seconds: float = 60.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every metric; returns the flat report that ``--json`` prints."""
+    t0 = time.perf_counter()
+    cfg = engine.cfg
+    sr, fps = cfg.media.sample_rate, cfg.media.fps
+    ds = ManifestDataset(manifest, split=split, media=cfg.media)
+    if len(ds) == 0:
+        raise ValueError(f"{manifest}: no clip in split {split!r}")
+    n = min(limit, len(ds))
+    gt_sync: list[LipSync] = []
+    gen_sync: list[LipSync] = []
+    gt_ev: list[EventResult] = []
+    gen_ev: list[EventResult] = []
+    gt_speech, gen_speech, sentences, refs = [], [], [], []
+    within: list[float] = []
+    alarms: dict[str, list[float]] = {"gen": [], "gt": []}
+    for i in tqdm(
+        range(n), desc=f"eval {split}", unit="clip", disable=not progress, file=sys.stderr
+    ):
+        s = ds[i]
+        speech = s.stems.get("speech", s.audio)
+        ref = s.frames[0]
+        refs.append(ref)
+        sentences.append(_sentence(s.row))
+        gt_speech.append(speech)
+        gt_sync.append(lip_sync(s.frames, speech, sr, fps))
+        contacts = ground_truth_events(s, fps)
+        gt_ev += _events(s.frames, s.audio, contacts, sr, fps)
+        _probe(alarms["gt"], s.stems.get("sfx"), [t for _, t in contacts], sr)
+        within.append(float(reference_distance(s.frames, ref).mean()))
+        u = say_one(engine, text=s.transcript, reference_frame=ref, caption=s.caption, seed=i)
+        gen_speech.append(u.speech)
+        gen_sync.append(lip_sync(u.frames, u.speech, sr, fps))
+        gen_ev += _events(u.frames, u.mix, list(u.contacts), sr, fps)
+        _probe(alarms["gen"], u.sfx, [t for _, t in u.contacts], sr)
+
+    log.info("sentence identification (pocketsphinx) on %d + %d clips", n, n)
+    candidates = sorted({_sentence(row) for _, row in ds.rows})
+    ident = SentenceIdentifier(candidates, sample_rate=sr)
+    acc_gen = sentence_accuracy(ident, gen_speech, sentences)
+    acc_gt = sentence_accuracy(ident, gt_speech, sentences)
+
+    first = ds[0]
+    frames = stream(
+        engine,
+        texts=[first.transcript, *(ds.rows[i][1].get("transcript", "") for i in range(1, n))],
+        reference_frame=first.frames[0],
+        caption=first.caption,
+        seconds=stream_seconds,
+        progress=progress,
+    )
+    d = drift(frames, first.frames[0], fps)
+    last = frames[-round(d["window_s"] * fps) :]
+    others = [
+        float(reference_distance(np.stack(refs[:k] + refs[k + 1 :]), r).mean())
+        for k, r in enumerate(refs)
+        if len(refs) > 1
+    ]
+
+    ls_gen, ls_gt = summarise_lip_sync(gen_sync), summarise_lip_sync(gt_sync)
+    ev_gen, ev_gt = summarise_events(gen_ev), summarise_events(gt_ev)
+    report: dict[str, Any] = {
+        "split": split,
+        "clips": n,
+        "events": ev_gen["events"],
+        "events_gt": ev_gt["events"],
+        "lipsync_offset_ms": ls_gen["offset_ms"],
+        "lipsync_offset_signed_ms": ls_gen["offset_signed_ms"],
+        "lipsync_corr": ls_gen["corr"],
+        "lipsync_corr_ratio": ratio(ls_gen["corr"], ls_gt["corr"]),
+        "lipsync_unmeasured": ls_gen["unmeasured"],
+        "lipsync_offset_ms_gt": ls_gt["offset_ms"],
+        "lipsync_corr_gt": ls_gt["corr"],
+        "sfx_recall": ev_gen["recall"],
+        "sfx_align_ms": ev_gen["align_ms"],
+        "sfx_aligned": ev_gen["aligned"],
+        "sfx_false_alarm": float(np.mean(alarms["gen"])) if alarms["gen"] else None,
+        "sfx_recall_gt": ev_gt["recall"],
+        "sfx_align_ms_gt": ev_gt["align_ms"],
+        "sfx_false_alarm_gt": float(np.mean(alarms["gt"])) if alarms["gt"] else None,
+        "identity_drift": d["ratio"],
+        "identity_distance_first": d["first"],
+        "identity_distance_last": d["last"],
+        "identity_window_s": d["window_s"],
+        "identity_recognised": bool(nearest_reference(last, np.stack(refs)) == 0),
+        "identity_distance_gt": float(np.mean(within)),
+        "identity_distance_other": float(np.mean(others)) if others else None,
+        "stream_seconds": len(frames) / fps,
+        "sentence_id_accuracy": acc_gen,
+        "sentence_id_accuracy_gt": acc_gt,
+        "sentence_id_ratio": ratio(acc_gen, acc_gt),
+        "sentence_candidates": len(candidates),
+    }
+    report["bars"] = {
+        key: None if report[key] is None else bool(_holds(report[key], op, value))
+        for key, op, value in BARS
+    }
+    report["bars"]["identity_recognised"] = report["identity_recognised"]
+    report["wall_s"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def _probe(out: list[float], sfx: np.ndarray | None, contacts: list[float], sr: int) -> None:
+    rate = None if sfx is None else false_alarm_rate(sfx, sr, contacts)
+    if rate is not None:
+        out.append(rate)
+
+
+def _holds(x: float, op: str, value: float) -> bool:
+    return x <= value if op == "<=" else x >= value
