@@ -55,11 +55,14 @@ def test_reference_frame_becomes_the_sink_latent(engine: Engine) -> None:
     assert chunk is not None and chunk.video.shape[1:] == (128, 128, 3)
 
 
-def test_without_a_reference_frame_the_seeded_latent_is_kept(engine: Engine) -> None:
+def test_without_a_reference_frame_the_identity_seed_gives_its_portrait(engine: Engine) -> None:
+    from unison_stream.engine.engine import _portrait
+
     s = engine.open_session(identity=7)
     ref = engine._slots[s.session_id].ref
-    g = torch.Generator().manual_seed(7)
-    assert torch.equal(ref, torch.randn(ref.shape, generator=g))
+    torch.testing.assert_close(ref, engine._encode_reference(_portrait(7, 128, 128)))
+    other = engine._reference(8)
+    assert (other - ref).abs().mean() > 1e-3, "another seed, another person"
 
 
 def test_a_reference_frame_of_the_wrong_size_is_refused_before_taking_a_slot(

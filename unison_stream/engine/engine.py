@@ -99,6 +99,14 @@ class Engine:
         self.planner = Planner(timing=timing)
         self.stepper = BatchStepper(self.model)
         self.speech_encoder: AudioEncoder | None = _trained_speech_encoder(self.cfg)
+        # the identity chunk's audio: the latent of silence, as in training (zeros without codec)
+        self.silence = torch.zeros(self.cfg.latent.audio_channels)
+        if self.speech_encoder is not None:
+            hop = round(self.cfg.media.sample_rate / self.cfg.latent.audio_hz)
+            with torch.inference_mode():
+                self.speech_encoder.reset()
+                lat = self.speech_encoder.encode(np.zeros((1, 8 * hop), np.float32))[0]
+            self.silence = lat[2:-2].mean(0).float().cpu()  # (Ca,), away from the edges
         self.fallback_encoder = BandEnergySpeechEncoder(self.cfg)  # until codecs are trained
         self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)
@@ -141,7 +149,8 @@ class Engine:
 
         ``reference_frame`` ``(H, W, 3)`` uint8 (the media size) makes the sink that picture of
         a person, encoded by the trained video codec (``CodecUnavailableError`` without its
-        weights); without it the sink is the seeded latent of ``identity``.
+        weights); without it the sink is the encoded portrait of the synthetic world's
+        identity number ``identity`` (a seeded latent where no trained codec fits).
         """
         if reference_frame is not None:
             ref = self._encode_reference(reference_frame)  # validate before taking a slot
@@ -255,7 +264,15 @@ class Engine:
         ]
 
     def _reference(self, identity: int) -> torch.Tensor:
-        """(1, 1, C, h, w) seeded reference latent of ``identity`` (the session's sink)."""
+        """(1, 1, C, h, w) reference latent of ``identity`` (the session's sink): the portrait
+        of the synthetic world's identity with that seed, encoded by the video codec; a seeded
+        random latent where no trained codec fits the config."""
+        try:
+            return self._encode_reference(
+                _portrait(identity, self.cfg.media.width, self.cfg.media.height)
+            )
+        except CodecUnavailableError:
+            pass
         h, w = self.cfg.latent.latent_hw(self.cfg.media)
         g = torch.Generator().manual_seed(identity)
         return torch.randn(1, 1, self.cfg.latent.video_channels, h, w, generator=g)
@@ -352,7 +369,7 @@ class Engine:
         nc = cfg.audio_frames_per_chunk()
         base = slot.listening if job.state == "listening" else slot.idle
         if job.kind == "sink":  # identity held clean, silence: costs one commit pass
-            silence = torch.zeros(1, cfg.audio_streams(), nc, cfg.latent.audio_channels)
+            silence = self.silence.expand(1, cfg.audio_streams(), nc, -1)
             return PlanSlice(
                 base.with_tracks([TimedTrack()]),
                 clean_video=slot.ref.expand(1, fc, -1, -1, -1),
@@ -440,6 +457,19 @@ class Engine:
             utterance_id=u.utterance_id if u is not None else None,
             state=job.state,
         )
+
+
+def _portrait(seed: int, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) uint8 neutral frame of the synthetic world's identity drawn with ``seed``."""
+    from unison_stream.data.synth.config import WorldConfig
+    from unison_stream.data.synth.face import FaceRenderer, FaceState
+    from unison_stream.data.synth.identity import sample_identity
+
+    ident = sample_identity(np.random.default_rng(seed))
+    r = FaceRenderer(
+        ident, width=width, height=height, supersample=WorldConfig().supersample, props=[]
+    )
+    return r.render(FaceState(), draw_hands=False)
 
 
 def _trained_speech_encoder(cfg: UnisonConfig) -> AudioEncoder | None:

@@ -1,0 +1,35 @@
+"""With trained codecs a session's identity is a synthetic-world portrait; its sink is silent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unison_stream.codecs import CodecUnavailableError, load_encoders
+from unison_stream.config import load_config
+from unison_stream.engine import Engine
+from unison_stream.engine.engine import _portrait
+
+
+def test_identity_sink_is_the_encoded_portrait_and_the_silence_latent() -> None:
+    cfg = load_config("tiny")
+    try:
+        venc, aenc = load_encoders(cfg)
+    except CodecUnavailableError:
+        pytest.skip("no trained codec weights fit the tiny config")
+    a, b = _portrait(0, 128, 128), _portrait(1, 128, 128)
+    assert a.shape == (128, 128, 3) and a.dtype == np.uint8
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 5, "identities differ"
+    engine = Engine(cfg, max_sessions=1)
+    try:
+        ref = engine._reference(0)
+        venc.reset()
+        want = venc.encode(np.repeat(a[None, None], 2, axis=1))[:, :1]
+        torch.testing.assert_close(ref, want.float())
+        aenc.reset()
+        silent = aenc.encode(np.zeros((1, 8 * 640), np.float32))[0][2:-2].mean(0)
+        torch.testing.assert_close(engine.silence, silent.float())
+        assert float(engine.silence.abs().sum()) > 0, "the silence latent is not all zeros"
+    finally:
+        engine.close()
