@@ -106,7 +106,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Bundle a run's EMA weights (bf16) with its config, training log and curves."""
+    """Bundle a run's EMA (or raw) weights, bf16, with its config, training log and curves."""
     import json
     import shutil
 
@@ -133,10 +133,16 @@ def run_export(args: argparse.Namespace) -> int:
         )
     )
     model = UnisonDiT(cfg)
-    ema = {k[4:]: v for k, v in load_file(str(ckpt)).items() if k.startswith("ema.")}
-    model.load_state_dict(ema)
+    prefix = f"{args.weights}."
+    model.load_state_dict(
+        {k[len(prefix) :]: v for k, v in load_file(str(ckpt)).items() if k.startswith(prefix)}
+    )
     model = model.to(torch.bfloat16 if args.dtype == "bf16" else torch.float32)
-    save_model(model, out, extra={"source": ckpt.name, "step": meta.get("step", "?")})
+    save_model(
+        model,
+        out,
+        extra={"source": ckpt.name, "step": meta.get("step", "?"), "weights": args.weights},
+    )
     for name in ("train_log.jsonl", "curves.png"):
         if (run_dir / name).is_file():
             shutil.copy(run_dir / name, out.with_name(f"{out.stem}_{name}"))
@@ -159,6 +165,12 @@ def register(sub: Any) -> None:
     e.add_argument("--run", required=True, help="training run folder (out_dir)")
     e.add_argument("--out", default="unison_stream/model/weights/tiny.safetensors")
     e.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    e.add_argument(
+        "--weights",
+        choices=("ema", "model"),
+        default="ema",
+        help="the EMA (default) or the raw weights (better when a short run's EMA still lags)",
+    )
     e.set_defaults(func=run_export)
 
 
