@@ -308,7 +308,8 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
         ax.set_xlabel("step")
         ax.set_yscale("log")
         ax.set_title(title)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # no validation yet in a short run
+            ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
