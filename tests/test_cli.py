@@ -11,10 +11,14 @@ import pytest
 from tests.helpers import TEST_OVERRIDES
 from unison_stream.cli import main
 from unison_stream.config import ConfigError
-from unison_stream.engine.planner import Planner
+from unison_stream.engine.planner import LetterTiming, Planner
 from unison_stream.media import probe_duration
-from unison_stream.render import letters_track
 from unison_stream.vocab import event_id
+
+
+def letters_track(text: str):
+    plan = Planner(timing=LetterTiming(), tail_s=0.0).plan(text)
+    return plan.track, plan.transcript
 
 
 def test_letters_track_times_tags_and_rejects_unknown_tags() -> None:

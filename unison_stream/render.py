@@ -26,22 +26,12 @@ from tqdm import tqdm
 from unison_stream.config import load_config
 from unison_stream.engine import Engine, MediaChunk
 from unison_stream.engine.audio import resample
-from unison_stream.engine.planner import LetterTiming
 from unison_stream.media import write_mp4
-from unison_stream.model.conditioning import TimedTrack
 
-__all__ = ["letters_track", "read_audio", "register", "render"]
+__all__ = ["read_audio", "register", "render"]
 
 log = logging.getLogger(__name__)
 UTTERANCE_ID = "render"
-
-
-def letters_track(text: str) -> tuple[TimedTrack, str]:
-    """Letter-rate timed track of ``text`` and its transcript (the fallback front end)."""
-    from unison_stream.engine.planner import Planner
-
-    plan = Planner(timing=LetterTiming(), tail_s=0.0).plan(text)
-    return plan.track, plan.transcript
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int]:

@@ -27,6 +27,7 @@ __all__ = [
     "VideoEncoder",
     "load_decoders",
     "load_encoders",
+    "silence_latent",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,3 +130,15 @@ def load_encoders(
             f"{weights_dir or weights.WEIGHTS_DIR}; run `unison-stream train codec`"
         )
     return VideoEncoderStream(vae), AudioEncoderStream(aae)
+
+
+def silence_latent(encoder: AudioEncoder, cfg: UnisonConfig) -> torch.Tensor:
+    """(Ca,) latent of a silent audio frame: training's reference chunk and the engine's sink.
+
+    Eight frames of zeros are encoded and the middle ones averaged (away from edge effects).
+    """
+    hop = round(cfg.media.sample_rate / cfg.latent.audio_hz)
+    with torch.inference_mode():
+        encoder.reset()
+        lat = encoder.encode(np.zeros((1, 8 * hop), np.float32))[0]  # (8, Ca)
+    return lat[2:-2].mean(0).float().cpu()

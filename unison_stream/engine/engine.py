@@ -35,6 +35,7 @@ from unison_stream.codecs import (
     VideoEncoder,
     load_decoders,
     load_encoders,
+    silence_latent,
 )
 from unison_stream.config import UnisonConfig
 from unison_stream.engine.audio import BandEnergySpeechEncoder, Mixer, resample
@@ -102,11 +103,7 @@ class Engine:
         # the identity chunk's audio: the latent of silence, as in training (zeros without codec)
         self.silence = torch.zeros(self.cfg.latent.audio_channels)
         if self.speech_encoder is not None:
-            hop = round(self.cfg.media.sample_rate / self.cfg.latent.audio_hz)
-            with torch.inference_mode():
-                self.speech_encoder.reset()
-                lat = self.speech_encoder.encode(np.zeros((1, 8 * hop), np.float32))[0]
-            self.silence = lat[2:-2].mean(0).float().cpu()  # (Ca,), away from the edges
+            self.silence = silence_latent(self.speech_encoder, self.cfg)
         self.fallback_encoder = BandEnergySpeechEncoder(self.cfg)  # until codecs are trained
         self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)

@@ -38,8 +38,6 @@ class Layout:
     streams: int  # S
     times_v: Tensor  # (F·P,) token times
     times_a: Tensor  # (S·N,) token times
-    frame_times_v: Tensor  # (F,)
-    frame_times_a: Tensor  # (N,)
     chunk_v: Tensor  # (F·P,) chunk id per video token
     chunk_a: Tensor  # (S·N,)
     biaca_mask: Tensor  # (1, N, N)
@@ -73,8 +71,6 @@ class Layout:
             streams=s,
             times_v=ft_v.repeat_interleave(p),
             times_a=ft_a.repeat(s),
-            frame_times_v=ft_v,
-            frame_times_a=ft_a,
             chunk_v=ch_fv.repeat_interleave(p),
             chunk_a=ch_na.repeat(s),
             biaca_mask=same_a[None],

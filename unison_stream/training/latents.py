@@ -43,7 +43,7 @@ def prepare_latents(
     splits: tuple[str, ...] = ("train", "val", "test"),
 ) -> dict[str, int]:
     """Encode every clip of ``manifest`` into ``out/<split>.safetensors``; clips per split."""
-    from unison_stream.codecs import load_encoders
+    from unison_stream.codecs import load_encoders, silence_latent
     from unison_stream.data.loader import ManifestDataset
     from unison_stream.model.text import TextEncoder
 
@@ -104,11 +104,7 @@ def prepare_latents(
         }
         if split == "train":
             tensors.update(latent_stats(tensors["video"], tensors["audio"]))
-            with torch.inference_mode():  # the latent of silence, for the reference chunk
-                aenc.reset()
-                tensors["silence"] = (
-                    aenc.encode(np.zeros((1, 8 * hop), np.float32))[0][2:-2].mean(0).float()
-                )
+            tensors["silence"] = silence_latent(aenc, cfg)  # the reference chunk's audio
         save_file(tensors, str(out / f"{split}.safetensors"), metadata={"clips": json.dumps(meta)})
         counts[split] = len(meta)
         log.info("%s: %d clips, %d latent frames", split, len(meta), int(tensors["video"].shape[0]))
