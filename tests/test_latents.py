@@ -12,6 +12,7 @@ from unison_stream.cli import main
 from unison_stream.config import load_config
 from unison_stream.model.generator import CausalGenerator, PlanSlice
 from unison_stream.training.latents import LatentShardSource
+from unison_stream.vocab import EVENT_CLASSES, TRACK_VOCAB
 
 espeak = pytest.importorskip("unison_stream.data.synth.speech")
 
@@ -48,6 +49,20 @@ def test_prepare_and_sample_training_windows(tmp_path: Path) -> None:
     again = src.next_batch()
     src.restore(st)
     assert torch.equal(src.next_batch().video, again.video), "resumable position"
+    # event-centred windows: every sequence holds a sound event inside its generated chunks
+    assert src.events, "the synthetic world puts about one event in each clip"
+    first_event = len(TRACK_VOCAB) - len(EVENT_CLASSES)
+
+    def with_event(s: LatentShardSource) -> float:
+        c = s.next_batch().cond
+        hit = (c.track_ids >= first_event) & c.track_mask
+        hit &= (c.track_start >= cs - 1e-4) & (c.track_start < 3 * cs)
+        return float(hit.any(dim=1).float().mean())
+
+    centred = LatentShardSource(lat, cfg, batch=32, chunks=3, seed=1, event_prob=1.0)
+    assert with_event(centred) == 1.0
+    uniform = LatentShardSource(lat, cfg, batch=32, chunks=3, seed=1)
+    assert with_event(uniform) < 1.0, "uniform windows often miss the sparse events"
 
 
 def test_generator_works_in_codec_space_with_normalised_model() -> None:

@@ -75,6 +75,9 @@ def test_forcing_weights_favour_the_noisier_modality() -> None:
     assert abs(float(out["loss"]) - (1 + 1.5 + 1.5)) < 1e-6, "d = 0: audio weighted 1 + λ"
     out = flow_losses(pv, pa, tv, ta, video_cleaner, lam=0.5, forcing=False)
     assert abs(float(out["loss"]) - 3.0) < 1e-6
+    out = flow_losses(pv, pa, tv, ta, video_cleaner, lam=0.5, forcing=False, sfx_weight=3.0)
+    assert abs(float(out["loss"]) - 5.0) < 1e-6, "only the SFX term is multiplied"
+    assert out["sfx"] == 1, "the reported SFX loss stays unweighted"
 
 
 def _trainer(tmp: Path, steps: int, fixed: bool = False, **kw: object) -> Trainer:

@@ -46,7 +46,13 @@ def make_source(
     from unison_stream.training.latents import LatentShardSource
 
     return LatentShardSource(
-        Path(data), cfg, batch=tcfg.batch, chunks=tcfg.seq_chunks, seed=seed, split=split
+        Path(data),
+        cfg,
+        batch=tcfg.batch,
+        chunks=tcfg.seq_chunks,
+        seed=seed,
+        split=split,
+        event_prob=tcfg.event_window_prob if split == "train" else 0.0,
     )
 
 
@@ -63,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if stats is not None:  # latent normalisation from the training data
         for name, value in stats.items():
             getattr(model, name).copy_(value)
+    if tcfg.init:
+        load_init(model, Path(tcfg.init))
     trainer = Trainer(cfg, tcfg, source, val_source=val, model=model)
     out = Path(tcfg.out_dir)
     if args.dump_rank_weights and trainer.rank == 0:
@@ -79,6 +87,24 @@ def run(args: argparse.Namespace) -> int:
         dist.barrier()
         dist.destroy_process_group()
     return 0
+
+
+def load_init(model: UnisonDiT, path: Path) -> None:
+    """Start from ``path``: an exported model (``train export``) or a run checkpoint, whose
+    EMA weights are taken. Fine-tuning keeps the latent normalisation stored in the weights."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise SystemExit(f"init: {path} is not a file")
+    tensors = load_file(str(path))
+    if any(k.startswith("ema.") for k in tensors):
+        tensors = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    own = model.state_dict()
+    try:
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items() if k in own})
+    except RuntimeError as e:
+        raise SystemExit(f"init: {path} does not fit this model preset: {e}") from e
+    logging.getLogger(__name__).info("initialised from %s", path)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

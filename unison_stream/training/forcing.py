@@ -104,12 +104,13 @@ def flow_losses(
     lam: float,
     *,
     forcing: bool = True,
+    sfx_weight: float = 1.0,
 ) -> dict[str, Tensor]:
     """Separate flow-matching losses for video, speech and SFX, weighted by direction.
 
     pred/target_v (B, F, P, Cv·p²), pred/target_a (B, S, N, Ca); only noisy chunks (t > 0)
-    count. Returns ``loss`` (the weighted total) and the unweighted ``video``, ``speech``,
-    ``sfx`` (and ``audio`` when S = 1) terms.
+    count. Returns ``loss`` (the weighted total, the SFX term also times ``sfx_weight``) and
+    the unweighted ``video``, ``speech``, ``sfx`` (and ``audio`` when S = 1) terms.
     """
     k = plan.t_video.shape[1]
     mv = plan.t_video > 0
@@ -128,6 +129,6 @@ def flow_losses(
     for i, name in enumerate(names):
         mse = _chunk_mse(pred_a[:, i], target_a[:, i], k, 1)
         out[name] = masked(mse, torch.ones_like(d), ma)
-        total = total + masked(mse, w_a, ma)
+        total = total + masked(mse, w_a, ma) * (sfx_weight if name == "sfx" else 1.0)
     out["loss"] = total
     return out

@@ -9,6 +9,9 @@ statistics of the train split (the model's latent normalisation).
 ``LatentShardSource`` draws training sequences from it: a reference chunk (the clip's first
 latent frame repeated, silent audio) followed by ``chunks − 1`` chunks cut from a random,
 chunk-aligned position of a clip; track times are moved so the window starts at chunk 1.
+With probability ``event_prob`` a sequence is instead cut around a random sound event of the
+split (the event's chunk placed uniformly among the window's chunks): effects are sparse (about
+one per clip), so uniform windows show one to about a fifth of the sequences.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from unison_stream.config import UnisonConfig
 from unison_stream.model.conditioning import Conditioning, TimedTrack
 from unison_stream.model.dit import patchify
 from unison_stream.training.batch import TrainBatch
+from unison_stream.vocab import EVENT_CLASSES, TRACK_VOCAB
 
 __all__ = ["LatentShardSource", "latent_stats", "prepare_latents"]
 
@@ -133,6 +137,7 @@ class LatentShardSource:
         chunks: int,
         seed: int = 0,
         split: str = "train",
+        event_prob: float = 0.0,
     ) -> None:
         path = root / f"{split}.safetensors"
         if not path.is_file():
@@ -156,6 +161,17 @@ class LatentShardSource:
         if not self.items:
             raise ValueError(f"{path}: no clip holds {chunks - 1} chunks")
         self.per_v = per_v
+        # (item index, event start in clip seconds) for every sound event of a usable clip that
+        # starts inside its whole chunks
+        first_event = len(TRACK_VOCAB) - len(EVENT_CLASSES)
+        track, cs = self.t["track"], cfg.chunk_seconds()
+        self.events = [
+            (j, float(track[r, 1]))
+            for j, (v0, v1, t0, t1, _) in enumerate(self.items)
+            for r in range(t0, t1)
+            if int(track[r, 0]) >= first_event and float(track[r, 1]) + 1e-4 < (v1 - v0) // fc * cs
+        ]
+        self.event_prob = event_prob if self.events else 0.0
         self.g = torch.Generator().manual_seed(seed)
         stats = root / "train.safetensors"
         train = load_file(str(stats))
@@ -178,9 +194,20 @@ class LatentShardSource:
         k = self.chunks
         videos, audios, tracks, idents, rows = [], [], [], [], []
         for _ in range(self.batch):
-            v0, v1, t0, t1, ci = self.items[int(torch.randint(len(self.items), (1,), generator=g))]
+            around = self.event_prob > 0 and float(torch.rand((), generator=g)) < self.event_prob
+            if around:
+                j, at = self.events[int(torch.randint(len(self.events), (1,), generator=g))]
+            else:
+                j = int(torch.randint(len(self.items), (1,), generator=g))
+            v0, v1, t0, t1, ci = self.items[j]
             n_chunks = (v1 - v0) // fc
-            start = int(torch.randint(n_chunks - (k - 1) + 1, (1,), generator=g))  # chunk offset
+            last = n_chunks - (k - 1)  # largest chunk offset of a window
+            if around:  # offsets whose window holds the event's chunk
+                c = int((at + 1e-4) / cs)  # float32 times: an onset on a boundary starts its chunk
+                lo, hi = max(0, c - (k - 2)), min(last, c)
+                start = lo + int(torch.randint(hi - lo + 1, (1,), generator=g))
+            else:
+                start = int(torch.randint(last + 1, (1,), generator=g))  # chunk offset
             clip_v = self.t["video"][v0:v1]  # (F, C, h, w)
             clip_a = self.t["audio"][v0 * self.per_v : v1 * self.per_v]  # (N, 2, Ca)
             ref = clip_v[:1].expand(fc, -1, -1, -1)

@@ -123,7 +123,14 @@ class Trainer:
         forcing = cfg.model.ablation.cross_modal_forcing
         lam = self.tcfg.curriculum.lam
         return flow_losses(
-            pred_v.float(), pred_a.float(), eps_v - x0_v, eps_a - x0_a, plan, lam, forcing=forcing
+            pred_v.float(),
+            pred_a.float(),
+            eps_v - x0_v,
+            eps_a - x0_a,
+            plan,
+            lam,
+            forcing=forcing,
+            sfx_weight=self.tcfg.sfx_weight,
         )
 
     def train_step(self) -> dict[str, float]:
