@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from tests.helpers import live_model, make_inputs, random_cond, small_config
-from unison_stream.engine.batching import BatchStepper, Row, StackedCache, cat_conditioning
+from unison_stream.engine.batching import (
+    BatchStepper,
+    Row,
+    StackedCache,
+    cat_conditioning,
+    window_fill,
+)
 from unison_stream.model.conditioning import TimedTrack
 from unison_stream.model.dit import UnisonDiT
 from unison_stream.model.generator import PlanSlice
@@ -73,3 +79,17 @@ def test_stepper_advances_each_row_and_noise_is_per_session_reproducible() -> No
     outs = [stepper.step([r], PlanSlice(cond)) for r in rows]  # same seed, same index
     assert [r.index for r in rows] == [1, 1]
     torch.testing.assert_close(outs[0].video, outs[1].video)
+
+
+@torch.inference_mode()
+def test_window_fill_from_the_index_matches_the_cache() -> None:
+    """The engine keeps only a row's chunk index (the cache lives in the replica): the batching
+    key computed from it equals what the cache itself holds, before and after the ring wraps."""
+    cfg = small_config("stream.window_chunks=3")
+    model = live_model(cfg)
+    for chunks in range(7):
+        row = _filled(model, chunks, 0)
+        w = row.cache.window
+        seen = sum(1 for c in row.cache.slot_chunk if c >= 0 and chunks - w <= c < chunks)
+        held = (seen, int(0 <= row.cache.sink_chunk < chunks))
+        assert window_fill(chunks, w) == held, chunks

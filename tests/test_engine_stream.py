@@ -17,8 +17,10 @@ from unison_stream.config import load_config
 from unison_stream.engine import Engine, EngineClosedError, EngineSession, MediaChunk
 from unison_stream.engine.audio import resample
 from unison_stream.engine.planner import LetterTiming
+from unison_stream.engine.replica import LocalReplica, ReplicaCore
 
-CFG = load_config("tiny", [*TEST_OVERRIDES, "runtime.dtype=fp32"])
+OVERRIDES = [*TEST_OVERRIDES, "runtime.dtype=fp32"]
+CFG = load_config("tiny", OVERRIDES)
 CS = CFG.chunk_seconds()  # 0.16 s
 SR = CFG.media.sample_rate
 
@@ -28,6 +30,19 @@ def engine() -> Iterator[Engine]:
     eng = Engine(CFG, timing=LetterTiming(), max_ahead=2)
     yield eng
     eng.close()
+
+
+@pytest.fixture
+def local_engine() -> Iterator[Engine]:
+    """The replica in this process (``runtime.replica=thread``), for tests that spy on it."""
+    eng = Engine(load_config("tiny", [*OVERRIDES, "runtime.replica=thread"]), timing=LetterTiming())
+    yield eng
+    eng.close()
+
+
+def core(engine: Engine) -> ReplicaCore:
+    assert isinstance(engine.replica, LocalReplica)
+    return engine.replica.core
 
 
 def take(s: EngineSession, n: int) -> list[MediaChunk]:
@@ -121,17 +136,18 @@ def test_bad_say_raises_and_the_session_keeps_streaming(engine: Engine) -> None:
     assert s.poll_events() == []
 
 
-def test_audio_driven_mode_returns_the_given_speech_unchanged(engine: Engine) -> None:
+def test_audio_driven_mode_returns_the_given_speech_unchanged(local_engine: Engine) -> None:
+    engine = local_engine
     captured = []
-    step = engine.stepper.step
+    step = core(engine).stepper.step
 
-    def spy(rows, plan):
-        out = step(rows, plan)
+    def spy(rows, plan, cancel=None):
+        out = step(rows, plan, cancel)
         if plan.clean_audio is not None and plan.clean_video is None:
             captured.append((plan.clean_audio[:, 0].clone(), out.speech.clone()))
         return out
 
-    engine.stepper.step = spy  # type: ignore[method-assign]
+    core(engine).stepper.step = spy  # type: ignore[method-assign]
     s = engine.open_session()
     rng = np.random.default_rng(0)
     pcm = (0.3 * np.sin(np.arange(9000) * 0.05) + 0.05 * rng.standard_normal(9000)).astype(
@@ -149,10 +165,12 @@ def test_audio_driven_mode_returns_the_given_speech_unchanged(engine: Engine) ->
         assert torch.equal(clean, out)
 
 
-def test_failure_is_recorded_and_the_stream_goes_on(engine: Engine) -> None:
+def test_failure_is_recorded_and_the_stream_goes_on(local_engine: Engine) -> None:
+    engine = local_engine
+    model = core(engine).model
     s = engine.open_session()
     take(s, 2)
-    real = engine.model.forward_chunk
+    real = model.forward_chunk
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -162,10 +180,10 @@ def test_failure_is_recorded_and_the_stream_goes_on(engine: Engine) -> None:
                 raise RuntimeError("injected failure")
         return real(*a, **k)
 
-    engine.model.forward_chunk = flaky  # type: ignore[method-assign]
+    model.forward_chunk = flaky  # type: ignore[method-assign]
     s.say("hello there friend", utterance_id="u")
     chunks, events = until_event(s, "failed")
-    engine.model.forward_chunk = real  # type: ignore[method-assign]
+    model.forward_chunk = real  # type: ignore[method-assign]
     assert [e.event for e in events] == ["queued", "failed"], "its first chunk failed"
     chunks += take(s, 3)
     assert s.stats()["errors"] == 1
@@ -214,3 +232,31 @@ def test_close_is_idempotent_and_leaves_no_thread_behind() -> None:
     assert not any(n.startswith(("unison-engine", "unison-planner")) for n in names), names
     with pytest.raises(EngineClosedError):
         eng.open_session()
+
+
+def test_interrupt_abandons_the_chunk_being_made(local_engine: Engine) -> None:
+    engine = local_engine
+    model = core(engine).model
+    s = engine.open_session()
+    take(s, 2)
+    inside, release = threading.Event(), threading.Event()
+    real = model.forward_chunk
+
+    def held(*a, **k):  # the utterance's first forward waits until the test lets it go
+        if a[4].track_mask.any() and not release.is_set():
+            inside.set()
+            release.wait(10)
+        return real(*a, **k)
+
+    model.forward_chunk = held  # type: ignore[method-assign]
+    s.say("hello there my good friend, how are you today", utterance_id="u")
+    while not inside.wait(0.05):
+        s.next_chunk(timeout=0.05)
+    s.interrupt()  # the worker is inside the utterance's first chunk
+    release.set()
+    after = take(s, 3)
+    model.forward_chunk = real  # type: ignore[method-assign]
+    assert engine.stats()["cancelled_steps"] == 1, "abandoned, not finished and dropped"
+    assert all(c.utterance_id is None for c in after)
+    assert [e.event for e in s.poll_events()] == ["queued", "interrupted"]
+    assert s.stats()["errors"] == 0

@@ -130,6 +130,9 @@ class RuntimeConfig:
     dtype: str = "auto"  # "auto" → bf16 on cuda, fp32 on cpu; or "fp32" / "bf16"
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     seed: int = 0
+    # where the engine's model replica runs: "process" (a child process whose main thread runs
+    # the model; on CPU a non-main thread runs it ~2× slower) or "thread" (in-process)
+    replica: str = "process"
 
 
 @dataclass

@@ -23,6 +23,7 @@ session seeds and chunk indices (a session alone is reproducible whatever else r
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -99,11 +100,10 @@ class StackedCache(RollingKVCache):
         return self.rows[0].cache.chunks()
 
 
-def window_fill(cache: RollingKVCache, index: int) -> tuple[int, int]:
-    """(chunks of the window a query at ``index`` sees, sink present) — the batching key."""
-    w = cache.window
-    seen = sum(1 for c in cache.slot_chunk if c >= 0 and index - w <= c < index)
-    return seen, int(0 <= cache.sink_chunk < index)
+def window_fill(index: int, window: int) -> tuple[int, int]:
+    """(chunks of the window a query at ``index`` sees, sink present) — the batching key. A
+    session's chunk 0 is its sink and chunks 1… go through the ring of ``window`` slots."""
+    return min(max(index - 1, 0), window), int(index > 0)
 
 
 def cat_conditioning(conds: list[Conditioning], tracks: list[TimedTrack]) -> Conditioning:
@@ -147,8 +147,12 @@ class BatchStepper:
         p = next(self.model.parameters())
         return self.model.new_cache(1, device=p.device, dtype=p.dtype)
 
-    def step(self, rows: list[Row], plan: PlanSlice) -> AVChunk:
-        """Generate and commit the next chunk of every row (``plan`` has batch len(rows))."""
+    def step(
+        self, rows: list[Row], plan: PlanSlice, cancel: Callable[[], bool] | None = None
+    ) -> AVChunk:
+        """Generate and commit the next chunk of every row (``plan`` has batch len(rows));
+        ``cancel``: see ``CausalGenerator.step`` (a cancelled step leaves the rows as they
+        were)."""
         b = len(rows)
         if b not in self._gens:
             gen = CausalGenerator(self.model, batch=b)
@@ -157,7 +161,7 @@ class BatchStepper:
         gen = self._gens[b]
         gen.cache = StackedCache(rows)
         gen.reset(seed=_step_seed(rows))  # fresh seeded noise; StackedCache.reset is a no-op
-        out = gen.step(plan)
+        out = gen.step(plan, cancel)
         for r in rows:
             r.index += 1
         return out

@@ -11,8 +11,9 @@ Figures (one JSON object), all measured through the public engine API in one pro
 - ``interrupt_ms``: ``interrupt`` → first chunk after it in hand (median), and
   ``interrupt_leak_chunks``: chunks of the interrupted utterance delivered after it (0 = the
   interrupt takes effect at the next chunk boundary);
-- ``peak_rss_mb``, ``rss_growth_pct``: resident memory at the end vs after the first 10 % of
-  the run (meaningful with ``--seconds 600``);
+- ``peak_rss_mb``, ``rss_growth_pct``: resident memory of this process plus the replica's
+  child process (``runtime.replica: process``) at the end vs after the first 10 % of the run
+  (meaningful with ``--seconds 600``); peak = the sum of both processes' high-water marks;
 - ``recompute_rtf`` / ``speedup_vs_recompute``: the same chunk without a cache (every solver
   step re-runs sink + W chunks + the current one) plus the same decode, same process;
 - ``batched_sessions_throughput_gain``: media seconds per wall second of 2 sessions batched
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import statistics
 import sys
 import time
@@ -33,19 +33,36 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from unison_stream.codecs import load_decoders
 from unison_stream.config import UnisonConfig, load_config
+from unison_stream.engine.audio import Mixer
 from unison_stream.engine.engine import Engine
+from unison_stream.engine.replica import ProcessReplica
 from unison_stream.engine.session import EngineSession
+from unison_stream.model.checkpoint import default_model
 from unison_stream.model.conditioning import TimedTrack
+from unison_stream.runtime import resolve_dtype
 
 __all__ = ["bench_stream", "register"]
 
 TEXT = "The little robot painted the garden near the station <clap> and then it said hello <wave>"
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def _status_mb(pids: list[str], field: str) -> float:
+    """Sum of ``field`` (``VmRSS``, ``VmHWM``) in /proc/<pid>/status, in MiB."""
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1]) / 1024
+    return total
+
+
+def _pids(eng: Engine) -> list[str]:
+    """This process and the replica's child, if any."""
+    child = eng.replica.pid if isinstance(eng.replica, ProcessReplica) else None
+    return ["self"] + ([str(child)] if child is not None else [])
 
 
 def _drain(s: EngineSession, media_s: float, bar: tqdm | None = None) -> float:
@@ -111,15 +128,17 @@ def _interrupt(s: EngineSession, trials: int) -> tuple[list[float], int]:
 
 
 def _recompute_chunk_ms(eng: Engine, decode_ms: float, repeats: int) -> float:
-    """One chunk without a cache: every step re-runs sink + W history chunks + the chunk."""
-    cfg, m = eng.cfg, eng.model
+    """One chunk without a cache: every step re-runs sink + W history chunks + the chunk (the
+    same model and dtype as the engine's replica, run here on the main thread)."""
+    cfg = eng.cfg
+    dev = torch.device(eng.device)
+    m = default_model(cfg).to(device=dev, dtype=resolve_dtype(cfg.runtime, dev)).eval()
     w, fc, nc = (
         cfg.stream.window_chunks,
         cfg.stream.chunk_latent_frames,
         cfg.audio_frames_per_chunk(),
     )
     k = w + 2
-    dev = eng.device
     hv = torch.randn(1, k * fc, cfg.tokens_per_frame(), cfg.latent.video_token_dim(), device=dev)
     ha = torch.randn(1, cfg.audio_streams(), k * nc, cfg.latent.audio_channels, device=dev)
     tv = torch.zeros(1, k * fc, device=dev)
@@ -146,7 +165,7 @@ def bench_stream(cfg: UnisonConfig, *, seconds: float = 20.0, trials: int = 5) -
     }
     cs = cfg.chunk_seconds()
     with Engine(cfg, max_sessions=2, max_ahead=2) as eng:
-        out.update(device=str(eng.device), dtype=str(eng.dtype).replace("torch.", ""))
+        out.update(device=eng.device, dtype=eng.dtype.replace("torch.", ""))
         t0 = time.perf_counter()
         s = eng.open_session(identity=1, caption="a woman in a green jumper")
         assert s.next_chunk(timeout=120) is not None
@@ -157,7 +176,7 @@ def bench_stream(cfg: UnisonConfig, *, seconds: float = 20.0, trials: int = 5) -
         )
         warm = max(cs, 0.1 * seconds)
         _drain(s, warm, bar)
-        rss0 = _rss_mb()
+        rss0 = _status_mb(_pids(eng), "VmRSS")
         steps0 = len(eng._group_ms)
         rest = seconds - warm
         out["rtf"] = _drain(s, rest, bar) if rest > 0 else 0.0
@@ -165,7 +184,7 @@ def bench_stream(cfg: UnisonConfig, *, seconds: float = 20.0, trials: int = 5) -
         ms = sorted(eng._group_ms[steps0:])
         out["chunk_ms_p50"] = ms[len(ms) // 2]
         out["chunk_ms_p95"] = ms[min(len(ms) - 1, math.ceil(0.95 * len(ms)) - 1)]
-        out["rss_growth_pct"] = 100 * (_rss_mb() - rss0) / rss0
+        out["rss_growth_pct"] = 100 * (_status_mb(_pids(eng), "VmRSS") - rss0) / rss0
         fm = _first_media(s, trials)
         out["first_media_ms"] = statistics.median(fm)
         out["first_media_ms_max"] = max(fm)
@@ -174,8 +193,9 @@ def bench_stream(cfg: UnisonConfig, *, seconds: float = 20.0, trials: int = 5) -
         out["interrupt_ms_max"] = max(it)
         out["interrupt_leak_chunks"] = leaked
         out["chunk_seconds"] = cs
-        # decode share: a chunk's decode + mix, measured on the worker's own decoders
-        slot = next(iter(eng._slots.values()))
+        # decode share: a chunk's decode + mix, on decoders like the replica's (main thread)
+        video, speech, sfx = load_decoders(cfg, 1)
+        mixer = Mixer()
         lat = torch.randn(
             1,
             cfg.stream.chunk_latent_frames,
@@ -185,15 +205,15 @@ def bench_stream(cfg: UnisonConfig, *, seconds: float = 20.0, trials: int = 5) -
         alat = torch.randn(1, cfg.audio_frames_per_chunk(), cfg.latent.audio_channels)
         t0 = time.perf_counter()
         for _ in range(10):
-            slot.video.decode(lat)
-            slot.mixer.mix(slot.speech.decode(alat)[0], slot.sfx.decode(alat)[0])
+            video.decode(lat)
+            mixer.mix(speech.decode(alat)[0], sfx.decode(alat)[0])
         out["decode_ms"] = (time.perf_counter() - t0) * 100
         rec = _recompute_chunk_ms(eng, out["decode_ms"], 3)
         out["recompute_rtf"] = cs * 1000 / rec
         out["speedup_vs_recompute"] = out["rtf"] / out["recompute_rtf"]
         s.close()
+        out["peak_rss_mb"] = _status_mb(_pids(eng), "VmHWM")
     out["batched_sessions_throughput_gain"] = _batched_gain(cfg, min(seconds / 2, 8.0))
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 

@@ -1,14 +1,17 @@
-"""The streaming engine: one worker thread per model replica, many sessions (DESIGN.md §1, §3).
+"""The streaming engine: one worker per model replica, many sessions (DESIGN.md §1, §3).
 
 The worker loops over the open sessions. Each round it asks every session that has room in its
 output queue (``max_ahead`` chunks: backpressure) for its next job — its identity sink, the next
 chunk of the current utterance, or an idle/listening chunk, so the stream never stops — groups
 the jobs that can share a forward (same kind, same forcing lead, same clean-audio pattern,
-equally full cache windows), runs each group as one batched ``CausalGenerator.step`` through
-:class:`~unison_stream.engine.batching.StackedCache`, decodes each session's rows with its own
-streaming decoders and mixer, and hands the chunks back. A failing group is logged, counted in
-each session's stats, its utterances end with a ``failed`` event and the sessions restart from
-their identity sink: the stream goes on.
+equally full cache windows) and sends each group to the replica
+(:mod:`~unison_stream.engine.replica`: by default a child process whose main thread runs the
+model), which runs it as one batched ``CausalGenerator.step`` through
+:class:`~unison_stream.engine.batching.StackedCache` and decodes each session's rows with its
+own streaming decoders; the worker mixes and hands the chunks back. A failing group is logged,
+counted in each session's stats, its utterances end with a ``failed`` event and the sessions
+restart from their identity sink: the stream goes on (a replica process that dies is restarted
+and every session re-sinks).
 
 Planning (espeak-ng timings, MiniLM embeddings) runs on a one-thread planner pool, never in the
 caller's thread (``say`` only validates) and never in the worker's critical path.
@@ -16,6 +19,7 @@ caller's thread (``say`` only validates) and never in the worker's critical path
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -28,27 +32,29 @@ import numpy as np
 import torch
 
 from unison_stream.codecs import (
-    AudioDecoder,
     AudioEncoder,
     CodecUnavailableError,
-    VideoDecoder,
     VideoEncoder,
-    load_decoders,
     load_encoders,
     silence_latent,
 )
 from unison_stream.config import UnisonConfig
 from unison_stream.engine.audio import BandEnergySpeechEncoder, Mixer, resample
-from unison_stream.engine.batching import BatchStepper, Row, cat_conditioning, window_fill
+from unison_stream.engine.batching import cat_conditioning, window_fill
 from unison_stream.engine.planner import LEAD_POLICIES, Planner, TimingProvider
+from unison_stream.engine.replica import (
+    Decoded,
+    ProcessReplica,
+    ReplicaError,
+    StepRequest,
+    make_replica,
+)
 from unison_stream.engine.session import EngineSession, Job, Planned, Utterance
 from unison_stream.engine.types import EngineClosedError, EngineFullError, MediaChunk
-from unison_stream.model.checkpoint import default_model, load_model
 from unison_stream.model.conditioning import Conditioning, TimedTrack
 from unison_stream.model.dit import UnisonDiT, patchify
-from unison_stream.model.generator import PlanSlice
+from unison_stream.model.generator import ChunkCancelled, PlanSlice
 from unison_stream.model.text import TextEncoder
-from unison_stream.runtime import resolve_device, resolve_dtype
 
 __all__ = ["Engine", "EngineSession"]
 
@@ -58,20 +64,18 @@ LISTENING_CAPTION = "{caption}, listening attentively"
 
 @dataclass
 class _Slot:
-    """Model-side state of a session: cache row, conditioning, decoders, mixer."""
+    """Engine-side state of a session: conditioning, mixer, and its row's chunk index (the
+    replica holds the cache row and decoders)."""
 
-    row: Row
     idle: Conditioning  # (1, …) session caption, empty transcript
     listening: Conditioning
     ref: torch.Tensor  # (1, 1, C, h, w) identity reference latent frame
-    video: VideoDecoder
-    speech: AudioDecoder
-    sfx: AudioDecoder
     mixer: Mixer
+    index: int = 0  # the row's next model chunk index (0 = its sink)
 
 
 class Engine:
-    """One model replica and its worker thread (``docs/engine.md``)."""
+    """One model replica, its worker thread and sessions (``docs/engine.md``)."""
 
     def __init__(
         self,
@@ -89,16 +93,12 @@ class Engine:
             raise ValueError(f"lead_policy must be one of {LEAD_POLICIES}, not {lead_policy!r}")
         if cfg.runtime.threads > 0:
             torch.set_num_threads(cfg.runtime.threads)
-        self.device = resolve_device(cfg.runtime)
-        self.dtype = resolve_dtype(cfg.runtime, self.device)
-        if model is None:
-            model = default_model(cfg) if checkpoint is None else load_model(checkpoint)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        self.cfg = self.model.cfg
+        self.replica = make_replica(cfg, checkpoint, model)
+        self.cfg = self.replica.cfg  # the checkpoint's config
+        self.device, self.dtype = self.replica.device, self.replica.dtype
         self.max_sessions, self.max_ahead = max_sessions, max_ahead
         self.batch_sessions, self.lead_policy = batch_sessions, lead_policy
         self.planner = Planner(timing=timing)
-        self.stepper = BatchStepper(self.model)
         self.speech_encoder: AudioEncoder | None = _trained_speech_encoder(self.cfg)
         # the identity chunk's audio: the latent of silence, as in training (zeros without codec)
         self.silence = torch.zeros(self.cfg.latent.audio_channels)
@@ -111,6 +111,11 @@ class Engine:
         self._video_encoder: VideoEncoder | None = None  # loaded on the first reference frame
         self._sessions: dict[str, EngineSession] = {}
         self._slots: dict[str, _Slot] = {}
+        self._closing: list[str] = []  # released sessions whose replica rows are to be freed
+        self._step_id = 0
+        self._inflight: tuple[int, list[tuple[EngineSession, Job]]] | None = None
+        self._cancelled_steps = 0
+        self._restarts = 0  # replica process restarts seen by the worker
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="unison-planner")
         self._group_ms: list[float] = []  # wall ms of every batched step + decode (bench)
         self._batched_steps = 0  # steps that served more than one session
@@ -119,10 +124,11 @@ class Engine:
         self._worker.start()
         self._pool.submit(self._plan, "warm up", None)  # start espeak-ng and MiniLM now
         log.info(
-            "engine up: %s on %s/%s, %.2f s chunks, %d sessions max, lead policy %s",
+            "engine up: %s on %s/%s (%s replica), %.2f s chunks, %d sessions max, lead policy %s",
             self.cfg.preset,
             self.device,
             self.dtype,
+            self.cfg.runtime.replica,
             self.cfg.chunk_seconds(),
             max_sessions,
             lead_policy,
@@ -164,20 +170,17 @@ class Engine:
         ).result()
         s = EngineSession(self, identity=identity, caption=caption, seed=seed)
         identity_tokens = patchify(ref, self.cfg.latent.patch)[:, 0]  # (1, P, C·p²)
-        video, speech, sfx = load_decoders(self.cfg, 1)
         slot = _Slot(
-            Row(self.stepper.new_cache(), 0, seed),
             _with_identity(idle, identity_tokens),
             _with_identity(listening, identity_tokens),
             ref,
-            video,
-            speech,
-            sfx,
             Mixer(),
         )
         with self._lock:
             if len(self._sessions) >= self.max_sessions:
                 raise EngineFullError(f"all {self.max_sessions} sessions of this replica in use")
+        self.replica.open(s.session_id, seed)  # its cache row and decoders
+        with self._lock:
             self._sessions[s.session_id] = s
             self._slots[s.session_id] = slot
             self._work.notify_all()
@@ -189,13 +192,15 @@ class Engine:
         return s
 
     def stats(self) -> dict[str, float]:
-        """Replica-wide figures: sessions and the wall time of each batched step + decode."""
+        """Replica-wide figures: sessions, steps (batched, cancelled) and the wall time of each
+        batched step + decode."""
         with self._lock:
             ms = sorted(self._group_ms[-1000:])
         return {
             "sessions": float(self.sessions),
             "steps": float(len(self._group_ms)),
             "batched_steps": float(self._batched_steps),
+            "cancelled_steps": float(self._cancelled_steps),
             "step_ms_p50": ms[len(ms) // 2] if ms else 0.0,
         }
 
@@ -211,6 +216,7 @@ class Engine:
             s.close()
         self._worker.join()
         self._pool.shutdown(wait=True)
+        self.replica.shutdown()
         log.info("engine closed")
 
     def __enter__(self) -> Engine:
@@ -224,10 +230,23 @@ class Engine:
         with self._lock:
             self._work.notify_all()
 
+    def _maybe_cancel(self) -> None:
+        """Abandon the chunk being made when every job in it has gone stale (an interrupt, or
+        a planned ``say`` replacing an idle chunk): the next chunk starts now, not after it."""
+        with self._lock:
+            if self._inflight is None:
+                return
+            step_id, jobs = self._inflight
+            if all(s._stale(job, cancel=True) for s, job in jobs):
+                self._inflight = None
+                self.replica.cancel(step_id)
+
     def _release(self, s: EngineSession) -> None:
         with self._lock:
             self._sessions.pop(s.session_id, None)
-            self._slots.pop(s.session_id, None)
+            if self._slots.pop(s.session_id, None) is not None:
+                self._closing.append(s.session_id)  # freed by the worker, between steps
+            self._work.notify_all()
 
     def _plan_async(self, text: str, caption: str | None = None) -> Future[Planned]:
         with self._lock:
@@ -326,16 +345,28 @@ class Engine:
         while True:
             with self._lock:
                 self._work.wait_for(
-                    lambda: self._closed or any(s._wants_chunk() for s in self._sessions.values()),
+                    lambda: (
+                        self._closed
+                        or bool(self._closing)
+                        or any(s._wants_chunk() for s in self._sessions.values())
+                    ),
                     timeout=0.5,
                 )
-                if self._closed:
-                    return
-                jobs = [
-                    (s, self._slots[sid], s._next_job())
-                    for sid, s in self._sessions.items()
-                    if s._wants_chunk()
-                ]
+                closing, self._closing = self._closing, []
+                closed = self._closed
+                if not closed:
+                    jobs = [
+                        (s, self._slots[sid], s._next_job())
+                        for sid, s in self._sessions.items()
+                        if s._wants_chunk()
+                    ]
+            for sid in closing:
+                try:
+                    self.replica.close_session(sid)
+                except Exception:
+                    log.exception("freeing session %s in the replica failed", sid)
+            if closed:
+                return
             for group in self._groups(jobs):
                 self._run_group(group)
 
@@ -346,7 +377,7 @@ class Engine:
         groups: dict[tuple[object, ...], list[tuple[EngineSession, _Slot, Job, PlanSlice]]] = {}
         for n, (s, slot, job) in enumerate(jobs):
             plan = self._plan_slice(slot, job)
-            fill = window_fill(slot.row.cache, slot.row.index)
+            fill = window_fill(slot.index, self.cfg.stream.window_chunks)
             key: tuple[object, ...] = (
                 job.kind,
                 plan.lead or "none",
@@ -392,7 +423,6 @@ class Engine:
 
     def _run_group(self, group: list[tuple[EngineSession, _Slot, Job, PlanSlice]]) -> None:
         t0 = time.perf_counter()
-        rows = [slot.row for _, slot, _, _ in group]
         p0 = group[0][3]
         plan = PlanSlice(
             cat_conditioning([p.cond for *_, p in group], [_track(p.cond) for *_, p in group]),
@@ -402,55 +432,78 @@ class Engine:
             lead=p0.lead,
             lead_steps=p0.lead_steps,
         )
+        with self._lock:
+            self._step_id += 1
+            req = StepRequest(
+                [s.session_id for s, *_ in group],
+                plan,
+                [job.kind != "sink" for _, _, job, _ in group],
+                self._step_id,
+            )
+            self._inflight = (self._step_id, [(s, job) for s, _, job, _ in group])
         try:
-            out = self.stepper.step(rows, plan)
-            chunks = []
-            for b, (_, slot, job, _) in enumerate(group):
-                chunks.append(None if job.kind == "sink" else self._decode(slot, job, out, b))
-        except Exception as e:  # a model/decoder failure must not stop the stream
+            decoded = self.replica.step(req)  # the replica resets the group's rows on failure
+            chunks = [
+                None if d is None else self._media(slot, job, d)
+                for (_, slot, job, _), d in zip(group, decoded, strict=True)
+            ]
+        except ChunkCancelled:  # nothing was committed; every job of it is stale
+            with self._lock:
+                self._cancelled_steps += 1
+            return
+        except Exception as e:  # a model, decoder or mixer failure must not stop the stream
+            if not isinstance(e, ReplicaError):  # failed here, after the replica advanced
+                for sid in req.sessions:
+                    with contextlib.suppress(Exception):
+                        self.replica.reset(sid)
             with self._lock:
                 for s, slot, job, _ in group:
                     s._fail(job, e)
-                    slot.row.cache.reset()
-                    slot.row.index = 0
-                    for d in (slot.video, slot.speech, slot.sfx, slot.mixer):
-                        d.reset()
-            log.exception("group of %d failed", len(group))
+                    slot.index = 0
+                    slot.mixer.reset()
+                self._resink_after_restart()
+            log.error("group of %d failed: %s", len(group), e)
             return
+        finally:
+            with self._lock:
+                self._inflight = None
         dt = time.perf_counter() - t0
         with self._lock:
             self._group_ms.append(dt * 1000)
             self._batched_steps += len(group) > 1
-            for (s, _, job, _), chunk in zip(group, chunks, strict=True):
+            for (s, slot, job, _), chunk in zip(group, chunks, strict=True):
+                slot.index += 1
                 if chunk is None:
                     s._needs_sink = False
                 else:
                     s._push(job, chunk, dt / len(group))
 
-    def _decode(self, slot: _Slot, job: Job, out: object, b: int) -> MediaChunk:
-        from unison_stream.model.generator import AVChunk
+    def _resink_after_restart(self) -> None:
+        """After the replica process was restarted every row is empty: all sessions re-sink
+        (under the lock)."""
+        restarts = self.replica.restarts if isinstance(self.replica, ProcessReplica) else 0
+        if restarts == self._restarts:
+            return
+        self._restarts = restarts
+        for sid, s in self._sessions.items():
+            s._needs_sink = True
+            self._slots[sid].index = 0
+            self._slots[sid].mixer.reset()
 
-        assert isinstance(out, AVChunk)
-        # decoders take CPU fp32 latents (the preview ones use numpy); tiny latents, cheap copy
-        video_lat = out.video[b : b + 1].float().cpu()
-        audio_lat = out.audio[b : b + 1].float().cpu()  # (1, S, Nc, Ca)
-        video = slot.video.decode(video_lat)[0]
+    def _media(self, slot: _Slot, job: Job, d: Decoded) -> MediaChunk:
+        """The replica's decoded chunk, mixed (audio-driven: the caller's speech, untouched)."""
         u = job.utterance
-        if u is not None and u.speech_pcm is not None:  # the caller's speech, untouched
+        speech = d.speech
+        if u is not None and u.speech_pcm is not None:
             n = round(self.cfg.chunk_seconds() * self.cfg.media.sample_rate)
             speech = u.speech_pcm[job.k * n : (job.k + 1) * n].copy()
-            slot.speech.decode(audio_lat[:, 0])  # keep the decoder's carried state moving
-        else:
-            speech = slot.speech.decode(audio_lat[:, 0])[0]
-        has_sfx = audio_lat.shape[1] == 2
-        sfx = slot.sfx.decode(audio_lat[:, 1])[0] if has_sfx else None
         return MediaChunk(
             index=-1,  # numbered on delivery (the session's media clock)
             start_s=0.0,
-            video=video,
-            audio=slot.mixer.mix(speech, sfx),
+            video=d.video,
+            audio=slot.mixer.mix(speech, d.sfx),
             speech=speech,
-            sfx=sfx,
+            sfx=d.sfx,
             utterance_id=u.utterance_id if u is not None else None,
             state=job.state,
         )

@@ -138,6 +138,8 @@ class EngineSession:
         self._engine.planner.validate(text)  # raises ValueError in the caller's thread
         plan = self._engine._plan_async(text, caption)
         self._enqueue(Utterance(utterance_id, plan=plan, caption=caption), interrupt)
+        # once planned, an idle chunk still being made is not worth waiting for
+        plan.add_done_callback(lambda _: self._engine._maybe_cancel())
 
     def say_audio(self, pcm: np.ndarray, sample_rate: int, *, utterance_id: str) -> None:
         """Queue a speech waveform (audio-driven mode): held clean, returned as the speech stem."""
@@ -151,6 +153,7 @@ class EngineSession:
         with self._lock:
             self._interrupt_locked()
             self._engine._wake()
+            self._engine._maybe_cancel()  # the chunk being made belongs to what was dropped
 
     def set_state(self, state: str) -> None:
         """``"idle"`` or ``"listening"``: what the avatar does when nothing is said."""
@@ -236,6 +239,7 @@ class EngineSession:
             self._utterances.append(utt)
             self._event(utt.utterance_id, "queued", self._clock_end())
             self._engine._wake()
+            self._engine._maybe_cancel()
 
     def _interrupt_locked(self) -> None:
         t = self._clock_end_delivered()
@@ -292,10 +296,7 @@ class EngineSession:
         s.generated += 1
         s.compute_s += compute_s
         s.chunk_ms.append(compute_s * 1000)
-        stale = (job.kind == "utterance" and job.epoch != self._epoch) or (
-            job.kind == "idle" and job.say_epoch != self._say_epoch and self._has_pending()
-        )
-        if self._closed or stale:
+        if self._closed or self._stale(job):
             s.dropped += 1
             return
         first = job.kind == "utterance" and job.k == 0
@@ -307,6 +308,21 @@ class EngineSession:
 
     def _has_pending(self) -> bool:
         return self._current is not None or bool(self._utterances)
+
+    def _stale(self, job: Job, *, cancel: bool = False) -> bool:
+        """A chunk of ``job`` would be dropped on delivery (under the lock): its utterance was
+        interrupted, or it is an idle chunk made before a ``say`` that is now pending. With
+        ``cancel`` an idle job counts as stale only once the pending utterance is planned (the
+        chunk being made is then worth abandoning: the next one can be the utterance)."""
+        if self._closed:
+            return True
+        if job.kind == "utterance":
+            return job.epoch != self._epoch
+        if job.kind != "idle" or job.say_epoch == self._say_epoch:
+            return False
+        if not cancel:
+            return self._has_pending()
+        return self._current is not None or bool(self._utterances and self._utterances[0].ready())
 
     def _fail(self, job: Job, error: BaseException) -> None:
         """A chunk could not be made (under the lock): drop its utterance, go idle, re-sink."""

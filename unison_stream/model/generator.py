@@ -16,6 +16,7 @@ chunk costs only the commit pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,11 @@ from unison_stream.model.conditioning import Conditioning
 from unison_stream.model.dit import UnisonDiT, patchify, unpatchify
 from unison_stream.model.sampler import Sampler
 
-__all__ = ["AVChunk", "CausalGenerator", "PlanSlice"]
+__all__ = ["AVChunk", "CausalGenerator", "ChunkCancelled", "PlanSlice"]
+
+
+class ChunkCancelled(Exception):
+    """``step`` was abandoned before anything was written to the cache (see ``cancel``)."""
 
 
 @dataclass
@@ -100,8 +105,12 @@ class CausalGenerator:
         )
 
     @torch.inference_mode()
-    def step(self, plan: PlanSlice) -> AVChunk:
-        """Generate (and commit) the next chunk."""
+    def step(self, plan: PlanSlice, cancel: Callable[[], bool] | None = None) -> AVChunk:
+        """Generate (and commit) the next chunk.
+
+        ``cancel`` is asked before every model call that precedes the commit; when it answers
+        True the chunk is abandoned with :class:`ChunkCancelled`, the cache and the chunk
+        counter untouched (an interrupt need not wait for a chunk nobody will play)."""
         cfg, m = self.cfg, self.model
         b, k = self.batch, self._k
         assert plan.cond.batch == b, f"plan for {plan.cond.batch} streams, generator has {b}"
@@ -119,6 +128,8 @@ class CausalGenerator:
             xv: Tensor, xa: Tensor, tv: Tensor, ta: Tensor, final: bool
         ) -> tuple[Tensor, Tensor]:
             nonlocal committed
+            if cancel is not None and cancel():
+                raise ChunkCancelled
             write = final and last_step_commit
             committed = committed or write
             return m.forward_chunk(
@@ -145,6 +156,8 @@ class CausalGenerator:
             lead_steps=plan.lead_steps if plan.lead_steps is not None else cfg.sampler.lead_steps,
         )
         if not committed:  # clean pass at t = 0 writes the chunk's K/V
+            if cancel is not None and cancel():
+                raise ChunkCancelled
             zv = torch.zeros(shape_v[:2], device=self.device)
             za = torch.zeros(shape_a[:3], device=self.device)
             m.forward_chunk(xv, xa, zv, za, cond, cache=self.cache, chunk_index=k, write=True)
