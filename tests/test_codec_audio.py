@@ -11,6 +11,7 @@ from unison_stream.codecs import load_decoders, load_encoders, metrics
 from unison_stream.codecs import weights as cw
 from unison_stream.codecs.audio import AudioAE, AudioEncoderStream, StreamingAudioDecoder
 from unison_stream.codecs.config import AudioCodecConfig
+from unison_stream.codecs.data import ClipStore
 from unison_stream.config import LatentConfig, MediaConfig, load_config
 
 SMALL = AudioCodecConfig(width=64, enc_blocks=1, dec_blocks=2)
@@ -161,3 +162,36 @@ def test_bundled_audio_codec_round_trip():
     with torch.no_grad():
         untrained = float(metrics.mel_l1(fresh.decode(fresh.encode(x)), x))
     assert trained < 0.5 * untrained, f"mel L1 trained {trained:.2f} vs untrained {untrained:.2f}"
+
+
+def test_envelope_loss_sees_pre_echo_that_a_gain_change_does_not_cause():
+    sr = 16000
+    x = np.zeros(sr, np.float32)
+    x[8000:8400] = np.hanning(800)[400:] * 0.8  # a click: sharp attack, short decay
+    echo = x.copy()
+    echo[7520:8000] = 0.03 * np.random.default_rng(0).standard_normal(480)  # 30 ms before it
+    t = [torch.from_numpy(a)[None] for a in (x, echo, 0.8 * x)]
+    assert float(metrics.envelope_l1(t[0], t[0])) == 0.0
+    assert float(metrics.envelope_l1(t[1], t[0])) > 3 * float(metrics.envelope_l1(t[2], t[0]))
+
+
+def test_effect_crops_hold_an_onset_after_the_first_latent_frame():
+    sr, hop, samples = 16000, 640, 24 * 640
+    sfx = np.zeros(10 * sr, np.float32)
+    starts = [int(s * sr) for s in (0.3, 2.05, 4.5, 9.6)]
+    for s in starts:
+        sfx[s : s + 1600] = 0.5
+    store = ClipStore(
+        frames=np.zeros((1, 2, 2, 3), np.uint8),
+        frame_off=np.array([0, 1]),
+        audio={"sfx": sfx, "mix": sfx.copy(), "speech": np.zeros_like(sfx)},
+        audio_off=np.array([0, len(sfx)]),
+        meta=[{}],
+    )
+    onsets = store.effect_onsets()
+    assert np.abs(onsets - np.array(starts)).max() <= 80, "found to one 5 ms frame"
+    crops = store.effect_crops(np.random.default_rng(0), 64, samples, hop, onsets)
+    assert crops.shape == (64, samples)
+    for c in crops:  # a rising edge after the first latent frame and 0.1 s before the end
+        rises = np.flatnonzero((c[1:] > 0.25) & (c[:-1] <= 0.25)) + 1
+        assert any(hop <= r <= samples - 1600 for r in rises), rises

@@ -94,7 +94,7 @@ def test_clean_speech_is_held_while_sfx_and_video_are_generated() -> None:
 
 
 def test_generator_calls_s_steps_plus_commit_and_timestamps_are_contiguous() -> None:
-    cfg = small_config()
+    cfg = small_config("stream.commit=clean_pass")
     model = live_model(cfg, std=0.1)
     calls: list[bool] = []
     real = model.forward_chunk

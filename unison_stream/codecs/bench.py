@@ -6,7 +6,12 @@ trained on), decoding *chunk by chunk* as the engine does (one model chunk at a 
 - video: PSNR and SSIM of the uint8 frames the viewer gets;
 - audio (speech and SFX stems): multi-resolution STFT distance, log-mel L1, SI-SDR;
 - intelligibility: closed-set sentence identification with pocketsphinx on reconstructed speech
-  vs on the original speech (``audio_sentence_id_ratio`` = reconstructed / original).
+  vs on the original speech (``audio_sentence_id_ratio`` = reconstructed / original);
+- effects: ``audio_effect_recall`` — the share of effect onsets (found in the original SFX
+  stem) that the evaluation's detector (:func:`unison_stream.eval.sfx.audio_onset`) still
+  finds in reconstructed speech + reconstructed SFX mixed at −3 dB as the engine mixes them;
+  ``audio_effect_recall_original`` is the same on the original stems. A codec that smears
+  attacks or loses tonal effects caps the model's ``sfx_recall`` at this figure.
 
 Speed is media seconds decoded per wall second (``x_realtime``), with 2 threads and with 1
 (the engine shares the CPU with the model), next to the preview decoders measured in the same
@@ -106,6 +111,7 @@ def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Pat
     adec = StreamingAudioDecoder(aae)
     hop = aae.hop
     recon_speech: list[np.ndarray] = []
+    recon_sfx: list[np.ndarray] = []
     res: dict[str, dict[str, list[float]]] = {}
     lat_a = []
     for i in range(n):
@@ -123,6 +129,8 @@ def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Pat
             if stem == "speech":
                 recon_speech.append(y[0])
                 lat_a.append(z)
+            else:
+                recon_sfx.append(y[0])
     for stem, r in res.items():
         for k, v in r.items():
             out[f"audio_{stem}_{k}"] = float(np.mean(v))
@@ -137,6 +145,29 @@ def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Pat
     out["audio_sentence_id_original"] = acc_orig
     out["audio_sentence_id_reconstructed"] = acc_rec
     out["audio_sentence_id_ratio"] = acc_rec / acc_orig if acc_orig > 0 else 0.0
+
+    # ---- effects ------------------------------------------------------------------------------
+    from unison_stream.eval.sfx import audio_onset
+
+    sr = cfg.media.sample_rate
+    gain = 10 ** (-3 / 20)  # the engine's SFX stem gain (engine.audio.Mixer)
+    found: dict[str, list[bool]] = {"original": [], "reconstructed": []}
+    onsets = test.effect_onsets()
+    for i in range(n):
+        a0, a1 = int(test.audio_off[i]), int(test.audio_off[i + 1])
+        mixes = {
+            "original": test.clip_audio(i, "speech") + gain * test.clip_audio(i, "sfx"),
+            "reconstructed": recon_speech[i] + gain * recon_sfx[i],
+        }
+        for t in onsets[(onsets >= a0) & (onsets < a1 - sr // 10)]:
+            for name, mix in mixes.items():
+                found[name].append(not np.isnan(audio_onset(mix, sr, (t - a0) / sr)))
+    out["audio_effects"] = len(found["original"])
+    for name, key in (
+        ("reconstructed", "audio_effect_recall"),
+        ("original", "audio_effect_recall_original"),
+    ):
+        out[key] = float(np.mean(found[name])) if found[name] else 0.0
 
     # ---- speed --------------------------------------------------------------------------------
     zv = torch.cat(lat_v[:4], 1)  # one long stream of latents, (1, F, C, h, w)

@@ -57,4 +57,8 @@ class CodecTrainConfig:
     data_dir: str = "data/codec"
     out_dir: str = "runs/codec"
     stems: tuple[str, ...] = ("speech", "sfx", "mix")  # one audio codec for every stem
+    init: str = ""  # "bundled": start from the bundled codec of this kind
+    freeze_encoder: bool = False  # decoder only: latents, and a DiT trained on them, stay valid
+    event_crop_prob: float = 0.0  # audio: share of crops holding an effect onset (SFX or mix)
+    envelope_weight: float = 0.0  # audio: L1 between log-RMS envelopes (5 ms): sharp attacks
     extra: dict[str, str] = field(default_factory=dict)

@@ -75,6 +75,30 @@ class ClipStore:
             out[k] = self.frames[t0 : t0 + frames, y : y + size, x : x + size]
         return out
 
+    def effect_onsets(self, threshold: float = 0.05, frame: int = 80) -> np.ndarray:
+        """Sample positions where the SFX stem's RMS (``frame``-sample frames) rises through
+        ``threshold`` (−26 dBFS; effects peak at −12…−3 dBFS, the SFX stem is silent between)."""
+        x = self.audio["sfx"]
+        env = np.sqrt(np.mean(x[: len(x) // frame * frame].reshape(-1, frame) ** 2, axis=1))
+        up = np.flatnonzero((env[1:] >= threshold) & (env[:-1] < threshold)) + 1
+        return up * frame
+
+    def effect_crops(
+        self, rng: np.random.Generator, n: int, samples: int, hop: int, onsets: np.ndarray
+    ) -> np.ndarray:
+        """``n`` crops of ``samples`` samples (SFX or mix stem) each holding an effect onset
+        after its first latent frame and ≥ 0.1 s before its end → (n, samples) float32."""
+        out = np.empty((n, samples), np.float32)
+        total = len(self.audio["sfx"])
+        for k in range(n):
+            at = int(onsets[int(rng.integers(len(onsets)))])
+            # start on a latent frame with the onset in [t0 + hop, t0 + S − 0.1 s]
+            k_lo, k_hi = -(-max(0, at - samples + 1600) // hop), (at - hop) // hop
+            t0 = hop * (k_lo + int(rng.integers(max(1, k_hi - k_lo + 1))))
+            t0 = min(max(0, t0), total - samples)
+            out[k] = self.audio["sfx" if rng.random() < 0.5 else "mix"][t0 : t0 + samples]
+        return out
+
     def audio_crops(
         self, rng: np.random.Generator, n: int, samples: int, hop: int, stems: tuple[str, ...]
     ) -> np.ndarray:

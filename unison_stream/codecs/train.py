@@ -64,16 +64,31 @@ def video_step(
 
 
 def audio_step(
-    ae: AudioAE, store: ClipStore, rng: np.random.Generator, tc: CodecTrainConfig
+    ae: AudioAE,
+    store: ClipStore,
+    rng: np.random.Generator,
+    tc: CodecTrainConfig,
+    onsets: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    hop = ae.hop
-    x = torch.from_numpy(store.audio_crops(rng, tc.batch, tc.audio_latents * hop, hop, tc.stems))
+    hop, samples = ae.hop, tc.audio_latents * ae.hop
+    n_fx = 0
+    if onsets is not None and len(onsets):
+        n_fx = int(rng.binomial(tc.batch, tc.event_crop_prob))
+    crops = [store.audio_crops(rng, tc.batch - n_fx, samples, hop, tc.stems)]
+    if n_fx:
+        crops.append(store.effect_crops(rng, n_fx, samples, hop, onsets))  # type: ignore[arg-type]
+    x = torch.from_numpy(np.concatenate(crops))
     z = ae.encode(x)  # (B, N, Ca)
     y = ae.decode(_noisy(z, tc.latent_noise, (0, 1)))
     sts = metrics.mr_stft(y[:, hop:], x[:, hop:])
     mel = metrics.mel_l1(y[:, hop:], x[:, hop:])
     loss = sts + mel + tc.latent_l2 * z.square().mean()
-    return loss, {"mr_stft": float(sts.detach()), "mel": float(mel.detach())}
+    parts = {"mr_stft": float(sts.detach()), "mel": float(mel.detach())}
+    if tc.envelope_weight > 0:
+        env = metrics.envelope_l1(y[:, hop:], x[:, hop:])
+        loss = loss + tc.envelope_weight * env
+        parts["envelope"] = float(env.detach())
+    return loss, parts
 
 
 @torch.no_grad()
@@ -183,7 +198,19 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
         build_cache(data_dir, CACHE_COUNTS)
     train_set, val_set = load_split(data_dir, "train"), load_split(data_dir, "val")
     model = weights.build(tc.kind, weights.default_codec_cfg(tc.kind), latent, media)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    if tc.init == "bundled":
+        bundled = weights.load(tc.kind, latent, media)
+        if bundled is None:
+            raise SystemExit(f"init=bundled: no bundled {tc.kind} codec fits the latent config")
+        model.load_state_dict(bundled.state_dict())
+    elif tc.init:
+        raise SystemExit(f"init: 'bundled' or empty, not {tc.init!r}")
+    if tc.freeze_encoder:  # the latents stay exactly those a DiT was trained on
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith("enc"))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
+    onsets = train_set.effect_onsets() if tc.event_crop_prob > 0 else None
     run = Path(tc.out_dir) / tc.kind
     run.mkdir(parents=True, exist_ok=True)
     (run / "train_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(tc)))
@@ -207,10 +234,10 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
             loss, parts = video_step(model, train_set, rng, tc)
         else:
             assert isinstance(model, AudioAE)
-            loss, parts = audio_step(model, train_set, rng, tc)
+            loss, parts = audio_step(model, train_set, rng, tc, onsets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         step += 1
         history["train_step"].append(step)
@@ -234,7 +261,8 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
     bar.close()
     if export:
         assert isinstance(model, VideoAE | AudioAE)
-        _calibrate(model, train_set, rng, tc)
+        if not tc.freeze_encoder:  # a frozen encoder keeps its normalisation (and latents)
+            _calibrate(model, train_set, rng, tc)
         history["final_val"] = validate(model, tc.kind, val_set)
         history["train_config"] = OmegaConf.to_container(OmegaConf.structured(tc))
         weights.export(model, tc.kind, latent, media, history)

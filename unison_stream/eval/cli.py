@@ -39,8 +39,9 @@ def ensure_world(manifest: Path) -> Path:
 
 
 def _engine(args: argparse.Namespace) -> Any:
+    from unison_stream.config import load_config
     from unison_stream.engine import Engine
-    from unison_stream.model.checkpoint import bundled_checkpoint, load_model
+    from unison_stream.model.checkpoint import bundled_checkpoint, default_model, load_model
 
     if args.checkpoint == "none":
         torch.manual_seed(args.seed)  # random weights, the same ones on every run
@@ -53,7 +54,10 @@ def _engine(args: argparse.Namespace) -> Any:
                 f"no checkpoint at {path or f'the bundled weights of preset {args.preset!r}'}; "
                 "pass --checkpoint PATH, or --checkpoint none for random weights"
             )
-        model = load_model(path, overrides=args.overrides)
+        if args.checkpoint:  # its stored config, then the overrides
+            model = load_model(path, overrides=args.overrides)
+        else:  # the bundled weights as the server runs them: the preset's config
+            model = default_model(load_config(args.preset, args.overrides))
         log.info("evaluating %s", path)
     return Engine(model.cfg, model=model, max_sessions=2, max_ahead=2)
 
