@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from unison_stream.config import UnisonConfig, load_config
+from unison_stream.engine import EngineSession, MediaChunk
 from unison_stream.model.conditioning import Conditioning, TimedTrack
 from unison_stream.model.dit import UnisonDiT
 
@@ -122,3 +123,13 @@ def stream_chunks(model: UnisonDiT, inp: Inputs, chunks: int) -> tuple[Tensor, T
         outs_v.append(ov)
         outs_a.append(oa)
     return torch.cat(outs_v, dim=1), torch.cat(outs_a, dim=2)
+
+
+def take(s: EngineSession, n: int, timeout: float = 60.0) -> list[MediaChunk]:
+    """The session's next ``n`` chunks; fails the test if the stream stalls."""
+    out = []
+    for _ in range(n):
+        c = s.next_chunk(timeout=timeout)
+        assert c is not None, "the stream stalled"
+        out.append(c)
+    return out

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import TEST_OVERRIDES, live_model, random_cond
+from tests.helpers import TEST_OVERRIDES, live_model, random_cond, take
 from unison_stream.config import load_config
-from unison_stream.engine import Engine, EngineSession, MediaChunk, UtteranceEvent
+from unison_stream.engine import Engine, MediaChunk, UtteranceEvent
 from unison_stream.engine.planner import LetterTiming
 from unison_stream.engine.replica import (
     ProcessReplica,
@@ -31,20 +31,11 @@ OVERRIDES = [*TEST_OVERRIDES, "runtime.dtype=fp32", "runtime.threads=1"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _take(s: EngineSession, n: int) -> list[MediaChunk]:
-    out = []
-    for _ in range(n):
-        c = s.next_chunk(timeout=60)
-        assert c is not None, "the stream stalled"
-        out.append(c)
-    return out
-
-
 def _stream(replica: str) -> list[MediaChunk]:
     cfg = load_config("tiny", [*OVERRIDES, f"runtime.replica={replica}"])
     with Engine(cfg, model=live_model(cfg), timing=LetterTiming(), max_sessions=1) as eng:
         s = eng.open_session(identity=3, seed=5)
-        return _take(s, 6)  # idle: what a say changes depends on timing (chunks made ahead)
+        return take(s, 6)  # idle: what a say changes depends on timing (chunks made ahead)
 
 
 def test_process_replica_streams_what_the_in_process_replica_does() -> None:
@@ -60,19 +51,19 @@ def test_a_killed_replica_process_is_restarted_and_the_stream_goes_on() -> None:
     with Engine(cfg, model=live_model(cfg), timing=LetterTiming(), max_sessions=1) as eng:
         assert isinstance(eng.replica, ProcessReplica)
         s = eng.open_session()
-        chunks = _take(s, 2)
+        chunks = take(s, 2)
         pid = eng.replica.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
-        chunks += _take(s, 4)  # the chunk in flight fails; the stream re-sinks and goes on
+        chunks += take(s, 4)  # the chunk in flight fails; the stream re-sinks and goes on
         assert [c.index for c in chunks] == list(range(6)), "the media clock has no gap"
         assert eng.replica.restarts == 1 and eng.replica.pid != pid
         assert s.stats()["errors"] >= 1
         s.say("still here", utterance_id="v")
         events: list[UtteranceEvent] = []
         while not any(e.event == "finished" for e in events):
-            _take(s, 1)
+            take(s, 1)
             events += s.poll_events()
         assert [e.event for e in events if e.utterance_id == "v"] == [
             "queued",

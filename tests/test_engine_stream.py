@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import TEST_OVERRIDES
+from tests.helpers import TEST_OVERRIDES, take
 from unison_stream.config import load_config
-from unison_stream.engine import Engine, EngineClosedError, EngineSession, MediaChunk
+from unison_stream.engine import Engine, EngineClosedError, EngineSession
 from unison_stream.engine.audio import resample
 from unison_stream.engine.planner import LetterTiming
 from unison_stream.engine.replica import LocalReplica, ReplicaCore
@@ -43,15 +43,6 @@ def local_engine() -> Iterator[Engine]:
 def core(engine: Engine) -> ReplicaCore:
     assert isinstance(engine.replica, LocalReplica)
     return engine.replica.core
-
-
-def take(s: EngineSession, n: int) -> list[MediaChunk]:
-    out = []
-    for _ in range(n):
-        c = s.next_chunk(timeout=30)
-        assert c is not None, "the stream stalled"
-        out.append(c)
-    return out
 
 
 def until_event(s: EngineSession, event: str, limit: int = 60) -> tuple[list, list]:
