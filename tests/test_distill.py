@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
-from tests.helpers import live_model, small_config
+from tests.helpers import TEST_OVERRIDES, live_model, small_config
+from unison_stream.cli import main
+from unison_stream.model.checkpoint import save_model
 from unison_stream.training.batch import RandomLatentSource
 from unison_stream.training.config import DistillConfig
 from unison_stream.training.distill import FewStepDistiller
@@ -42,3 +47,27 @@ def test_student_history_rolls_out_its_own_samples() -> None:
     batch = RandomLatentSource(cfg, batch=1, chunks=3, seed=1).next_batch()
     out = distiller.train_step(batch, torch.Generator().manual_seed(0))
     assert out["video"] > 0 and out["audio"] > 0
+
+
+def test_distill_command_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
+    cfg = small_config("stream.window_chunks=2")
+    teacher = tmp_path / "teacher.safetensors"
+    save_model(live_model(cfg, std=0.05), teacher)
+    args = [
+        "train", "distill", "--train", "tiny_distill", *TEST_OVERRIDES, "stream.window_chunks=2",
+        f"init={teacher}", "data=random", f"out_dir={tmp_path / 'run'}", "batch=1",
+        "distill.teacher_steps=4", "distill.student_steps=2", "distill.chunks=3", "seq_chunks=3",
+        "lr=1e-3", "val_every=2", "ckpt_every=2", "log_every=1",
+    ]  # fmt: skip
+    assert main([*args, "steps=2"]) == 0
+    assert main([*args, "steps=4"]) == 0  # resumes at step 2
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").open()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    val = [r for r in log if "val_student_2step_mse_to_teacher_4step" in r]
+    assert [r["step"] for r in val] == [2, 4]
+    teacher_few = {r["val_teacher_2step_mse_to_teacher_4step"] for r in val}
+    assert len(teacher_few) == 1, "the teacher stays frozen (learning: the test above)"
+    student = load_file(str(tmp_path / "run" / "ckpt-000004.safetensors"))
+    assert any(
+        not torch.equal(student[f"model.{k}"], v) for k, v in load_file(str(teacher)).items()
+    )

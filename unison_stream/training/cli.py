@@ -177,6 +177,99 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_distill(args: argparse.Namespace) -> int:
+    """The few-step stage on a trained model (``init``: the teacher, the student's start)."""
+    import copy
+    import json
+    import time
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from tqdm import tqdm
+
+    from unison_stream.config import to_dict
+    from unison_stream.training.distill import FewStepDistiller
+    from unison_stream.training.trainer import _train_dict
+
+    model_over, train_over = split_overrides(list(args.overrides))
+    cfg = load_config(args.preset, model_over)
+    tcfg = load_train_config(args.train, train_over)
+    if not tcfg.init:
+        raise SystemExit("distill: set init to the trained model (the teacher)")
+    source = make_source(tcfg.data, cfg, tcfg, seed=tcfg.seed)
+    val = make_source(tcfg.data, cfg, tcfg, seed=999, split="val").next_batch()
+    teacher = UnisonDiT(cfg)
+    load_init(teacher, Path(tcfg.init))
+    student = copy.deepcopy(teacher)
+    distiller = FewStepDistiller(teacher, student, tcfg.distill, lr=tcfg.lr)
+    out = Path(tcfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(tcfg.seed)
+    step, history = 0, []
+    ckpts = sorted(out.glob("ckpt-*.safetensors"))
+    if ckpts:  # resume: student, optimizer moments, noise RNG, data position
+        t = load_file(str(ckpts[-1]))
+        student.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+        opt = distiller.opt.state_dict()
+        opt["state"] = {}
+        for k, v in t.items():
+            if k.startswith("optim."):
+                pid, name = k[6:].split(".", 1)
+                opt["state"].setdefault(int(pid), {})[name] = v
+        distiller.opt.load_state_dict(opt)
+        g.set_state(t["rng.noise"])
+        source.restore({"rng": t["source.rng"]})
+        with safe_open(str(ckpts[-1]), framework="pt") as f:
+            meta = f.metadata() or {}
+        step, history = int(meta["step"]), json.loads(meta["history"])
+    bf16 = tcfg.precision == "bf16"
+
+    def evaluate() -> dict[str, float]:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return {f"val_{k}": v for k, v in distiller.evaluate(val).items()}
+
+    if step == 0:
+        history.append({"step": 0, **evaluate()})
+    logf = (out / "train_log.jsonl").open("a")
+    bar = tqdm(total=tcfg.steps, initial=step, desc="distill", file=sys.stderr)
+    t0 = time.perf_counter()
+    while step < tcfg.steps:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            rec: dict[str, float] = dict(distiller.train_step(source.next_batch(), g))
+        step += 1
+        rec.update(step=step, wall_s=time.perf_counter() - t0)
+        if step % tcfg.val_every == 0 or step == tcfg.steps:
+            rec.update(evaluate())
+        if step % tcfg.log_every == 0 or any(k.startswith("val_") for k in rec):
+            history.append(rec)
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+        if step % tcfg.ckpt_every == 0 or step == tcfg.steps:
+            tensors = {
+                f"model.{k}": v.detach().contiguous() for k, v in student.state_dict().items()
+            }
+            for pid, st in distiller.opt.state_dict()["state"].items():
+                for name, v in st.items():
+                    tensors[f"optim.{pid}.{name}"] = torch.as_tensor(v).contiguous()
+            tensors["rng.noise"] = g.get_state()
+            tensors["source.rng"] = source.state()["rng"]
+            meta = {
+                "config": json.dumps(to_dict(cfg)),
+                "train_config": json.dumps(_train_dict(tcfg)),
+                "step": str(step),
+                "history": json.dumps(history),
+            }
+            path = out / f"ckpt-{step:06d}.safetensors"
+            save_file(tensors, str(path.with_suffix(".tmp")), metadata=meta)
+            path.with_suffix(".tmp").replace(path)
+        bar.update(1)
+        bar.set_postfix(video=f"{rec['video']:.4f}", audio=f"{rec['audio']:.4f}")
+    bar.close()
+    logf.close()
+    logging.getLogger(__name__).info("distilled: %s", json.dumps(history[-1]))
+    return 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("model", help="train the dual-stream model (torchrun-ready)")
     add_arguments(p)
@@ -198,6 +291,9 @@ def register(sub: Any) -> None:
         help="the EMA (default) or the raw weights (better when a short run's EMA still lags)",
     )
     e.set_defaults(func=run_export)
+    d = sub.add_parser("distill", help="few-step stage: distil a trained model's sampler")
+    add_arguments(d)
+    d.set_defaults(func=run_distill)
 
 
 def main(argv: list[str] | None = None) -> int:
