@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -182,15 +183,17 @@ class ReplicaCore:
         return getattr(self, op)(*args)
 
 
-class Replica:
+class Replica(ABC):
     """What the engine calls; ``index`` mirrors of the rows live in the engine."""
 
     cfg: UnisonConfig
     device: str
     dtype: str
 
+    @abstractmethod
     def call(self, op: str, *args: Any) -> Any:
-        raise NotImplementedError
+        """Run ``op`` (``open``, ``close``, ``reset``, ``step``) on the core; ReplicaError on
+        failure, ChunkCancelled for a cancelled step."""
 
     def open(self, session: str, seed: int) -> None:
         self.call("open", session, seed)
@@ -205,12 +208,12 @@ class Replica:
         res: list[Decoded | None] = self.call("step", req)
         return res
 
+    @abstractmethod
     def cancel(self, step_id: int) -> None:
         """Abandon step ``step_id`` if it is still running (any thread; never blocks on it)."""
-        raise NotImplementedError
 
-    def shutdown(self) -> None:
-        pass
+    def shutdown(self) -> None:  # noqa: B027 — in-process replicas hold nothing to stop
+        """Stop the replica (a child process); nothing to do in-process."""
 
 
 class LocalReplica(Replica):
