@@ -37,7 +37,6 @@ from unison_stream.codecs import load_decoders
 from unison_stream.config import UnisonConfig, load_config
 from unison_stream.engine.audio import Mixer
 from unison_stream.engine.engine import Engine
-from unison_stream.engine.replica import ProcessReplica
 from unison_stream.engine.session import EngineSession
 from unison_stream.model.checkpoint import default_model
 from unison_stream.model.conditioning import TimedTrack
@@ -61,7 +60,7 @@ def _status_mb(pids: list[str], field: str) -> float:
 
 def _pids(eng: Engine) -> list[str]:
     """This process and the replica's child, if any."""
-    child = eng.replica.pid if isinstance(eng.replica, ProcessReplica) else None
+    child = eng.replica.pid
     return ["self"] + ([str(child)] if child is not None else [])
 
 

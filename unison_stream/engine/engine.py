@@ -44,7 +44,6 @@ from unison_stream.engine.batching import cat_conditioning, window_fill
 from unison_stream.engine.planner import LEAD_POLICIES, Planner, TimingProvider
 from unison_stream.engine.replica import (
     Decoded,
-    ProcessReplica,
     ReplicaError,
     StepRequest,
     make_replica,
@@ -481,10 +480,9 @@ class Engine:
     def _resink_after_restart(self) -> None:
         """After the replica process was restarted every row is empty: all sessions re-sink
         (under the lock)."""
-        restarts = self.replica.restarts if isinstance(self.replica, ProcessReplica) else 0
-        if restarts == self._restarts:
+        if self.replica.restarts == self._restarts:
             return
-        self._restarts = restarts
+        self._restarts = self.replica.restarts
         for sid, s in self._sessions.items():
             s._needs_sink = True
             self._slots[sid].index = 0

@@ -189,6 +189,8 @@ class Replica(ABC):
     cfg: UnisonConfig
     device: str
     dtype: str
+    restarts: int = 0  # times the replica was restarted after dying (its rows were lost)
+    pid: int | None = None  # the child process serving it, if any
 
     @abstractmethod
     def call(self, op: str, *args: Any) -> Any:
@@ -256,6 +258,7 @@ class ProcessReplica(Replica):
         self._proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(fd,))
         theirs.close()
         self._conn = Connection(mine.detach())
+        self.pid = self._proc.pid
         try:
             info = self._exchange("init", self._spec)
         except BaseException:  # a bad checkpoint, say: leave no child behind
@@ -299,10 +302,6 @@ class ProcessReplica(Replica):
                 self.restarts += 1
                 self._start()  # every session starts again from its identity sink
                 raise ReplicaError(f"replica process died (exit code {code})") from e
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid
 
     def shutdown(self) -> None:
         with self._lock, self._send_lock:
