@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from unison_stream.data.synth import speech
+from unison_stream.data.synth.sfx import audible_length, synth_event, typical_span_s
 from unison_stream.engine.planner import EspeakTiming, LetterTiming, Planner, parse
 from unison_stream.vocab import SILENCE_ID, event_id
 
@@ -42,9 +44,26 @@ def test_plan_places_events_in_pauses_and_covers_the_track() -> None:
     (e1, c1), (e2, c2) = plan.contacts
     assert (e1, e2) == ("clap", "snap")
     assert c2 - c1 >= 0.9 - 1e-9, "gestures never overlap (world's min spacing)"
-    i_clap = tr.ids.index(event_id("clap"))
-    assert tr.start[i_clap] <= c1 <= tr.end[i_clap], "the event token spans its contact"
+    for name, contact in plan.contacts:  # annotated as the world (and so training) does it
+        i = tr.ids.index(event_id(name))
+        assert tr.start[i] == contact, "the event token starts at the contact (audio onset)"
+        assert tr.end[i] - tr.start[i] == pytest.approx(typical_span_s(name, 16000))
+        pause = [
+            k for k, (j, s, e) in enumerate(zip(tr.ids, tr.start, tr.end, strict=True))
+            if j == SILENCE_ID and s < contact < e
+        ]  # fmt: skip
+        assert pause, "a silence token spans the pause that holds the event"
     assert plan.duration_s >= max(tr.end) and plan.duration_s >= c2 + 0.36
+
+
+def test_typical_span_is_the_median_audible_length_the_world_annotates() -> None:
+    """Spans differ by class (a snap rings ~50 ms, a bell ~0.9 s); the planner's token must
+    carry the class's own, as the world's ``audio_end`` does."""
+    rng = np.random.default_rng(7)
+    for name, lo, hi in (("snap", 0.03, 0.08), ("clap", 0.06, 0.16), ("bell", 0.6, 0.91)):
+        lengths = [audible_length(synth_event(name, rng, 16000)) / 16000 for _ in range(32)]
+        assert lo <= typical_span_s(name, 16000) <= hi
+        assert abs(typical_span_s(name, 16000) - float(np.median(lengths))) < 0.25 * (hi - lo)
 
 
 def test_window_is_relative_to_the_chunk_and_lead_follows_the_plan() -> None:

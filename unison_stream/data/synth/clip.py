@@ -25,14 +25,12 @@ from unison_stream.data.synth.config import WorldConfig
 from unison_stream.data.synth.face import FaceRenderer, FaceState
 from unison_stream.data.synth.gesture import PROPS, hands_at
 from unison_stream.data.synth.identity import Identity
-from unison_stream.data.synth.sfx import synth_event
+from unison_stream.data.synth.sfx import audible_length, synth_event
 from unison_stream.data.synth.speech import Timed, synthesize
 from unison_stream.data.synth.text import Script, caption
 from unison_stream.data.synth.visemes import mouth_track, viseme_track
 
 __all__ = ["Clip", "ClipSpec", "EventTiming", "make_clip", "sample_spec"]
-
-_END_LEVEL = 0.01  # an effect "ends" when it falls below −40 dB of its peak
 
 
 @dataclass(frozen=True)
@@ -255,8 +253,7 @@ def make_clip(spec: ClipSpec, cfg: WorldConfig) -> Clip:
         at = frame * spf
         x = x[: n - at]
         effects[at : at + len(x)] += x
-        loud = np.nonzero(np.abs(x) > _END_LEVEL * np.abs(x).max())[0]
-        end = (at + int(loud[-1]) + 1) / sr if len(loud) else at / sr
+        end = (at + audible_length(x)) / sr
         events.append(EventTiming(name, at / sr, end, frame, frame / cfg.fps))
     bed = synth_ambience(spec.ambience, rng, n, sr) * _db(float(rng.uniform(*cfg.ambience_rms_db)))
     sfx = effects + bed

@@ -8,6 +8,7 @@ Every waveform is peak-normalised to 1; the mixer sets its level.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -15,9 +16,10 @@ from scipy.signal import butter, sosfilt
 
 from unison_stream.vocab import EVENT_CLASSES
 
-__all__ = ["ATTACK_S", "synth_event"]
+__all__ = ["ATTACK_S", "END_LEVEL", "audible_length", "synth_event", "typical_span_s"]
 
 ATTACK_S = 0.002  # linear fade-in of every effect: 2 ms, well inside one 40 ms video frame
+END_LEVEL = 0.01  # an effect "ends" when it falls below −40 dB of its peak
 
 
 def _band(x: np.ndarray, lo: float, hi: float, sr: int, order: int = 2) -> np.ndarray:
@@ -104,3 +106,19 @@ def synth_event(name: str, rng: np.random.Generator, sample_rate: int) -> np.nda
     x[:ramp] *= np.linspace(0.0, 1.0, ramp, endpoint=False) + 1.0 / ramp
     x /= max(1e-9, float(np.abs(x).max()))
     return x.astype(np.float32)
+
+
+def audible_length(x: np.ndarray) -> int:
+    """Samples from the start of effect ``x`` to its last one above ``END_LEVEL`` × its peak."""
+    loud = np.nonzero(np.abs(x) > END_LEVEL * np.abs(x).max(initial=0.0))[0]
+    return int(loud[-1]) + 1 if len(loud) else 0
+
+
+@functools.cache
+def typical_span_s(name: str, sample_rate: int, draws: int = 64) -> float:
+    """Median audible length (s) of ``draws`` seeded instances of effect ``name``: the span
+    (onset → ``audio_end``) its event token has in the world's annotations, hence in training.
+    About 0.05 s for a snap, 0.1 clap, 0.19 knock, 0.38 whoosh, 0.9 bell."""
+    rng = np.random.default_rng(0)
+    spans = [audible_length(synth_event(name, rng, sample_rate)) for _ in range(draws)]
+    return float(np.median(spans)) / sample_rate
