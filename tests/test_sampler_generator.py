@@ -7,8 +7,10 @@ import itertools
 import torch
 
 from tests.helpers import live_model, make_track, random_cond, small_config
+from unison_stream.model.conditioning import TimedTrack
 from unison_stream.model.generator import CausalGenerator, PlanSlice
 from unison_stream.model.sampler import Sampler, forcing_schedule, time_grid
+from unison_stream.vocab import FIRST_EVENT_ID, event_id
 
 
 def test_time_grid_runs_from_noise_to_clean() -> None:
@@ -155,3 +157,49 @@ def test_generator_is_deterministic_by_seed() -> None:
     c = CausalGenerator(model, seed=4).step(_plan(cfg))
     assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio)
     assert not torch.equal(a.video, c.video)
+
+
+def _event_plan(cfg, at: float = 0.1) -> PlanSlice:
+    """A phoneme track plus a clap ``at`` s into the chunk."""
+    t = make_track(cfg.chunk_seconds())
+    assert max(t.ids) < FIRST_EVENT_ID, "the helper track holds phonemes only"
+    t = TimedTrack((*t.ids, event_id("clap")), (*t.start, at), (*t.end, at + 0.04))
+    return PlanSlice(cond=random_cond(cfg).with_tracks([t]))
+
+
+def test_event_guidance_costs_a_call_only_in_chunks_that_request_an_event() -> None:
+    cfg = small_config("stream.commit=last_step", "sampler.event_guidance=3.0")
+    model = live_model(cfg, std=0.1)
+    calls: list[bool] = []
+    real = model.forward_chunk
+
+    def counting(*args, **kw):
+        calls.append(kw["write"])
+        return real(*args, **kw)
+
+    model.forward_chunk = counting  # type: ignore[method-assign]
+    gen = CausalGenerator(model)
+    gen.step(_plan(cfg))
+    assert calls == [False, False, False, True], "no event: one call per step"
+    calls.clear()
+    gen.step(_event_plan(cfg))
+    # per step: the read-only call without the event first, then the real one (last writes)
+    assert calls == [False, False] * 3 + [False, True]
+
+
+def test_event_guidance_steers_only_the_sfx_velocity() -> None:
+    """One solver step (so no guided input feeds a later call): video and speech are those of
+    the unguided sampler bit for bit, the SFX moves; without an event nothing changes."""
+    outs = {}
+    for g in (1.0, 3.0):
+        cfg = small_config("sampler.steps=1", f"sampler.event_guidance={g}")
+        model = live_model(cfg, std=0.1)
+        outs[g] = (
+            CausalGenerator(model, seed=0).step(_event_plan(cfg)),
+            CausalGenerator(model, seed=0).step(_plan(cfg)),
+        )
+    (ev1, plain1), (ev3, plain3) = outs[1.0], outs[3.0]
+    assert torch.equal(ev1.video, ev3.video) and torch.equal(ev1.speech, ev3.speech)
+    assert ev1.sfx is not None and ev3.sfx is not None
+    assert (ev1.sfx - ev3.sfx).abs().max() > 1e-3
+    assert torch.equal(plain1.audio, plain3.audio) and torch.equal(plain1.video, plain3.video)

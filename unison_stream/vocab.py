@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "EVENT_CLASSES",
+    "FIRST_EVENT_ID",
     "PAD_ID",
     "PHONEMES",
     "SILENCE_ID",
@@ -50,6 +51,7 @@ TRACK_VOCAB: tuple[str, ...] = (
     *(f"<{e}>" for e in EVENT_CLASSES),
 )
 PAD_ID = 0
+FIRST_EVENT_ID = len(TRACK_VOCAB) - len(EVENT_CLASSES)  # event tokens close the vocabulary
 UNK_ID = 1
 SILENCE_ID = 2
 _INDEX = {s: i for i, s in enumerate(TRACK_VOCAB)}

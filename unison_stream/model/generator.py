@@ -17,7 +17,7 @@ chunk costs only the commit pass.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -25,6 +25,7 @@ from torch import Tensor
 from unison_stream.model.conditioning import Conditioning
 from unison_stream.model.dit import UnisonDiT, patchify, unpatchify
 from unison_stream.model.sampler import Sampler
+from unison_stream.vocab import FIRST_EVENT_ID
 
 __all__ = ["AVChunk", "CausalGenerator", "ChunkCancelled", "PlanSlice"]
 
@@ -64,6 +65,17 @@ class AVChunk:
     def sfx(self) -> Tensor | None:
         """(B, Nc, Ca) SFX latents, or None without the split."""
         return self.audio[:, 1] if self.audio.shape[1] == 2 else None
+
+
+def _without_events(cond: Conditioning, chunk_s: float) -> Conditioning | None:
+    """``cond`` with its event tokens masked out, or None when no event starts inside the
+    chunk ``[0, chunk_s)`` (track times are chunk-relative): only the chunk holding an
+    effect's attack pays for guidance."""
+    is_event = (cond.track_ids >= FIRST_EVENT_ID) & cond.track_mask  # (B, L)
+    starts_here = is_event & (cond.track_start >= 0) & (cond.track_start < chunk_s)
+    if not bool(starts_here.any()):
+        return None
+    return replace(cond, track_mask=cond.track_mask & ~is_event)
 
 
 class CausalGenerator:
@@ -122,6 +134,8 @@ class CausalGenerator:
         noise_a = torch.randn(shape_a, generator=self._gen, device=self.device)
         cond = plan.cond.to(self.device)
         last_step_commit = cfg.stream.commit == "last_step"
+        guided = cfg.sampler.event_guidance != 1.0
+        bare = _without_events(cond, cfg.chunk_seconds()) if guided else None
         committed = False
 
         def denoise(
@@ -132,9 +146,18 @@ class CausalGenerator:
                 raise ChunkCancelled
             write = final and last_step_commit
             committed = committed or write
-            return m.forward_chunk(
+            va_bare = None
+            if bare is not None and xa.shape[1] == 2:  # before a writing call: reads only
+                _, va_bare = m.forward_chunk(
+                    xv, xa, tv, ta, bare, cache=self.cache, chunk_index=k, write=False
+                )
+            vv, va = m.forward_chunk(
                 xv, xa, tv, ta, cond, cache=self.cache, chunk_index=k, write=write
             )
+            if va_bare is not None:  # guide the SFX sub-stream towards the requested events
+                g = cfg.sampler.event_guidance
+                va = torch.cat([va[:, :1], va_bare[:, 1:] + g * (va[:, 1:] - va_bare[:, 1:])], 1)
+            return vv, va
 
         clean_v = None
         if plan.clean_video is not None:
