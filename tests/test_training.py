@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers import TEST_OVERRIDES, small_config
+from unison_stream.model.conditioning import Conditioning, TimedTrack
 from unison_stream.training.batch import RandomLatentSource
 from unison_stream.training.config import (
     CurriculumConfig,
@@ -19,8 +20,15 @@ from unison_stream.training.config import (
     TrainConfig,
     load_train_config,
 )
-from unison_stream.training.forcing import NoisePlan, flow_losses, sample_noise_plan, stage_at
+from unison_stream.training.forcing import (
+    NoisePlan,
+    event_frame_weights,
+    flow_losses,
+    sample_noise_plan,
+    stage_at,
+)
 from unison_stream.training.trainer import Trainer
+from unison_stream.vocab import SILENCE_ID, event_id
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,6 +86,34 @@ def test_forcing_weights_favour_the_noisier_modality() -> None:
     out = flow_losses(pv, pa, tv, ta, video_cleaner, lam=0.5, forcing=False, sfx_weight=3.0)
     assert abs(float(out["loss"]) - 5.0) < 1e-6, "only the SFX term is multiplied"
     assert out["sfx"] == 1, "the reported SFX loss stays unweighted"
+
+
+def test_event_frames_weigh_more_in_the_sfx_loss() -> None:
+    """Frames overlapping [onset − 40 ms, onset + 160 ms] of an event weigh 1 + w; phonemes and
+    masked padding do not count; the reported SFX term stays unweighted."""
+    tracks = [
+        TimedTrack((SILENCE_ID, event_id("clap")), (0.0, 0.50), (0.5, 0.54)),
+        TimedTrack((SILENCE_ID,), (0.0,), (1.28,)),
+    ]
+    g = torch.Generator().manual_seed(0)
+    cond = Conditioning.random(
+        2, text_dim=8, caption_len=3, identity_shape=(4, 8), generator=g, tracks=tracks
+    )
+    w = event_frame_weights(cond, 32, 25.0, 4.0)  # frame n covers [n/25, (n+1)/25) s
+    assert w[1].eq(1).all(), "a track without events weighs every frame 1"
+    assert w[0].eq(5).nonzero().flatten().tolist() == list(range(11, 17))  # 0.44 … 0.68 s
+    b, k, n = 2, 4, 32
+    plan = NoisePlan(torch.full((b, k), 0.5), torch.full((b, k), 0.5), torch.zeros(b))
+    pv, tv = torch.zeros(b, 16, 2, 3), torch.zeros(b, 16, 2, 3)
+    pa, ta = torch.zeros(b, 2, n, 3), torch.zeros(b, 2, n, 3)
+    pa[0, 1, 13] = 1.0  # one SFX error inside the event's frames
+    plain = flow_losses(pv, pa, tv, ta, plan, 0.5)
+    weighted = flow_losses(pv, pa, tv, ta, plan, 0.5, sfx_frame_weight=w)
+    assert torch.isclose(weighted["loss"], 5 * plain["loss"])
+    assert torch.equal(weighted["sfx"], plain["sfx"])
+    pa[0, 1, 13], pa[0, 1, 25] = 0.0, 1.0  # the same error far from the event
+    assert torch.isclose(flow_losses(pv, pa, tv, ta, plan, 0.5, sfx_frame_weight=w)["loss"],
+                         plain["loss"])  # fmt: skip
 
 
 def _trainer(tmp: Path, steps: int, fixed: bool = False, **kw: object) -> Trainer:

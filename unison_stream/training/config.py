@@ -66,6 +66,8 @@ class TrainConfig:
     init: str = ""  # weights to start from (an exported model or a run checkpoint); "" = random
     sfx_weight: float = 1.0  # multiplier of the SFX term (effects are sparse: ~1 per clip)
     event_window_prob: float = 0.0  # per sequence: the window is cut around a random event
+    # SFX latent frames overlapping [onset − 40 ms, onset + 160 ms] of an event weigh 1 + this
+    event_frame_weight: float = 0.0
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -102,8 +104,8 @@ def load_train_config(
         raise ConfigError("precision: fp32 or bf16")
     if cfg.strategy not in ("ddp", "fsdp"):
         raise ConfigError("strategy: ddp or fsdp")
-    if cfg.sfx_weight < 0 or not 0 <= cfg.event_window_prob <= 1:
-        raise ConfigError("sfx_weight: ≥ 0; event_window_prob: in [0, 1]")
+    if cfg.sfx_weight < 0 or cfg.event_frame_weight < 0 or not 0 <= cfg.event_window_prob <= 1:
+        raise ConfigError("sfx_weight, event_frame_weight: ≥ 0; event_window_prob: in [0, 1]")
     if cfg.seq_chunks < 2:
         raise ConfigError("seq_chunks: ≥ 2 (the reference chunk and at least one generated chunk)")
     return cfg

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from unison_stream.model.conditioning import Conditioning
 from unison_stream.training.config import CurriculumConfig, TaskConfig
+from unison_stream.vocab import FIRST_EVENT_ID
 
-__all__ = ["NoisePlan", "flow_losses", "sample_noise_plan", "stage_at"]
+__all__ = ["NoisePlan", "event_frame_weights", "flow_losses", "sample_noise_plan", "stage_at"]
 
 TASKS = ("text_to_av", "audio_to_video", "video_to_audio")
 
@@ -87,10 +89,39 @@ def sample_noise_plan(
     return NoisePlan(t_v, t_a, task)
 
 
-def _chunk_mse(pred: Tensor, target: Tensor, chunks: int, dim: int) -> Tensor:
-    """Mean squared error per chunk: splits ``dim`` into ``chunks`` equal parts → (B, K)."""
+EVENT_FRAME_SPAN_S = (-0.04, 0.16)  # an effect's attack and early body around its onset
+
+
+def event_frame_weights(
+    cond: Conditioning,
+    frames: int,
+    hz: float,
+    weight: float,
+    span: tuple[float, float] = EVENT_FRAME_SPAN_S,
+) -> Tensor:
+    """(B, frames) loss weights of audio latent frames: ``1 + weight`` for a frame that overlaps
+    ``[onset + span[0], onset + span[1]]`` of an event token of ``cond``'s track (times from the
+    sequence start), 1 elsewhere. An effect's attack fills one or two of the ~8 frames of a
+    chunk, so a chunk mean alone gives it little weight."""
+    onset = cond.track_start  # (B, L)
+    is_event = (cond.track_ids >= FIRST_EVENT_ID) & cond.track_mask
+    t0 = torch.arange(frames, device=onset.device, dtype=onset.dtype) / hz  # (N,) frame starts
+    hit = (t0[None, :, None] + 1 / hz > onset[:, None] + span[0]) & (
+        t0[None, :, None] < onset[:, None] + span[1]
+    )  # (B, N, L)
+    near = (hit & is_event[:, None]).any(-1)  # (B, N)
+    return 1.0 + weight * near.float()
+
+
+def _chunk_mse(
+    pred: Tensor, target: Tensor, chunks: int, dim: int, weight: Tensor | None = None
+) -> Tensor:
+    """Mean squared error per chunk: splits ``dim`` into ``chunks`` equal parts → (B, K).
+    ``weight`` (B, T) scales each position along ``dim`` first."""
     err = (pred - target).pow(2)
     err = err.movedim(dim, 1)  # (B, T, …)
+    if weight is not None:
+        err = err * weight.view(*weight.shape, *([1] * (err.dim() - 2)))
     b, t = err.shape[:2]
     return err.reshape(b, chunks, t // chunks, -1).mean(dim=(2, 3))
 
@@ -105,12 +136,14 @@ def flow_losses(
     *,
     forcing: bool = True,
     sfx_weight: float = 1.0,
+    sfx_frame_weight: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Separate flow-matching losses for video, speech and SFX, weighted by direction.
 
     pred/target_v (B, F, P, Cv·p²), pred/target_a (B, S, N, Ca); only noisy chunks (t > 0)
-    count. Returns ``loss`` (the weighted total, the SFX term also times ``sfx_weight``) and
-    the unweighted ``video``, ``speech``, ``sfx`` (and ``audio`` when S = 1) terms.
+    count. Returns ``loss`` (the weighted total, the SFX term also times ``sfx_weight`` and,
+    frame by frame, ``sfx_frame_weight`` (B, N): see :func:`event_frame_weights`) and the
+    unweighted ``video``, ``speech``, ``sfx`` (and ``audio`` when S = 1) terms.
     """
     k = plan.t_video.shape[1]
     mv = plan.t_video > 0
@@ -129,6 +162,11 @@ def flow_losses(
     for i, name in enumerate(names):
         mse = _chunk_mse(pred_a[:, i], target_a[:, i], k, 1)
         out[name] = masked(mse, torch.ones_like(d), ma)
-        total = total + masked(mse, w_a, ma) * (sfx_weight if name == "sfx" else 1.0)
+        if name == "sfx":
+            if sfx_frame_weight is not None:
+                mse = _chunk_mse(pred_a[:, i], target_a[:, i], k, 1, sfx_frame_weight)
+            total = total + masked(mse, w_a, ma) * sfx_weight
+        else:
+            total = total + masked(mse, w_a, ma)
     out["loss"] = total
     return out

@@ -32,7 +32,7 @@ from unison_stream.config import UnisonConfig
 from unison_stream.model.conditioning import Conditioning, TimedTrack
 from unison_stream.model.dit import patchify
 from unison_stream.training.batch import TrainBatch
-from unison_stream.vocab import EVENT_CLASSES, TRACK_VOCAB
+from unison_stream.vocab import FIRST_EVENT_ID
 
 __all__ = ["LatentShardSource", "latent_stats", "prepare_latents"]
 
@@ -163,13 +163,13 @@ class LatentShardSource:
         self.per_v = per_v
         # (item index, event start in clip seconds) for every sound event of a usable clip that
         # starts inside its whole chunks
-        first_event = len(TRACK_VOCAB) - len(EVENT_CLASSES)
         track, cs = self.t["track"], cfg.chunk_seconds()
         self.events = [
             (j, float(track[r, 1]))
             for j, (v0, v1, t0, t1, _) in enumerate(self.items)
             for r in range(t0, t1)
-            if int(track[r, 0]) >= first_event and float(track[r, 1]) + 1e-4 < (v1 - v0) // fc * cs
+            if int(track[r, 0]) >= FIRST_EVENT_ID
+            and float(track[r, 1]) + 1e-4 < (v1 - v0) // fc * cs
         ]
         self.event_prob = event_prob if self.events else 0.0
         self.g = torch.Generator().manual_seed(seed)

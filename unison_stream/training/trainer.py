@@ -32,7 +32,13 @@ from unison_stream.config import UnisonConfig, to_dict
 from unison_stream.model.dit import UnisonDiT, patchify
 from unison_stream.training.batch import BatchSource, TrainBatch
 from unison_stream.training.config import TrainConfig
-from unison_stream.training.forcing import TASKS, NoisePlan, flow_losses, sample_noise_plan
+from unison_stream.training.forcing import (
+    TASKS,
+    NoisePlan,
+    event_frame_weights,
+    flow_losses,
+    sample_noise_plan,
+)
 
 __all__ = ["Trainer", "expand_plan", "setup_distributed"]
 
@@ -122,6 +128,11 @@ class Trainer:
             pred_v, pred_a = net(xt_v, xt_a, t_v, t_a, batch.cond)
         forcing = cfg.model.ablation.cross_modal_forcing
         lam = self.tcfg.curriculum.lam
+        frame_w = None
+        if self.tcfg.event_frame_weight > 0 and x0_a.shape[1] == 2:
+            frame_w = event_frame_weights(
+                batch.cond, x0_a.shape[2], cfg.latent.audio_hz, self.tcfg.event_frame_weight
+            )
         return flow_losses(
             pred_v.float(),
             pred_a.float(),
@@ -131,6 +142,7 @@ class Trainer:
             lam,
             forcing=forcing,
             sfx_weight=self.tcfg.sfx_weight,
+            sfx_frame_weight=frame_w,
         )
 
     def train_step(self) -> dict[str, float]:
