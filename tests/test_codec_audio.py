@@ -61,8 +61,11 @@ def test_istft_head_reconstructs_its_own_analysis():
     assert tail.shape == (1, lead)
 
 
-def test_chunked_decode_equals_full_decode():
-    ae = _ae(AudioCodecConfig())
+@pytest.mark.parametrize(
+    "cfg", [AudioCodecConfig(), AudioCodecConfig(dec_n_fft=320, dec_stft_hop=80)], ids=str
+)
+def test_chunked_decode_equals_full_decode(cfg: AudioCodecConfig):
+    ae = _ae(cfg)
     z = torch.randn(2, 16, 32)
     dec = StreamingAudioDecoder(ae)
     full = dec.decode(z)
@@ -74,6 +77,24 @@ def test_chunked_decode_equals_full_decode():
             at += n
         diff = np.abs(np.concatenate(parts, 1) - full)
         assert diff.max() < 1e-5 * max(1.0, float(np.abs(full).max())), f"chunks {sizes}"
+
+
+def test_decoder_with_its_own_stft_keeps_the_encoder_and_its_latents():
+    """A decoder with a shorter STFT (20 ms) starts from a trained codec: every encoder tensor
+    is loaded (same latents), the new head is fresh, frames are dec_n_fft long."""
+    from unison_stream.codecs.train import _load_fitting
+
+    old = _ae()
+    cfg = AudioCodecConfig(width=64, enc_blocks=1, dec_blocks=2, dec_n_fft=320, dec_stft_hop=80)
+    new = AudioAE(cfg, LatentConfig(), MediaConfig()).eval()
+    _load_fitting(new, old.state_dict(), need_encoder=True)
+    x = _tones(1, 0.64)
+    torch.testing.assert_close(new.encode(x), old.encode(x), rtol=0, atol=0)
+    frames, _ = new.decode_frames(new.encode(x))
+    assert frames.shape == (1, 16 * 8, 320)  # 8 frames of hop 80 per 640-sample latent frame
+    wide = AudioAE(AudioCodecConfig(width=32), LatentConfig(), MediaConfig())
+    with pytest.raises(SystemExit, match="encoder does not fit"):
+        _load_fitting(wide, old.state_dict(), need_encoder=True)
 
 
 def _seam_ratio(y: np.ndarray, joins: list[int], w: int = 32) -> float:

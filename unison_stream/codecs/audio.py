@@ -5,11 +5,14 @@ J STFT frames (J = N·r, r = hop / stft_hop = 4), D width, Ca latent channels.
 
 - **Encoder** (non-causal, sees the whole input): log-magnitude STFT (``n_fft`` 640, hop 160,
   frames starting at ``j·stft_hop``) → ConvNeXt-1d blocks → a stride-``r`` conv to Ca channels.
-- **Decoder** (causal, Vocos-style): per-latent linear to ``r`` frames of width D → causal
+- **Decoder** (causal, Vocos-style): per-latent linear to ``r_dec`` frames of width D → causal
   ConvNeXt blocks (depthwise conv padded on the left only) → linear to log-magnitude and phase
-  of ``n_fft/2+1`` bins → inverse FFT per frame → windowed overlap-add.
+  of ``dec_n_fft/2+1`` bins → inverse FFT per frame → windowed overlap-add. The decoder's STFT
+  (``dec_n_fft``, ``dec_stft_hop``) may be shorter than the encoder's: a shorter window
+  spreads an attack over fewer ms before it.
 - **Streaming**: each depthwise conv keeps its last ``kernel − 1`` inputs, and the overlap-add
-  keeps the ``n_fft − stft_hop`` samples still open. Decoding chunk by chunk therefore gives the
+  keeps the ``dec_n_fft − dec_stft_hop`` samples still open. Decoding chunk by chunk therefore
+  gives the
   same samples as decoding at once, and chunk joins carry no seam (tested). A latent frame
   ``n`` decodes to samples ``[n·hop, (n+1)·hop)`` with no look-ahead.
 
@@ -68,8 +71,10 @@ class _ConvNeXt(nn.Module):
 class AudioAE(nn.Module):
     """Waveform ↔ latents; see the module docstring."""
 
-    window: torch.Tensor  # (n_fft,) periodic Hann, analysis and synthesis
-    ola_gain: torch.Tensor  # () steady-state Σ window² per sample
+    window: torch.Tensor  # (n_fft,) periodic Hann of the encoder's analysis
+    ola_gain: torch.Tensor  # () kept for old weight files; the decoder uses dec_ola_gain
+    dec_window: torch.Tensor  # (dec_n_fft,) periodic Hann of the decoder's synthesis
+    dec_ola_gain: torch.Tensor  # () steady-state Σ dec_window² per sample
     latent_mean: torch.Tensor  # (Ca,) buffers: raw latent statistics measured after training
     latent_std: torch.Tensor
 
@@ -81,8 +86,14 @@ class AudioAE(nn.Module):
         self.hop = round(hop)
         assert self.hop % cfg.stft_hop == 0, f"latent hop {self.hop} must be k·stft_hop"
         assert cfg.n_fft % cfg.stft_hop == 0, "n_fft must be a multiple of stft_hop (OLA blocks)"
-        self.r = self.hop // cfg.stft_hop  # STFT frames per latent frame
+        self.r = self.hop // cfg.stft_hop  # STFT frames per latent frame (encoder)
+        self.dec_n_fft = cfg.dec_n_fft or cfg.n_fft
+        self.dec_hop = cfg.dec_stft_hop or cfg.stft_hop
+        assert self.hop % self.dec_hop == 0, f"latent hop {self.hop} must be k·dec_stft_hop"
+        assert self.dec_n_fft % self.dec_hop == 0, "dec_n_fft must be a multiple of its hop"
+        self.r_dec = self.hop // self.dec_hop  # decoder frames per latent frame
         bins, d, ca = cfg.n_fft // 2 + 1, cfg.width, latent.audio_channels
+        dec_bins = self.dec_n_fft // 2 + 1
         # ---- encoder ---------------------------------------------------------------------
         self.enc_in = nn.Conv1d(bins, d, 1)
         self.enc_blocks = nn.ModuleList(
@@ -91,16 +102,20 @@ class AudioAE(nn.Module):
         self.enc_norm = nn.LayerNorm(d)
         self.enc_out = nn.Conv1d(d, ca, self.r, stride=self.r)
         # ---- decoder ---------------------------------------------------------------------
-        self.dec_in = nn.Linear(ca, d * self.r)
+        self.dec_in = nn.Linear(ca, d * self.r_dec)
         self.dec_blocks = nn.ModuleList(
             [_ConvNeXt(d, cfg.kernel, cfg.mlp_ratio, causal=True) for _ in range(cfg.dec_blocks)]
         )
         self.dec_norm = nn.LayerNorm(d)
-        self.head = nn.Linear(d, 2 * bins)
+        self.head = nn.Linear(d, 2 * dec_bins)
         self.register_buffer("window", torch.hann_window(cfg.n_fft, periodic=True))
-        # steady-state OLA gain of the squared window (Hann at hop n_fft/4: 1.5)
         wsq = self.window.square().view(-1, cfg.stft_hop).sum(0)
         self.register_buffer("ola_gain", wsq.mean())
+        dec_window = torch.hann_window(self.dec_n_fft, periodic=True)
+        self.register_buffer("dec_window", dec_window, persistent=False)
+        # steady-state OLA gain of the squared window (Hann at hop n_fft/4: 1.5)
+        dec_wsq = dec_window.square().view(-1, self.dec_hop).sum(0)
+        self.register_buffer("dec_ola_gain", dec_wsq.mean(), persistent=False)
         self.register_buffer("latent_mean", torch.zeros(ca))
         self.register_buffer("latent_std", torch.ones(ca))
 
@@ -128,34 +143,35 @@ class AudioAE(nn.Module):
     def decode_frames(
         self, z: torch.Tensor, states: list[torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(B, N, Ca) normalised latents → windowed time frames (B, J, n_fft), new conv states."""
+        """(B, N, Ca) normalised latents → windowed time frames (B, J, dec_n_fft), new conv
+        states (J = N·r_dec)."""
         b, n, _ = z.shape
         z = z * self.latent_std + self.latent_mean
-        h = self.dec_in(z).view(b, n, self.r, -1).flatten(1, 2).transpose(1, 2)  # (B, D, J)
+        h = self.dec_in(z).view(b, n, self.r_dec, -1).flatten(1, 2).transpose(1, 2)  # (B, D, J)
         new_states: list[torch.Tensor] = []
         for i, blk in enumerate(self.dec_blocks):
             h, st = blk(h, None if states is None else states[i])
             new_states.append(st)
-        h = self.head(self.dec_norm(h.transpose(1, 2)))  # (B, J, 2·bins)
+        h = self.head(self.dec_norm(h.transpose(1, 2)))  # (B, J, 2·dec_bins)
         logmag, phase = h.chunk(2, -1)
         mag = torch.exp(logmag.clamp(max=6.0))
         spec = torch.polar(mag, phase)  # (B, J, bins) complex
-        frames = torch.fft.irfft(spec, n=self.cfg.n_fft) * self.window  # (B, J, n_fft)
+        frames = torch.fft.irfft(spec, n=self.dec_n_fft) * self.dec_window  # (B, J, dec_n_fft)
         return frames, new_states
 
     def overlap_add(
         self, frames: torch.Tensor, tail: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, J, n_fft) frames [+ (B, n_fft−stft_hop) open samples] → (B, J·stft_hop) finished
-        samples and the new open tail."""
+        """(B, J, dec_n_fft) frames [+ (B, dec_n_fft − dec_hop) open samples] → (B, J·dec_hop)
+        finished samples and the new open tail."""
         b, j, n_fft = frames.shape
-        hop = self.cfg.stft_hop
+        hop = self.dec_hop
         q = n_fft // hop  # sub-blocks per frame
         blocks = frames.view(b, j, q, hop)
         out = frames.new_zeros(b, j + q - 1, hop)
         for k in range(q):  # frame i's k-th sub-block lands on output block i + k
             out[:, k : k + j] += blocks[:, :, k]
-        out = out.flatten(1) / self.ola_gain  # (B, (J+q−1)·hop)
+        out = out.flatten(1) / self.dec_ola_gain  # (B, (J+q−1)·hop)
         if tail is not None:
             out[:, : tail.shape[1]] += tail
         return out[:, : j * hop], out[:, j * hop :]

@@ -183,6 +183,21 @@ def _plot(history: dict[str, Any], path: Path) -> None:
 
 
 # ---- the loop -------------------------------------------------------------------------------
+def _load_fitting(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], need_encoder: bool
+) -> None:
+    """Load every tensor of ``state`` whose shape fits ``model`` (all of them for the same
+    architecture); with ``need_encoder`` every encoder tensor must fit."""
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in fits]
+    if need_encoder and any(k.startswith("enc") or k.startswith("latent_") for k in missing):
+        raise SystemExit("init=bundled: the bundled encoder does not fit this codec config")
+    model.load_state_dict(fits, strict=False)
+    if missing:
+        log.info("init: %d bundled tensors loaded; new: %s", len(fits), ", ".join(missing))
+
+
 def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = None) -> Path:
     """Train (or resume) one codec; returns the run directory.
 
@@ -197,12 +212,13 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
     if not (data_dir / "test.npz").exists():
         build_cache(data_dir, CACHE_COUNTS)
     train_set, val_set = load_split(data_dir, "train"), load_split(data_dir, "val")
-    model = weights.build(tc.kind, weights.default_codec_cfg(tc.kind), latent, media)
+    codec_cfg = tc.audio_codec if tc.kind == "audio" else weights.default_codec_cfg(tc.kind)
+    model = weights.build(tc.kind, codec_cfg, latent, media)
     if tc.init == "bundled":
         bundled = weights.load(tc.kind, latent, media)
         if bundled is None:
             raise SystemExit(f"init=bundled: no bundled {tc.kind} codec fits the latent config")
-        model.load_state_dict(bundled.state_dict())
+        _load_fitting(model, bundled.state_dict(), tc.freeze_encoder)
     elif tc.init:
         raise SystemExit(f"init: 'bundled' or empty, not {tc.init!r}")
     if tc.freeze_encoder:  # the latents stay exactly those a DiT was trained on
