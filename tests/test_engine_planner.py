@@ -38,7 +38,8 @@ def test_bad_text_is_a_clear_value_error(text: str, match: str) -> None:
 def test_plan_places_events_in_pauses_and_covers_the_track() -> None:
     plan = Planner(timing=LetterTiming()).plan("Hi there <clap> and bye <snap>")
     tr = plan.track
-    assert plan.transcript == "Hi there and bye"
+    assert plan.transcript == "Hi there <clap> and bye <snap>", "the world's transcript form"
+    assert Planner(timing=LetterTiming()).plan("<wave> Hi").transcript == "<whoosh> Hi"
     assert all(b >= a for a, b in zip(tr.start, tr.start[1:], strict=False)), "sorted in time"
     assert all(e >= s for s, e in zip(tr.start, tr.end, strict=True))
     (e1, c1), (e2, c2) = plan.contacts

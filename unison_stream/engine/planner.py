@@ -15,7 +15,9 @@ chunk. The planner
    token over the pause and the event token from the contact (the audio onset) over the
    effect's typical audible length. The model reads a token's time as the middle of its span,
    so a span other than training's moves the sound (a token over the whole pause made snaps
-   and claps ~70 ms late and bells ~300 ms early, measured on the test split);
+   and claps ~70 ms late and bells ~300 ms early, measured on the test split); the plan's
+   transcript keeps the canonical tags inline, as the world's transcripts (whose embedding
+   training conditions the gates on) do;
 4. answers, per chunk, the track window the chunk sees and which modality leads
    (cross-modal forcing policy, ``docs/engine.md``).
 
@@ -178,7 +180,9 @@ class UtterancePlan:
     """A timed utterance: the track (times from the utterance start) and its events."""
 
     text: str
-    transcript: str  # spoken words without tags
+    # words with canonical inline tags, as the world writes transcripts ("Hi <clap> bye"):
+    # the text whose embedding (c_s, which drives the SCG gates) training conditions on
+    transcript: str
     track: TimedTrack
     contacts: tuple[tuple[str, float], ...]  # (event class, contact time s)
     duration_s: float
@@ -263,6 +267,8 @@ class Planner:
             duration = max(duration, last_contact + _WORLD.gesture_retract_s + 0.1)
         if duration > self.max_seconds:
             raise ValueError(f"utterance lasts {duration:.1f} s; at most {self.max_seconds} s")
-        transcript = " ".join(s for s, _ in segments if s)
+        transcript = " ".join(
+            part for seg, event in segments for part in (seg, f"<{event}>" if event else "") if part
+        )
         track = TimedTrack(tuple(ids), tuple(start), tuple(end))
         return UtterancePlan(text, transcript, track, tuple(contacts), duration)
