@@ -203,3 +203,12 @@ def test_event_guidance_steers_only_the_sfx_velocity() -> None:
     assert ev1.sfx is not None and ev3.sfx is not None
     assert (ev1.sfx - ev3.sfx).abs().max() > 1e-3
     assert torch.equal(plain1.audio, plain3.audio) and torch.equal(plain1.video, plain3.video)
+
+
+def test_video_event_guidance_moves_the_video_and_not_the_speech() -> None:
+    outs = []
+    for gv in (1.0, 2.0):
+        cfg = small_config("sampler.steps=1", f"sampler.event_guidance_video={gv}")
+        outs.append(CausalGenerator(live_model(cfg, std=0.1), seed=0).step(_event_plan(cfg)))
+    assert torch.equal(outs[0].audio, outs[1].audio), "SFX guidance off: audio untouched"
+    assert (outs[0].video - outs[1].video).abs().max() > 1e-3

@@ -122,9 +122,11 @@ class SamplerConfig:
     shift: float = 1.0  # timestep shift s: t' = s·t / (1 + (s−1)·t); 1 = uniform grid
     lead: str = "none"  # default leading modality: "none", "audio" or "video"
     lead_steps: int = 1  # how many solver steps the leading modality runs ahead
-    # event guidance w: in chunks whose track holds an event token, the SFX velocity is
+    # event guidance w: in chunks where an event token starts, the SFX velocity is
     # v(no events) + w·(v(events) − v(no events)); 1 = off (one model call per step)
     event_guidance: float = 1.0
+    # the same for the video velocity (the gesture), from the same extra call; 1 = off
+    event_guidance_video: float = 1.0
 
 
 @dataclass

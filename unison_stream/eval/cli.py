@@ -100,7 +100,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--preset", default="tiny")
     p.add_argument("--manifest", default=str(WORLD_DIR / "manifest.jsonl"))
-    p.add_argument("--limit", type=int, default=12, help="clips evaluated (default 12)")
+    p.add_argument(
+        "--limit", type=int, default=0, help="clips evaluated (default 0: the whole split)"
+    )
     p.add_argument("--stream-seconds", type=float, default=60.0, help="identity stream length")
     p.add_argument("--seed", type=int, default=0, help="random weights' seed (--checkpoint none)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

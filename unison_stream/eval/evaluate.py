@@ -1,8 +1,8 @@
 """``unison-stream eval``: every metric of issue 5 on a held-out split, model beside ground truth.
 
-For each of the first ``limit`` clips of the split the engine says the clip's transcript as
-the clip's person (:mod:`~unison_stream.eval.generate`); lip sync, effect recall and alignment
-and sentence identification are measured on what it streams and on the ground-truth clip
+For each of the first ``limit`` clips of the split (all when ``limit`` ≤ 0) the engine says
+the clip's transcript as the clip's person (:mod:`~unison_stream.eval.generate`); lip sync,
+effect recall and alignment and sentence identification are measured on what it streams and on the ground-truth clip
 alike. One long stream (the first clip's person saying the clips' sentences back to back)
 gives identity drift. Definitions: ``docs/eval.md``.
 """
@@ -86,7 +86,7 @@ def evaluate(
     manifest: Path,
     *,
     split: str = "test",
-    limit: int = 12,
+    limit: int = 0,
     stream_seconds: float = 60.0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def evaluate(
     ds = ManifestDataset(manifest, split=split, media=cfg.media)
     if len(ds) == 0:
         raise ValueError(f"{manifest}: no clip in split {split!r}")
-    n = min(limit, len(ds))
+    n = len(ds) if limit <= 0 else min(limit, len(ds))
     gt_sync: list[LipSync] = []
     gen_sync: list[LipSync] = []
     gt_ev: list[EventResult] = []

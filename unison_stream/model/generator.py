@@ -134,7 +134,8 @@ class CausalGenerator:
         noise_a = torch.randn(shape_a, generator=self._gen, device=self.device)
         cond = plan.cond.to(self.device)
         last_step_commit = cfg.stream.commit == "last_step"
-        guided = cfg.sampler.event_guidance != 1.0
+        g_sfx, g_video = cfg.sampler.event_guidance, cfg.sampler.event_guidance_video
+        guided = (g_sfx != 1.0 and cfg.audio_streams() == 2) or g_video != 1.0
         bare = _without_events(cond, cfg.chunk_seconds()) if guided else None
         committed = False
 
@@ -146,17 +147,18 @@ class CausalGenerator:
                 raise ChunkCancelled
             write = final and last_step_commit
             committed = committed or write
-            va_bare = None
-            if bare is not None and xa.shape[1] == 2:  # before a writing call: reads only
-                _, va_bare = m.forward_chunk(
+            bare_v = bare_a = None
+            if bare is not None:  # before a writing call: reads only
+                bare_v, bare_a = m.forward_chunk(
                     xv, xa, tv, ta, bare, cache=self.cache, chunk_index=k, write=False
                 )
             vv, va = m.forward_chunk(
                 xv, xa, tv, ta, cond, cache=self.cache, chunk_index=k, write=write
             )
-            if va_bare is not None:  # guide the SFX sub-stream towards the requested events
-                g = cfg.sampler.event_guidance
-                va = torch.cat([va[:, :1], va_bare[:, 1:] + g * (va[:, 1:] - va_bare[:, 1:])], 1)
+            if bare_a is not None and va.shape[1] == 2:  # SFX towards the requested events
+                va = torch.cat([va[:, :1], bare_a[:, 1:] + g_sfx * (va[:, 1:] - bare_a[:, 1:])], 1)
+            if bare_v is not None and g_video != 1.0:  # the gesture likewise
+                vv = bare_v + g_video * (vv - bare_v)
             return vv, va
 
         clean_v = None
