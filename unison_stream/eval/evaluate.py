@@ -2,9 +2,9 @@
 
 For each of the first ``limit`` clips of the split (all when ``limit`` ≤ 0) the engine says
 the clip's transcript as the clip's person (:mod:`~unison_stream.eval.generate`); lip sync,
-effect recall and alignment and sentence identification are measured on what it streams and on the ground-truth clip
-alike. One long stream (the first clip's person saying the clips' sentences back to back)
-gives identity drift. Definitions: ``docs/eval.md``.
+effect recall and alignment and sentence identification are measured on what it streams and
+on the ground-truth clip alike. One long stream (the first clip's person saying the clips'
+sentences back to back) gives identity drift. Definitions: ``docs/eval.md``.
 """
 
 from __future__ import annotations
