@@ -22,8 +22,8 @@ def letters_track(text: str):
 
 
 def test_letters_track_times_tags_and_rejects_unknown_tags() -> None:
-    track, plain = letters_track("Hi <wave> you <clap>")
-    assert plain == "Hi you"
+    track, transcript = letters_track("Hi <wave> you <clap>")
+    assert transcript == "Hi <whoosh> you <clap>", "canonical tags inline, as training saw"
     assert event_id("wave") in track.ids and event_id("clap") in track.ids
     assert all(b >= a for a, b in zip(track.start, track.start[1:], strict=False))
     assert track.end[-1] > track.start[0]
