@@ -54,6 +54,19 @@ def test_sampler_integrates_a_known_velocity_field_exactly() -> None:
         torch.testing.assert_close(xa, x0_a)
 
 
+def _record_writes(model) -> list[bool]:
+    """Spy on ``model.forward_chunk``: the returned list gets each call's ``write`` flag."""
+    calls: list[bool] = []
+    real = model.forward_chunk
+
+    def counting(*args, **kw):
+        calls.append(kw["write"])
+        return real(*args, **kw)
+
+    model.forward_chunk = counting
+    return calls
+
+
 def _plan(cfg, seed=0, **kw):
     track = make_track(cfg.chunk_seconds(), seed)
     return PlanSlice(cond=random_cond(cfg, 1, seed).with_tracks([track]), **kw)
@@ -98,14 +111,7 @@ def test_clean_speech_is_held_while_sfx_and_video_are_generated() -> None:
 def test_generator_calls_s_steps_plus_commit_and_timestamps_are_contiguous() -> None:
     cfg = small_config("stream.commit=clean_pass")
     model = live_model(cfg, std=0.1)
-    calls: list[bool] = []
-    real = model.forward_chunk
-
-    def counting(*args, **kw):
-        calls.append(kw["write"])
-        return real(*args, **kw)
-
-    model.forward_chunk = counting  # type: ignore[method-assign]
+    calls = _record_writes(model)
     gen = CausalGenerator(model)
     chunks = [gen.step(_plan(cfg)) for _ in range(3)]
     assert calls == ([False] * cfg.sampler.steps + [True]) * 3, "4 steps, then the clean commit"
@@ -120,14 +126,7 @@ def test_generator_calls_s_steps_plus_commit_and_timestamps_are_contiguous() -> 
 def test_last_step_commit_writes_on_the_final_call() -> None:
     cfg = small_config("stream.commit=last_step")
     model = live_model(cfg, std=0.1)
-    calls: list[bool] = []
-    real = model.forward_chunk
-
-    def counting(*args, **kw):
-        calls.append(kw["write"])
-        return real(*args, **kw)
-
-    model.forward_chunk = counting  # type: ignore[method-assign]
+    calls = _record_writes(model)
     CausalGenerator(model).step(_plan(cfg))
     assert calls == [False, False, False, True]
 
@@ -170,14 +169,7 @@ def _event_plan(cfg, at: float = 0.1) -> PlanSlice:
 def test_event_guidance_costs_a_call_only_in_chunks_that_request_an_event() -> None:
     cfg = small_config("stream.commit=last_step", "sampler.event_guidance=3.0")
     model = live_model(cfg, std=0.1)
-    calls: list[bool] = []
-    real = model.forward_chunk
-
-    def counting(*args, **kw):
-        calls.append(kw["write"])
-        return real(*args, **kw)
-
-    model.forward_chunk = counting  # type: ignore[method-assign]
+    calls = _record_writes(model)
     gen = CausalGenerator(model)
     gen.step(_plan(cfg))
     assert calls == [False, False, False, True], "no event: one call per step"
