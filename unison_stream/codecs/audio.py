@@ -11,10 +11,9 @@ J STFT frames (J = N·r, r = hop / stft_hop = 4), D width, Ca latent channels.
   (``dec_n_fft``, ``dec_stft_hop``) may be shorter than the encoder's: a shorter window
   spreads an attack over fewer ms before it.
 - **Streaming**: each depthwise conv keeps its last ``kernel − 1`` inputs, and the overlap-add
-  keeps the ``dec_n_fft − dec_stft_hop`` samples still open. Decoding chunk by chunk therefore
-  gives the
-  same samples as decoding at once, and chunk joins carry no seam (tested). A latent frame
-  ``n`` decodes to samples ``[n·hop, (n+1)·hop)`` with no look-ahead.
+  keeps the ``dec_n_fft − dec_stft_hop`` samples still open. Decoding chunk by chunk
+  therefore gives the same samples as decoding at once, and chunk joins carry no seam
+  (tested). A latent frame ``n`` decodes to samples ``[n·hop, (n+1)·hop)`` with no look-ahead.
 
 One codec serves speech and effects (trained on speech, SFX and mix stems alike).
 """

@@ -35,7 +35,7 @@ from typing import ClassVar, Protocol
 from unison_stream.data.synth.config import WorldConfig
 from unison_stream.data.synth.sfx import typical_span_s
 from unison_stream.model.conditioning import TimedTrack
-from unison_stream.vocab import SILENCE_ID, canonical_event, event_id, phoneme_id
+from unison_stream.vocab import EVENT_CLASSES, SILENCE_ID, canonical_event, event_id, phoneme_id
 
 __all__ = [
     "LEAD_POLICIES",
@@ -211,7 +211,7 @@ class UtterancePlan:
         return "none", 0
 
 
-_EVENT_IDS = frozenset(event_id(e) for e in ("clap", "snap", "knock", "whoosh", "bell"))
+_EVENT_IDS = frozenset(event_id(e) for e in EVENT_CLASSES)
 
 
 class Planner:
@@ -227,6 +227,8 @@ class Planner:
     ) -> None:
         self.timing = timing if timing is not None else default_timing()
         self.max_chars, self.max_seconds, self.tail_s = max_chars, max_seconds, tail_s
+        for name in EVENT_CLASSES:  # ~0.8 s once per process: here, not in a say's planning
+            typical_span_s(name, _WORLD.sample_rate)
 
     def validate(self, text: str) -> list[tuple[str, str | None]]:
         """Cheap checks run in the caller's thread (``say`` raises on them)."""
