@@ -155,7 +155,7 @@ class CausalGenerator:
             vv, va = m.forward_chunk(
                 xv, xa, tv, ta, cond, cache=self.cache, chunk_index=k, write=write
             )
-            if bare_a is not None and va.shape[1] == 2:  # SFX towards the requested events
+            if bare_a is not None and g_sfx != 1.0 and va.shape[1] == 2:  # SFX towards the events
                 va = torch.cat([va[:, :1], bare_a[:, 1:] + g_sfx * (va[:, 1:] - bare_a[:, 1:])], 1)
             if bare_v is not None and g_video != 1.0:  # the gesture likewise
                 vv = bare_v + g_video * (vv - bare_v)
