@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from unison_stream.vocab import FIRST_EVENT_ID
+
 __all__ = ["Conditioning", "TimedTrack"]
 
 
@@ -143,6 +145,10 @@ class Conditioning:
             end[b, :k] = torch.tensor(t.end)
             mask[b, :k] = True
         return replace(self, track_ids=ids, track_start=start, track_end=end, track_mask=mask)
+
+    def event_mask(self) -> Tensor:
+        """(B, L) bool: the track tokens that are (unmasked) sound events."""
+        return (self.track_ids >= FIRST_EVENT_ID) & self.track_mask
 
     def to(self, device: torch.device | str) -> Conditioning:
         return Conditioning(**{k: v.to(device) for k, v in vars(self).items()})

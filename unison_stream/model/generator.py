@@ -25,7 +25,6 @@ from torch import Tensor
 from unison_stream.model.conditioning import Conditioning
 from unison_stream.model.dit import UnisonDiT, patchify, unpatchify
 from unison_stream.model.sampler import Sampler
-from unison_stream.vocab import FIRST_EVENT_ID
 
 __all__ = ["AVChunk", "CausalGenerator", "ChunkCancelled", "PlanSlice"]
 
@@ -71,7 +70,7 @@ def _without_events(cond: Conditioning, chunk_s: float) -> Conditioning | None:
     """``cond`` with its event tokens masked out, or None when no event starts inside the
     chunk ``[0, chunk_s)`` (track times are chunk-relative): only the chunk holding an
     effect's attack pays for guidance."""
-    is_event = (cond.track_ids >= FIRST_EVENT_ID) & cond.track_mask  # (B, L)
+    is_event = cond.event_mask()  # (B, L)
     starts_here = is_event & (cond.track_start >= 0) & (cond.track_start < chunk_s)
     if not bool(starts_here.any()):
         return None

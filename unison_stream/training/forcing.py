@@ -22,7 +22,6 @@ from torch import Tensor
 
 from unison_stream.model.conditioning import Conditioning
 from unison_stream.training.config import CurriculumConfig, TaskConfig
-from unison_stream.vocab import FIRST_EVENT_ID
 
 __all__ = ["NoisePlan", "event_frame_weights", "flow_losses", "sample_noise_plan", "stage_at"]
 
@@ -104,7 +103,7 @@ def event_frame_weights(
     sequence start), 1 elsewhere. An effect's attack fills one or two of the ~8 frames of a
     chunk, so a chunk mean alone gives it little weight."""
     onset = cond.track_start  # (B, L)
-    is_event = (cond.track_ids >= FIRST_EVENT_ID) & cond.track_mask
+    is_event = cond.event_mask()  # (B, L)
     t0 = torch.arange(frames, device=onset.device, dtype=onset.dtype) / hz  # (N,) frame starts
     hit = (t0[None, :, None] + 1 / hz > onset[:, None] + span[0]) & (
         t0[None, :, None] < onset[:, None] + span[1]
