@@ -46,7 +46,29 @@ def test_student_history_rolls_out_its_own_samples() -> None:
     )
     batch = RandomLatentSource(cfg, batch=1, chunks=3, seed=1).next_batch()
     out = distiller.train_step(batch, torch.Generator().manual_seed(0))
-    assert out["video"] > 0 and out["audio"] > 0
+    assert out["video"] > 0 and out["speech"] > 0 and out["sfx"] > 0
+
+
+def test_audio_driven_steps_hold_the_speech_and_score_only_what_is_generated() -> None:
+    cfg = small_config("stream.window_chunks=2")
+    teacher = live_model(cfg, std=0.05)
+    dcfg = DistillConfig(teacher_steps=4, student_steps=2, chunks=3, audio_driven_prob=1.0)
+    distiller = FewStepDistiller(teacher, copy.deepcopy(teacher), dcfg)
+    batch = RandomLatentSource(cfg, batch=1, chunks=3, seed=1).next_batch()
+    xv0, xa0 = distiller._chunk(batch, 1)
+    noise = (torch.randn(xv0.shape), torch.randn(xa0.shape))
+    cache = teacher.new_cache(1)
+    distiller._commit(teacher, cache, 0, distiller._cond(batch, 0), *distiller._chunk(batch, 0))
+    states = distiller._rollout(
+        teacher, cache, 1, distiller._cond(batch, 1), noise, 4, guided=True, write=False,
+        clean_a=xa0,
+    )  # fmt: skip
+    assert len(states) == 5
+    for _, xa in states[1:]:
+        assert torch.equal(xa[:, 0], xa0[:, 0]), "the given speech is held at every grid point"
+        assert not torch.equal(xa[:, 1], xa0[:, 1])
+    out = distiller.train_step(batch, torch.Generator().manual_seed(0))
+    assert out["speech"] == 0.0 and out["video"] > 0 and out["sfx"] > 0
 
 
 def test_distill_command_trains_checkpoints_and_resumes(tmp_path: Path) -> None:

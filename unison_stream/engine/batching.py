@@ -54,14 +54,15 @@ class StackedCache(RollingKVCache):
         self.rows = rows
         self.batch = len(rows)
         self._views: dict[tuple[int, str, int], CacheView] = {}
+        self.memo: dict[object, object] = {}
 
     def reset(self) -> None:
         """Nothing to forget: every row belongs to its session."""
-        self._views.clear()
+        self._clear_views()
 
     def append(self, layer: int, stream: str, k: Tensor, v: Tensor, chunk_index: int) -> None:
         """Split (B, H, Tc, hd) by row; each row is appended at its own chunk index."""
-        self._views.clear()
+        self._clear_views()
         for b, row in enumerate(self.rows):
             row.cache.append(layer, stream, k[b : b + 1], v[b : b + 1], row.index)
 

@@ -17,7 +17,11 @@ Figures (one JSON object), all measured through the public engine API in one pro
 - ``recompute_rtf`` / ``speedup_vs_recompute``: the same chunk without a cache (every solver
   step re-runs sink + W chunks + the current one) plus the same decode, same process;
 - ``batched_sessions_throughput_gain``: media seconds per wall second of 2 sessions batched
-  into one forward vs the same 2 sessions stepped one after the other (``batch_sessions=False``).
+  into one forward vs the same 2 sessions stepped one after the other (``batch_sessions=False``);
+- ``student_vs_teacher_chunk_ratio``: mean worker ms per chunk of the configured sampler ÷ the
+  same with the 4-step guided teacher's sampler (:data:`TEACHER_SAMPLER`), same text, same
+  process (the weights do not change the cost, the schedule does);
+- the host (``runtime.host_info``: CPU model, ISA in use, threads).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import math
 import statistics
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -40,9 +45,12 @@ from unison_stream.engine.engine import Engine
 from unison_stream.engine.session import EngineSession
 from unison_stream.model.checkpoint import default_model
 from unison_stream.model.conditioning import TimedTrack
-from unison_stream.runtime import resolve_dtype
+from unison_stream.runtime import host_info, resolve_dtype
 
 __all__ = ["bench_stream", "register"]
+
+# the sampler of the 4-step teacher (the bundled default before the few-step student)
+TEACHER_SAMPLER: dict[str, Any] = {"steps": 4, "event_guidance": 3.0, "event_guidance_video": 2.0}
 
 TEXT = "The little robot painted the garden near the station <clap> and then it said hello <wave>"
 
@@ -157,11 +165,7 @@ def _recompute_chunk_ms(eng: Engine, decode_ms: float, repeats: int) -> float:
 
 def bench_stream(cfg: UnisonConfig, *, seconds: float = 20.0, trials: int = 5) -> dict[str, Any]:
     """Measure the figures of the module docstring."""
-    out: dict[str, Any] = {
-        "preset": cfg.preset,
-        "seconds": seconds,
-        "threads": torch.get_num_threads(),
-    }
+    out: dict[str, Any] = {"preset": cfg.preset, "seconds": seconds, **host_info()}
     cs = cfg.chunk_seconds()
     with Engine(cfg, max_sessions=2, max_ahead=2) as eng:
         out.update(device=eng.device, dtype=eng.dtype.replace("torch.", ""))
@@ -213,7 +217,26 @@ def bench_stream(cfg: UnisonConfig, *, seconds: float = 20.0, trials: int = 5) -
         s.close()
         out["peak_rss_mb"] = _status_mb(_pids(eng), "VmHWM")
     out["batched_sessions_throughput_gain"] = _batched_gain(cfg, min(seconds / 2, 8.0))
+    media = min(seconds / 2, 8.0)
+    teacher = replace(cfg, sampler=replace(cfg.sampler, **TEACHER_SAMPLER))
+    own_ms = _mean_chunk_ms(cfg, media)
+    out["teacher_chunk_ms_mean"] = _mean_chunk_ms(teacher, media)
+    out["chunk_ms_mean"] = own_ms
+    out["student_vs_teacher_chunk_ratio"] = own_ms / out["teacher_chunk_ms_mean"]
     return out
+
+
+def _mean_chunk_ms(cfg: UnisonConfig, media_s: float) -> float:
+    """Mean worker ms per chunk (step + decode + mix) of one session speaking :data:`TEXT`."""
+    with Engine(cfg, max_sessions=1, max_ahead=2) as eng:
+        s = eng.open_session(identity=1, caption="a woman in a green jumper")
+        assert s.next_chunk(timeout=120) is not None
+        _drain(s, 1.0)  # warm-up
+        n0 = len(eng._group_ms)
+        _drain(s, media_s)
+        ms = eng._group_ms[n0:]
+        s.close()
+    return statistics.fmean(ms)
 
 
 def _two_sessions_rtf(cfg: UnisonConfig, batch: bool, media_s: float) -> float:

@@ -9,7 +9,13 @@ One softmax runs over both groups. The trick that lets a single fused
 ``scaled_dot_product_attention`` call do it: queries are doubled along the head width as
 ``[rot(q), q]``, timed keys as ``[rot(k), 0]`` and global keys as ``[0, k]``, so a timed logit
 is ``rot(q)·rot(k)`` (depends on t_q − t_k only) and a global logit is ``q·k`` (no position).
-The cost is a wider QK product; the value width is unchanged.
+The cost is a wider QK product (and values padded to match).
+
+Streaming chunks take a cheaper route, :func:`split_attention`: each group is attended on its
+own at width hd (queries rotated for timed groups, plain for global ones) and the partial
+results are merged exactly through their log-sum-exps (the split-K merge of flash decoding).
+No call widens, pads or concatenates keys, and a group's mask is an additive bias prepared once
+per chunk (``Keys.bias``) or absent when every key is visible.
 """
 
 from __future__ import annotations
@@ -22,7 +28,14 @@ from torch import Tensor, nn
 
 from unison_stream.model.rope import TimeRotary, rotate
 
-__all__ = ["CrossAttention", "Keys", "SelfAttention", "mixed_attention"]
+__all__ = [
+    "CrossAttention",
+    "Keys",
+    "SelfAttention",
+    "additive_mask",
+    "mixed_attention",
+    "split_attention",
+]
 
 
 @dataclass
@@ -38,6 +51,10 @@ class Keys:
     v: Tensor
     times: Tensor | None = None
     memo: dict[bool, Tensor] | None = None
+    # split attention only: additive mask (B or 1, 1, Tq or 1, T) in the query's dtype and the
+    # rows that see at least one key of the group (B or 1, 1, Tq or 1); None = all visible
+    bias: Tensor | None = None
+    seen: Tensor | None = None
 
     def prepared(self, rope: TimeRotary, mixed: bool) -> Tensor:
         """Keys rotated (timed) and, in a mixed call, widened to [rot(k), 0] or [0, k]."""
@@ -56,18 +73,21 @@ class Keys:
 
 
 def mixed_attention(
-    q: Tensor, q_times: Tensor, groups: list[Keys], mask: Tensor, rope: TimeRotary
+    q: Tensor, q_times: Tensor, groups: list[Keys], mask: Tensor | None, rope: TimeRotary
 ) -> Tensor:
     """One softmax over timed and global key groups.
 
     q (B, H, Tq, hd) with q_times (Tq,) or (B, Tq); groups concatenated in order along the key
     axis; mask (B or 1, Tq, Tk_total) bool, True = may attend. Returns (B, H, Tq, hd).
+    ``mask=None`` selects :func:`split_attention` (each group carries its own mask).
 
     When every group is of one kind, plain attention runs at width hd. Otherwise the doubled
     width (module docstring) is used and values are zero-padded to 2·hd as well, because
     PyTorch's fused CPU kernels need equal q/k/v widths (else it falls back to a ~3× slower
     path).
     """
+    if mask is None:
+        return split_attention(q, q_times, groups, rope)
     hd = q.shape[-1]
     timed = [g.times is not None for g in groups]
     mixed = any(timed) and not all(timed)
@@ -87,6 +107,62 @@ def mixed_attention(
     return out[..., :hd]
 
 
+def additive_mask(mask: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Bool mask (B or 1, Tq or 1, Tk), True = may attend → (bias (…, 1, Tq, Tk) with 0 / −inf
+    in ``dtype``, seen (…, 1, Tq): rows with at least one visible key)."""
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    bias = bias.masked_fill(~mask, float("-inf")).unsqueeze(1)
+    return bias, mask.any(dim=-1).unsqueeze(1)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Softmax attention and its log-sum-exp: out (B, H, Tq, hd), lse (B, H, Tq) fp32."""
+    scale = q.shape[-1] ** -0.5
+    if k.dtype != q.dtype:  # under autocast q is bf16 while cached keys may be fp32
+        k, v = k.to(q.dtype), v.to(q.dtype)
+    if bias is not None and bias.dtype != q.dtype:  # likewise masks made in fp32
+        bias = bias.to(q.dtype)
+    if q.device.type == "cpu":  # PyTorch's fused CPU kernel returns the log-sum-exp as well
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, attn_mask=bias, scale=scale
+        )
+        return out, lse
+    logits = (q @ k.transpose(-1, -2)).float() * scale  # (B, H, Tq, Tk)
+    if bias is not None:
+        logits = logits + bias
+    lse = torch.logsumexp(logits, dim=-1)
+    return (torch.softmax(logits, dim=-1).to(v.dtype) @ v), lse
+
+
+def split_attention(q: Tensor, q_times: Tensor, groups: list[Keys], rope: TimeRotary) -> Tensor:
+    """The softmax of :func:`mixed_attention` over all groups, one group at a time.
+
+    q (B, H, Tq, hd); each group brings its own ``bias``/``seen`` (None: every key visible).
+    Returns (B, H, Tq, hd). Rows that see no key of a group get no weight from it; every row
+    must see some key of some group.
+    """
+    if len(groups) == 1 and groups[0].bias is None:
+        g = groups[0]
+        qq = rotate(q, *rope.angles(q_times)) if g.times is not None else q
+        return F.scaled_dot_product_attention(
+            qq, g.prepared(rope, False), g.v, scale=q.shape[-1] ** -0.5
+        )
+    q_rot = rotate(q, *rope.angles(q_times)) if any(g.times is not None for g in groups) else q
+    outs, lses = [], []
+    for g in groups:
+        o, lse = _attend(q_rot if g.times is not None else q, g.prepared(rope, False), g.v, g.bias)
+        if g.seen is not None:  # the fused kernel gives lse 0 to a row with no visible key
+            lse = lse.masked_fill(~g.seen, float("-inf"))
+        outs.append(o)
+        lses.append(lse)
+    lse_all = torch.stack(lses)  # (G, B, H, Tq)
+    w = torch.softmax(lse_all, dim=0).unsqueeze(-1).to(q.dtype)  # each group's share of the mass
+    out = outs[0] * w[0]
+    for o, wi in zip(outs[1:], w[1:], strict=True):
+        out = out + o * wi
+    return out
+
+
 class _Heads(nn.Module):
     """Shared helpers: split/merge heads and per-head RMS norm of q and k (QK-norm)."""
 
@@ -98,9 +174,14 @@ class _Heads(nn.Module):
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6)
         self.out = nn.Linear(width, width)
 
-    def split(self, x: Tensor) -> Tensor:
+    def split(self, x: Tensor, norm: nn.RMSNorm | None = None) -> Tensor:
+        """(B, T, D) → (B, H, T, hd), RMS-normalised per head first when ``norm`` is given
+        (on the contiguous layout: ~3× cheaper than after the transpose)."""
         b, t, _ = x.shape
-        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        x = x.view(b, t, self.heads, self.head_dim)  # (B, T, H, hd)
+        if norm is not None:
+            x = norm(x)
+        return x.transpose(1, 2)
 
     def merge(self, x: Tensor) -> Tensor:
         b, _, t, _ = x.shape
@@ -123,7 +204,7 @@ class SelfAttention(_Heads):
         x: Tensor,
         times: Tensor,
         extra: list[Keys],
-        mask: Tensor,
+        mask: Tensor | None,
         rope: TimeRotary,
         sink_idx: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -134,7 +215,7 @@ class SelfAttention(_Heads):
         Returns out (B, T, D) and this call's k, v (B, H, T, hd) before rotation.
         """
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        q, k, v = self.q_norm(self.split(q)), self.k_norm(self.split(k)), self.split(v)
+        q, k, v = self.split(q, self.q_norm), self.split(k, self.k_norm), self.split(v)
         groups = [Keys(k, v, times), *extra]
         if sink_idx is not None:
             groups.append(Keys(k.index_select(2, sink_idx), v.index_select(2, sink_idx)))
@@ -153,11 +234,11 @@ class CrossAttention(_Heads):
     def project(self, ctx: Tensor, times: Tensor | None = None) -> Keys:
         """ctx (B, Tk, Dc) → a key group (timed when ``times`` is given)."""
         k, v = self.kv(ctx).chunk(2, dim=-1)
-        return Keys(self.k_norm(self.split(k)), self.split(v), times)
+        return Keys(self.split(k, self.k_norm), self.split(v), times)
 
     def forward(
-        self, x: Tensor, times: Tensor, groups: list[Keys], mask: Tensor, rope: TimeRotary
+        self, x: Tensor, times: Tensor, groups: list[Keys], mask: Tensor | None, rope: TimeRotary
     ) -> Tensor:
         """x (B, Tq, D) at ``times`` → (B, Tq, D)."""
-        q = self.q_norm(self.split(self.q(x)))
+        q = self.split(self.q(x), self.q_norm)
         return self.merge(mixed_attention(q, times, groups, mask, rope))

@@ -10,7 +10,15 @@ Figures (one JSON object):
 - ``recompute_chunk_ms`` and ``cached_vs_recompute_speedup``: the same chunk computed without
   a cache, re-running the sink + last W chunks + the current one for every step, measured in
   the same process;
-- ``model_rtf``: media seconds per wall second of the model alone (no decoders).
+- ``model_rtf``: media seconds per wall second of the model alone (no decoders);
+- the host (``runtime.host_info``: CPU model, ISA in use, threads), ``host_gflops`` (an fp32
+  GEMM of the model's own MLP shape, same run), ``gflop_per_chunk_call`` (counted by
+  ``torch.utils.flop_counter``), ``gflop_per_media_s`` (calls per chunk of the configured
+  sampler, guidance excluded, ÷ chunk seconds) and ``host_rtf_bound`` (host_gflops ÷
+  gflop_per_media_s: the rtf if every FLOP ran at GEMM speed), so a figure from one host can be
+  read on another;
+- ``split_vs_mixed_attention_speedup``: one chunk call with split attention (the streaming
+  default) vs the widened single call (``UnisonDiT.split_attention = False``), same process.
 """
 
 from __future__ import annotations
@@ -31,10 +39,10 @@ from unison_stream.config import UnisonConfig, load_config
 from unison_stream.model.conditioning import Conditioning, TimedTrack
 from unison_stream.model.dit import UnisonDiT
 from unison_stream.model.generator import CausalGenerator, PlanSlice
-from unison_stream.runtime import resolve_dtype
+from unison_stream.runtime import host_info, resolve_dtype
 from unison_stream.vocab import PHONEMES, phoneme_id
 
-__all__ = ["bench_model", "register"]
+__all__ = ["bench_model", "calls_per_chunk", "chunk_call_gflop", "host_gflops", "register"]
 
 
 def _median_ms(fn: Callable[[], object], repeats: int, bar: tqdm) -> float:
@@ -101,11 +109,55 @@ def _bench_dtype(model: UnisonDiT, plan: PlanSlice, repeats: int, bar: tqdm) -> 
             model(hv, ha, htv, hta, plan.cond)
 
     with torch.inference_mode():
+        model.split_attention = False
+        mixed_ms = _median_ms(one_call, repeats, bar)
+        model.split_attention = True
         return {
             "chunk_forward_ms": _median_ms(one_call, repeats, bar),
+            "chunk_forward_ms_mixed_attention": mixed_ms,
             "chunk_ms_4steps_plus_commit": _median_ms(lambda: gen.step(plan), repeats, bar),
             "recompute_chunk_ms": _median_ms(recompute, repeats, bar),
         }
+
+
+def host_gflops(width: int, hidden: int, tokens: int, *, seconds: float = 1.0) -> float:
+    """fp32 GEMM throughput of the model's MLP shape (tokens × width) @ (width × hidden)."""
+    a, b = torch.randn(tokens, width), torch.randn(width, hidden)
+    for _ in range(3):
+        a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2 * tokens * width * hidden * n / (time.perf_counter() - t0) / 1e9
+
+
+def chunk_call_gflop(model: UnisonDiT, plan: PlanSlice) -> float:
+    """FLOPs of one streaming chunk call against a full cache (matmuls and attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = model.cfg
+    gen = CausalGenerator(model)
+    with torch.inference_mode():
+        for _ in range(cfg.stream.window_chunks + 2):
+            gen.step(plan)
+        fc, nc = cfg.stream.chunk_latent_frames, cfg.audio_frames_per_chunk()
+        xv = torch.randn(1, fc, cfg.tokens_per_frame(), cfg.latent.video_token_dim())
+        xa = torch.randn(1, cfg.audio_streams(), nc, cfg.latent.audio_channels)
+        tv, ta = torch.full((1, fc), 0.5), torch.full((1, cfg.audio_streams(), nc), 0.5)
+        model.split_attention = False  # the counter knows SDPA, not the fused CPU kernel op
+        with FlopCounterMode(display=False) as fcm:
+            model.forward_chunk(
+                xv, xa, tv, ta, plan.cond, cache=gen.cache, chunk_index=gen.chunk_index, write=False
+            )
+        model.split_attention = True
+    # the widened call counts the doubled QK/V width of mixed groups; close enough for scale
+    return fcm.get_total_flops() / 1e9
+
+
+def calls_per_chunk(cfg: UnisonConfig) -> int:
+    """Model calls per chunk of the configured sampler (without event guidance)."""
+    return cfg.sampler.steps + (1 if cfg.stream.commit == "clean_pass" else 0)
 
 
 def bench_model(cfg: UnisonConfig, *, repeats: int = 10) -> dict[str, Any]:
@@ -125,7 +177,16 @@ def bench_model(cfg: UnisonConfig, *, repeats: int = 10) -> dict[str, Any]:
         "steps": cfg.sampler.steps,
         "threads": torch.get_num_threads(),
     }
-    bar = tqdm(total=2 * 3 * repeats, desc="bench model", file=sys.stderr)
+    out.update(host_info())
+    m = cfg.model
+    out["host_gflops"] = host_gflops(m.width, int(m.width * m.mlp_ratio), cfg.tokens_per_chunk())
+    out["gflop_per_chunk_call"] = chunk_call_gflop(base, plan)
+    out["calls_per_chunk"] = calls_per_chunk(cfg)
+    out["gflop_per_media_s"] = (
+        out["gflop_per_chunk_call"] * out["calls_per_chunk"] / cfg.chunk_seconds()
+    )
+    out["host_rtf_bound"] = out["host_gflops"] / out["gflop_per_media_s"]
+    bar = tqdm(total=2 * 4 * repeats, desc="bench model", file=sys.stderr)
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         model = copy.deepcopy(base).to(dtype)
         out.update({f"{k}_{name}": v for k, v in _bench_dtype(model, plan, repeats, bar).items()})
@@ -140,6 +201,10 @@ def bench_model(cfg: UnisonConfig, *, repeats: int = 10) -> dict[str, Any]:
         out["recompute_chunk_ms"] / out["chunk_ms_4steps_plus_commit"]
     )
     out["bf16_vs_fp32_speedup"] = out["chunk_forward_ms_fp32"] / out["chunk_forward_ms_bf16"]
+    out["chunk_forward_ms"] = out[f"chunk_forward_ms_{rt_dtype}"]
+    out["split_vs_mixed_attention_speedup"] = (
+        out[f"chunk_forward_ms_mixed_attention_{rt_dtype}"] / out["chunk_forward_ms"]
+    )
     out["model_rtf"] = cfg.chunk_seconds() * 1000 / out["chunk_ms_4steps_plus_commit"]
     return out
 

@@ -30,7 +30,7 @@ from unison_stream.config import ModelConfig
 from unison_stream.model.attention import CrossAttention, Keys, SelfAttention
 from unison_stream.model.rope import TimeRotary
 
-__all__ = ["BlockInputs", "DualStreamBlock", "TimestepEmbedder", "modulate"]
+__all__ = ["BlockInputs", "DualStreamBlock", "SplitMasks", "TimestepEmbedder", "modulate"]
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -62,6 +62,20 @@ class Mlp(nn.Sequential):
 
 
 @dataclass
+class SplitMasks:
+    """Streaming chunks (split attention, ``attention.split_attention``): each masked key
+    group's additive bias and seen-rows, prepared once per chunk; ``(bias, seen)`` pairs."""
+
+    av_v: tuple[Tensor, Tensor]  # video queries → audio keys: (1, 1, Tv, Ta), (1, 1, Tv)
+    av_a: tuple[Tensor, Tensor]  # (1, 1, Ta, Tv), (1, 1, Ta)
+    track_v: tuple[Tensor, Tensor]  # (B, 1, Tv, L), (B, 1, Tv)
+    track_a: tuple[Tensor, Tensor]  # (B, 1, Ta, L), (B, 1, Ta)
+    glob: tuple[Tensor, Tensor]  # (B, 1, 1, G), (B, 1, 1)
+    # conditioning keys per cross-attention module, projected at the chunk's first call
+    cond_keys: dict[nn.Module, list[Keys]]
+
+
+@dataclass
 class BlockInputs:
     """Everything a block needs besides the two hidden states (built once per forward).
 
@@ -78,8 +92,8 @@ class BlockInputs:
     scg_in: Tensor  # (B, 2·text_dim): [c_s ; c_a]
     times_v: Tensor  # (Tv,) seconds
     times_a: Tensor  # (Ta,) seconds
-    self_mask_v: Tensor  # (1, Tv, Tv + extra) bool
-    self_mask_a: Tensor  # (1, Ta, Ta + extra)
+    self_mask_v: Tensor | None  # (1, Tv, Tv + extra) bool; None: split attention
+    self_mask_a: Tensor | None  # (1, Ta, Ta + extra)
     sink_idx_v: Tensor | None  # full-sequence mode: own tokens re-used as the global sink group
     sink_idx_a: Tensor | None
     biaca_mask: Tensor  # (1, N, N)
@@ -88,8 +102,9 @@ class BlockInputs:
     cond_track: Tensor  # (B, L, D) timed phoneme/event tokens
     cond_global: Tensor  # (B, G, D) caption + identity tokens
     cond_times: Tensor  # (B, L) seconds
-    cond_mask_v: Tensor  # (B, Tv, L + G)
-    cond_mask_a: Tensor  # (B, Ta, L + G)
+    cond_mask_v: Tensor | None  # (B, Tv, L + G); None: split attention
+    cond_mask_a: Tensor | None  # (B, Ta, L + G)
+    split: SplitMasks | None = None  # streaming: per-group masks instead of the four above
 
 
 class DualStreamBlock(nn.Module):
@@ -170,10 +185,8 @@ class DualStreamBlock(nn.Module):
             xv, xa = self._av(xv, xa, inp, rope)
 
         # 4. conditioning
-        xv = xv + self._cond(self.cond_v, self.ln_c_v(xv), inp.times_v, inp, inp.cond_mask_v, rope)
-        ca = self._cond(
-            self.cond_a, self.ln_c_a(xa).view(b, s * n, d), inp.times_a, inp, inp.cond_mask_a, rope
-        )
+        xv = xv + self._cond(self.cond_v, self.ln_c_v(xv), inp.times_v, inp, "v", rope)
+        ca = self._cond(self.cond_a, self.ln_c_a(xa).view(b, s * n, d), inp.times_a, inp, "a", rope)
         xa = xa + ca.view(b, s, n, d)
 
         # 5. MLP
@@ -187,8 +200,9 @@ class DualStreamBlock(nn.Module):
         g = self.scg_gates(inp.scg_in)  # (B, 2)
         sp, sfx = self.ln_sp(xa[:, 0]), self.ln_sfx(xa[:, 1])  # (B, N, D)
         t = inp.times_a[: xa.shape[2]]  # both sub-streams share time positions
-        d_sp = self.aca_sp(sp, t, [self.aca_sp.project(sfx, t)], inp.biaca_mask, rope)
-        d_sfx = self.aca_sfx(sfx, t, [self.aca_sfx.project(sp, t)], inp.biaca_mask, rope)
+        mask = None if inp.split is not None else inp.biaca_mask  # one chunk: all visible
+        d_sp = self.aca_sp(sp, t, [self.aca_sp.project(sfx, t)], mask, rope)
+        d_sfx = self.aca_sfx(sfx, t, [self.aca_sfx.project(sp, t)], mask, rope)
         upd = torch.stack((g[:, 0, None, None] * d_sp, g[:, 1, None, None] * d_sfx), dim=1)
         return xa + upd
 
@@ -208,8 +222,14 @@ class DualStreamBlock(nn.Module):
         hv, ha = self.ln_av_v(xv), self.ln_av_a(xa).view(b, s * n, d)
         gv, ga = self.av_gates(inp.gate_emb_v, inp.gate_emb_a)
         gv = gv.unsqueeze(2)  # (B, Fv, 1, D)
-        dv = self.av_v(hv, inp.times_v, [self.av_v.project(ha, inp.times_a)], inp.av_mask_v, rope)
-        da = self.av_a(ha, inp.times_a, [self.av_a.project(hv, inp.times_v)], inp.av_mask_a, rope)
+        kv_v, kv_a = self.av_v.project(ha, inp.times_a), self.av_a.project(hv, inp.times_v)
+        mask_v: Tensor | None = inp.av_mask_v
+        mask_a: Tensor | None = inp.av_mask_a
+        if inp.split is not None:
+            (kv_v.bias, kv_v.seen), (kv_a.bias, kv_a.seen) = inp.split.av_v, inp.split.av_a
+            mask_v = mask_a = None
+        dv = self.av_v(hv, inp.times_v, [kv_v], mask_v, rope)
+        da = self.av_a(ha, inp.times_a, [kv_a], mask_a, rope)
         xv = xv + (gv * dv.view(b, fv, -1, d)).view(b, -1, d)
         xa = xa + (ga * da).view(b, s, n, d)
         return xv, xa
@@ -220,8 +240,22 @@ class DualStreamBlock(nn.Module):
         x: Tensor,
         times: Tensor,
         inp: BlockInputs,
-        mask: Tensor,
+        stream: str,
         rope: TimeRotary,
     ) -> Tensor:
-        groups = [attn.project(inp.cond_track, inp.cond_times), attn.project(inp.cond_global)]
-        return attn(x, times, groups, mask, rope)
+        """Cross-attention of one stream ("v" | "a") to the timed track and the global tokens."""
+        if inp.split is None:
+            groups = [attn.project(inp.cond_track, inp.cond_times), attn.project(inp.cond_global)]
+            return attn(
+                x, times, groups, inp.cond_mask_v if stream == "v" else inp.cond_mask_a, rope
+            )
+        sm = inp.split
+        if attn not in sm.cond_keys:  # the chunk's first call: project once, reuse after
+            track, glob = (
+                attn.project(inp.cond_track, inp.cond_times),
+                attn.project(inp.cond_global),
+            )
+            track.bias, track.seen = sm.track_v if stream == "v" else sm.track_a
+            glob.bias, glob.seen = sm.glob
+            sm.cond_keys[attn] = [track, glob]
+        return attn(x, times, sm.cond_keys[attn], None, rope)

@@ -17,13 +17,20 @@ Both predict the flow-matching velocity ``v = ε − x₀`` per token (``x_t = (
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from unison_stream.config import UnisonConfig
-from unison_stream.model.attention import Keys
-from unison_stream.model.blocks import BlockInputs, DualStreamBlock, TimestepEmbedder, modulate
+from unison_stream.model.attention import Keys, additive_mask
+from unison_stream.model.blocks import (
+    BlockInputs,
+    DualStreamBlock,
+    SplitMasks,
+    TimestepEmbedder,
+    modulate,
+)
 from unison_stream.model.conditioning import Conditioning
 from unison_stream.model.kv_cache import RollingKVCache
 from unison_stream.model.layout import Layout
@@ -75,6 +82,21 @@ class FinalLayer(nn.Module):
         return self.out(modulate(self.norm(x), shift, scale))
 
 
+@dataclass
+class _Context:
+    """What the blocks read of the condition: SCG input (B, 2·text_dim), track tokens
+    (B, L, D) at times (B, L), global tokens (B, G, D), and their masks (B, Tq, L + G) — or,
+    for split attention, ``split`` with per-group masks and the masks None."""
+
+    scg_in: Tensor
+    track: Tensor
+    glob: Tensor
+    times: Tensor
+    mask_v: Tensor | None
+    mask_a: Tensor | None
+    split: SplitMasks | None = None
+
+
 # ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
@@ -118,6 +140,9 @@ class UnisonDiT(nn.Module):
         self.register_buffer("audio_shift", torch.zeros(ca))
         self.register_buffer("audio_scale", torch.ones(ca))
         self._layouts: dict[torch.device, Layout] = {}
+        # streaming on a CPU attends group by group (attention.split_attention); False keeps
+        # the widened single call of training (benchmarks compare the two in one process)
+        self.split_attention = True
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -183,8 +208,9 @@ class UnisonDiT(nn.Module):
         w = self.cfg.stream.window_chunks
         mask_v, sink_v = lay.full_self_mask(lay.chunk_v, w)
         mask_a, sink_a = lay.full_self_mask(lay.chunk_a, w)
+        ctx = self._context(cond, lay, split=False)
         out_v, out_a, _ = self._run(
-            video, audio, t_video, t_audio, cond, lay, mask_v, mask_a, (sink_v, sink_a), None
+            video, audio, t_video, t_audio, ctx, lay, mask_v, mask_a, (sink_v, sink_a), None
         )
         return out_v, out_a
 
@@ -205,14 +231,19 @@ class UnisonDiT(nn.Module):
         Shapes as :meth:`forward` for one chunk; track times relative to the chunk's start.
         """
         lay = self._chunk_layout(video.device)
-        tv, ta = lay.times_v.numel(), lay.times_a.numel()
-        view_v = [cache.view(i, "video", chunk_index) for i in range(len(self.blocks))]
-        view_a = [cache.view(i, "audio", chunk_index) for i in range(len(self.blocks))]
-        mask_v = Layout.cached_self_mask(tv, view_v[0].valid)
-        mask_a = Layout.cached_self_mask(ta, view_a[0].valid)
-        extras = ([v.groups for v in view_v], [v.groups for v in view_a])
+        views_v = [cache.view(i, "video", chunk_index) for i in range(len(self.blocks))]
+        views_a = [cache.view(i, "audio", chunk_index) for i in range(len(self.blocks))]
+        if self.split_attention and video.device.type == "cpu":  # no widened keys (attention.py)
+            ctx = self._chunk_context(cond, lay, cache)
+            mask_v = mask_a = None
+            extras = ([v.split_groups() for v in views_v], [v.split_groups() for v in views_a])
+        else:
+            ctx = self._context(cond, lay, split=False)
+            mask_v = Layout.cached_self_mask(lay.times_v.numel(), views_v[0].valid)
+            mask_a = Layout.cached_self_mask(lay.times_a.numel(), views_a[0].valid)
+            extras = ([v.groups for v in views_v], [v.groups for v in views_a])
         out_v, out_a, kvs = self._run(
-            video, audio, t_video, t_audio, cond, lay, mask_v, mask_a, (None, None), extras
+            video, audio, t_video, t_audio, ctx, lay, mask_v, mask_a, (None, None), extras
         )
         if write:
             for i, ((kv, vv), (ka, va)) in enumerate(kvs):
@@ -256,34 +287,11 @@ class UnisonDiT(nn.Module):
         mod_v = self.t_proj_v(temb_v).unflatten(-1, (6, d))
         return mod_v, self.t_proj_a(temb_a).unflatten(-1, (6, d))
 
-    # ---- shared trunk -----------------------------------------------------------------------
-    def _run(
-        self,
-        video: Tensor,
-        audio: Tensor,
-        t_video: Tensor,
-        t_audio: Tensor,
-        cond: Conditioning,
-        lay: Layout,
-        mask_v: Tensor,
-        mask_a: Tensor,
-        sinks: tuple[Tensor | None, Tensor | None],
-        extras: tuple[list[list[Keys]], list[list[Keys]]] | None,
-    ) -> tuple[Tensor, Tensor, list[tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]]]:
-        b, f, p, _c = video.shape
-        s, n = audio.shape[1], audio.shape[2]
-        assert s == self.streams, f"audio has {s} sub-streams, the model {self.streams}"
-        assert (f, n) == (lay.frames_v, lay.frames_a), "token counts do not match the layout"
+    # ---- conditioning context (depends on the condition only: once per chunk when streaming)
+    def _context(self, cond: Conditioning, lay: Layout, *, split: bool) -> _Context:
+        """Track and global tokens, their masks (bool), or with ``split`` per-group masks."""
         dt = self.video_in.weight.dtype
-        # ---- tokens
-        xv = (self.video_in(video.to(dt)) + self.video_pos).view(b, f * p, -1)  # (B, Tv, D)
-        xa = self.audio_in(audio.to(dt)) + self.stream_bias[None, :, None, :]  # (B, S, N, D)
-        # ---- timestep modulation (per token, per stream) and cross-modal gate embeddings
-        temb_v, temb_a = self.t_embed_v(t_video), self.t_embed_a(t_audio)  # (B,F,D), (B,S,N,D)
-        mod_v, mod_a = self.modulation(temb_v, temb_a)
-        a_for_v, v_for_a = lay.local_other_t(t_video, t_audio)
-        d = temb_v.shape[-1]
-        # ---- conditioning context
+        b = cond.batch
         track = self.track_embed(cond.track_ids) + self.track_dur(
             (cond.track_end - cond.track_start).unsqueeze(-1).to(dt)
         )
@@ -302,12 +310,76 @@ class UnisonDiT(nn.Module):
         )
         margin = self.cfg.model.track_window_s
         track_args = (cond.track_start, cond.track_end, cond.track_mask, glob_mask, margin)
+        mask_v = Layout.cond_mask(lay.times_v, *track_args)  # (B, Tv, L + G)
+        mask_a = Layout.cond_mask(lay.times_a, *track_args)
+        ctx = _Context(
+            scg_in=torch.cat((cond.transcript_pooled, cond.caption_pooled), dim=-1).to(dt),
+            track=track,
+            glob=glob,
+            times=(cond.track_start + cond.track_end) / 2,
+            mask_v=mask_v,
+            mask_a=mask_a,
+        )
+        if split:
+            n = track.shape[1]
+            ctx.split = SplitMasks(
+                av_v=additive_mask(lay.av_mask_v, dt),
+                av_a=additive_mask(lay.av_mask_a, dt),
+                track_v=additive_mask(mask_v[..., :n], dt),
+                track_a=additive_mask(mask_a[..., :n], dt),
+                glob=additive_mask(glob_mask[:, None, :], dt),
+                cond_keys={},
+            )
+            ctx.mask_v = ctx.mask_a = None
+        return ctx
+
+    def _chunk_context(self, cond: Conditioning, lay: Layout, cache: RollingKVCache) -> _Context:
+        """:meth:`_context` for split attention, kept in the cache's per-chunk memo (the several
+        calls of a chunk share it; a write clears it). Not kept while autograd records: a
+        training step changes the weights between the calls of one chunk."""
+        if torch.is_grad_enabled():
+            return self._context(cond, lay, split=True)
+        key = ("context", id(cond))
+        hit = cache.memo.get(key)
+        if isinstance(hit, tuple) and hit[0] is cond:
+            return hit[1]
+        ctx = self._context(cond, lay, split=True)
+        cache.memo[key] = (cond, ctx)  # holding cond keeps its id from being reused
+        return ctx
+
+    # ---- shared trunk -----------------------------------------------------------------------
+    def _run(
+        self,
+        video: Tensor,
+        audio: Tensor,
+        t_video: Tensor,
+        t_audio: Tensor,
+        ctx: _Context,
+        lay: Layout,
+        mask_v: Tensor | None,
+        mask_a: Tensor | None,
+        sinks: tuple[Tensor | None, Tensor | None],
+        extras: tuple[list[list[Keys]], list[list[Keys]]] | None,
+    ) -> tuple[Tensor, Tensor, list[tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]]]:
+        b, f, p, _c = video.shape
+        s, n = audio.shape[1], audio.shape[2]
+        assert s == self.streams, f"audio has {s} sub-streams, the model {self.streams}"
+        assert (f, n) == (lay.frames_v, lay.frames_a), "token counts do not match the layout"
+        dt = self.video_in.weight.dtype
+        # ---- tokens
+        xv = (self.video_in(video.to(dt)) + self.video_pos).view(b, f * p, -1)  # (B, Tv, D)
+        xa = self.audio_in(audio.to(dt)) + self.stream_bias[None, :, None, :]  # (B, S, N, D)
+        # ---- timestep modulation (per token, per stream) and cross-modal gate embeddings
+        temb_v, temb_a = self.t_embed_v(t_video), self.t_embed_a(t_audio)  # (B,F,D), (B,S,N,D)
+        mod_v, mod_a = self.modulation(temb_v, temb_a)
+        a_for_v, v_for_a = lay.local_other_t(t_video, t_audio)
+        d = temb_v.shape[-1]
         inp = BlockInputs(
             mod_v=mod_v,
             mod_a=mod_a,
             gate_emb_v=self.gate_t_embed(a_for_v),
             gate_emb_a=self.gate_t_embed(v_for_a),
-            scg_in=torch.cat((cond.transcript_pooled, cond.caption_pooled), dim=-1).to(dt),
+            scg_in=ctx.scg_in,
             times_v=lay.times_v,
             times_a=lay.times_a,
             self_mask_v=mask_v,
@@ -317,11 +389,12 @@ class UnisonDiT(nn.Module):
             biaca_mask=lay.biaca_mask,
             av_mask_v=lay.av_mask_v,
             av_mask_a=lay.av_mask_a,
-            cond_track=track,
-            cond_global=glob,
-            cond_times=(cond.track_start + cond.track_end) / 2,
-            cond_mask_v=Layout.cond_mask(lay.times_v, *track_args),
-            cond_mask_a=Layout.cond_mask(lay.times_a, *track_args),
+            cond_track=ctx.track,
+            cond_global=ctx.glob,
+            cond_times=ctx.times,
+            cond_mask_v=ctx.mask_v,
+            cond_mask_a=ctx.mask_a,
+            split=ctx.split,
         )
         kvs = []
         for i, blk in enumerate(self.blocks):

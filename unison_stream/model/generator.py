@@ -22,11 +22,20 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from unison_stream.config import UnisonConfig
 from unison_stream.model.conditioning import Conditioning
 from unison_stream.model.dit import UnisonDiT, patchify, unpatchify
+from unison_stream.model.kv_cache import RollingKVCache
 from unison_stream.model.sampler import Sampler
 
-__all__ = ["AVChunk", "CausalGenerator", "ChunkCancelled", "PlanSlice"]
+__all__ = [
+    "AVChunk",
+    "CausalGenerator",
+    "ChunkCancelled",
+    "PlanSlice",
+    "guidance_condition",
+    "guided_call",
+]
 
 
 class ChunkCancelled(Exception):
@@ -75,6 +84,51 @@ def _without_events(cond: Conditioning, chunk_s: float) -> Conditioning | None:
     if not bool(starts_here.any()):
         return None
     return replace(cond, track_mask=cond.track_mask & ~is_event)
+
+
+def guidance_condition(cfg: UnisonConfig, cond: Conditioning) -> Conditioning | None:
+    """The unguided condition of event guidance for this chunk, or None when the chunk is not
+    guided (guidance off in ``cfg.sampler``, or no event starts in the chunk)."""
+    g_sfx, g_video = cfg.sampler.event_guidance, cfg.sampler.event_guidance_video
+    guided = (g_sfx != 1.0 and cfg.audio_streams() == 2) or g_video != 1.0
+    return _without_events(cond, cfg.chunk_seconds()) if guided else None
+
+
+def guided_call(
+    model: UnisonDiT,
+    xv: Tensor,
+    xa: Tensor,
+    tv: Tensor,
+    ta: Tensor,
+    cond: Conditioning,
+    bare: Conditioning | None,
+    *,
+    cache: RollingKVCache,
+    chunk_index: int,
+    write: bool,
+) -> tuple[Tensor, Tensor]:
+    """One solver call of a chunk with event guidance (``docs/model.md``): velocities
+    (B, F, P, C) and (B, S, N, Ca).
+
+    With ``bare`` (the condition without its event tokens) a read-only call precedes the
+    conditional one and the SFX (video) velocity is pushed ``sampler.event_guidance``
+    (``event_guidance_video``) times away from it; only the conditional call may ``write``.
+    """
+    s = model.cfg.sampler
+    g_sfx, g_video = s.event_guidance, s.event_guidance_video
+    bare_v = bare_a = None
+    if bare is not None:  # before a writing call: reads only
+        bare_v, bare_a = model.forward_chunk(
+            xv, xa, tv, ta, bare, cache=cache, chunk_index=chunk_index, write=False
+        )
+    vv, va = model.forward_chunk(
+        xv, xa, tv, ta, cond, cache=cache, chunk_index=chunk_index, write=write
+    )
+    if bare_a is not None and g_sfx != 1.0 and va.shape[1] == 2:  # SFX towards the events
+        va = torch.cat([va[:, :1], bare_a[:, 1:] + g_sfx * (va[:, 1:] - bare_a[:, 1:])], 1)
+    if bare_v is not None and g_video != 1.0:  # the gesture likewise
+        vv = bare_v + g_video * (vv - bare_v)
+    return vv, va
 
 
 class CausalGenerator:
@@ -133,9 +187,7 @@ class CausalGenerator:
         noise_a = torch.randn(shape_a, generator=self._gen, device=self.device)
         cond = plan.cond.to(self.device)
         last_step_commit = cfg.stream.commit == "last_step"
-        g_sfx, g_video = cfg.sampler.event_guidance, cfg.sampler.event_guidance_video
-        guided = (g_sfx != 1.0 and cfg.audio_streams() == 2) or g_video != 1.0
-        bare = _without_events(cond, cfg.chunk_seconds()) if guided else None
+        bare = guidance_condition(cfg, cond)
         committed = False
 
         def denoise(
@@ -146,19 +198,9 @@ class CausalGenerator:
                 raise ChunkCancelled
             write = final and last_step_commit
             committed = committed or write
-            bare_v = bare_a = None
-            if bare is not None:  # before a writing call: reads only
-                bare_v, bare_a = m.forward_chunk(
-                    xv, xa, tv, ta, bare, cache=self.cache, chunk_index=k, write=False
-                )
-            vv, va = m.forward_chunk(
-                xv, xa, tv, ta, cond, cache=self.cache, chunk_index=k, write=write
+            return guided_call(
+                m, xv, xa, tv, ta, cond, bare, cache=self.cache, chunk_index=k, write=write
             )
-            if bare_a is not None and g_sfx != 1.0 and va.shape[1] == 2:  # SFX towards the events
-                va = torch.cat([va[:, :1], bare_a[:, 1:] + g_sfx * (va[:, 1:] - bare_a[:, 1:])], 1)
-            if bare_v is not None and g_video != 1.0:  # the gesture likewise
-                vv = bare_v + g_video * (vv - bare_v)
-            return vv, va
 
         clean_v = None
         if plan.clean_video is not None:

@@ -33,6 +33,24 @@ class CacheView:
     def __init__(self, groups: list[Keys], valid: Tensor) -> None:
         self.groups = groups  # window (timed) first, then sink (global) if present
         self.valid = valid  # (Tk,) bool over the concatenated keys of ``groups``
+        self._split: list[Keys] | None = None
+
+    def split_groups(self) -> list[Keys]:
+        """The groups for split attention: each with its own mask (``Keys.bias``), the window
+        left out while none of its slots is valid, no mask once all are (steady state)."""
+        if self._split is None:
+            ring = self.groups[0]
+            n = ring.k.shape[2]
+            valid = self.valid[:n]
+            out = []
+            if bool(valid.all()):
+                out.append(Keys(ring.k, ring.v, ring.times, memo=ring.memo))
+            elif bool(valid.any()):
+                bias = torch.zeros(n, dtype=ring.k.dtype, device=ring.k.device)
+                bias = bias.masked_fill(~valid, float("-inf"))[None, None, None, :]
+                out.append(Keys(ring.k, ring.v, ring.times, memo=ring.memo, bias=bias))
+            self._split = out + self.groups[1:]  # the sink: position-free, always visible
+        return self._split
 
 
 class _Ring:
@@ -86,6 +104,9 @@ class RollingKVCache:
         # views of the current contents, reused by the several model calls of one chunk;
         # cleared by every write (the views' memoised keys would be stale)
         self._views: dict[tuple[int, str, int], CacheView] = {}
+        # anything else derived once per chunk by the model (conditioning masks, keys);
+        # same lifetime as the views
+        self.memo: dict[object, object] = {}
 
     # ---- contract -----------------------------------------------------------------------
     def reset(self) -> None:
@@ -94,11 +115,11 @@ class RollingKVCache:
         self.sink_chunk = -1
         self._written.clear()
         self._pending = None
-        self._views.clear()
+        self._clear_views()
 
     def append(self, layer: int, stream: str, k: Tensor, v: Tensor, chunk_index: int) -> None:
         """Store chunk ``chunk_index``'s k, v (B, H, Tc, hd) for one layer and stream."""
-        self._views.clear()
+        self._clear_views()
         ring = self._rings[(layer, stream)]
         assert k.shape[2] == ring.tokens, (
             f"{stream}: {k.shape[2]} tokens, cache holds {ring.tokens}"
@@ -128,7 +149,7 @@ class RollingKVCache:
 
     def evict(self, chunk_index: int) -> None:
         """Drop window chunks that a query at ``chunk_index`` may no longer see."""
-        self._views.clear()
+        self._clear_views()
         for i, c in enumerate(self.slot_chunk):
             if c >= 0 and c < chunk_index - self.window:
                 self.slot_chunk[i] = -1
@@ -170,6 +191,10 @@ class RollingKVCache:
         """Chunk indices currently held, sink first, then the window oldest first."""
         held = sorted(c for c in self.slot_chunk if c >= 0)
         return ([self.sink_chunk] if self.sink_chunk >= 0 else []) + held
+
+    def _clear_views(self) -> None:
+        self._views.clear()
+        self.memo.clear()
 
     def _slot_range(self, chunk_index: int, tokens: int) -> slice:
         i = chunk_index % self.window

@@ -263,7 +263,7 @@ def run_distill(args: argparse.Namespace) -> int:
             save_file(tensors, str(path.with_suffix(".tmp")), metadata=meta)
             path.with_suffix(".tmp").replace(path)
         bar.update(1)
-        bar.set_postfix(video=f"{rec['video']:.4f}", audio=f"{rec['audio']:.4f}")
+        bar.set_postfix({k: f"{rec[k]:.4f}" for k in ("video", "speech", "sfx")})
     bar.close()
     logf.close()
     logging.getLogger(__name__).info("distilled: %s", json.dumps(history[-1]))

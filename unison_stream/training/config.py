@@ -42,6 +42,10 @@ class DistillConfig:
     student_steps: int = 4
     history: str = "teacher"  # whose output is committed to the caches: "teacher" | "student"
     chunks: int = 4  # chunks rolled out per sequence
+    # the teacher samples with the event guidance of its sampler config (guidance
+    # distillation: the student makes no extra call for effects)
+    guidance: bool = False
+    audio_driven_prob: float = 0.0  # per step: speech given clean (the audio→video task)
 
 
 @dataclass

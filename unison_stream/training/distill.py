@@ -1,16 +1,21 @@
 """Few-step streaming stage: train as you infer (DESIGN.md §3).
 
-The many-step causal model (the teacher, frozen EMA) and the few-step student are rolled out
-chunk by chunk through the *same* KV-cache code the runtime uses (``forward_chunk``):
+The many-step causal model (the teacher, frozen) and the few-step student are rolled out chunk
+by chunk through the *same* sampler, guided call and KV-cache code the runtime uses
+(``Sampler``, ``guided_call``, ``forward_chunk``):
 
 1. both caches start with the clean reference chunk (the sink);
-2. for each next chunk the teacher integrates its ODE from noise with ``teacher_steps`` Euler
-   steps, and its states at the student's grid times are kept (ODE-pair regression, CausVid);
+2. for each next chunk the teacher samples from noise with ``teacher_steps`` (with its event
+   guidance when ``distill.guidance``: guidance distillation), and its states at the student's
+   grid times are kept (ODE-pair regression, CausVid);
 3. at each of its ``student_steps`` grid points the student, reading its own cache, regresses
    the velocity that carries the teacher's state to the teacher's next state;
-4. the chunk's result is committed to both caches (the teacher's result, or — with
-   ``history: student`` — the student's own 4-step sample, so it learns to continue from its
-   own output as at inference: a short self-rollout fine-tune).
+4. the chunk is committed to both caches as the runtime commits (``stream.commit``: a clean
+   pass over the result, or the K/V of the last call); with ``history: student`` both continue
+   from the student's own sample (a short self-rollout fine-tune).
+
+With ``audio_driven_prob`` a step holds the speech clean (the audio→video task), as the
+runtime's audio-driven mode does.
 
 ``evaluate`` measures what the stage buys: the latent distance from a few-step sample to the
 teacher's many-step sample from the same noise and history, for the student and for the teacher
@@ -25,8 +30,9 @@ from torch import Tensor, nn
 
 from unison_stream.model.conditioning import Conditioning
 from unison_stream.model.dit import UnisonDiT, patchify
+from unison_stream.model.generator import guidance_condition, guided_call
 from unison_stream.model.kv_cache import RollingKVCache
-from unison_stream.model.sampler import time_grid
+from unison_stream.model.sampler import Sampler, time_grid
 from unison_stream.training.batch import TrainBatch
 from unison_stream.training.config import DistillConfig
 
@@ -70,30 +76,59 @@ class FewStepDistiller:
     def _t(shape_v: torch.Size, shape_a: torch.Size, t: float) -> tuple[Tensor, Tensor]:
         return torch.full(shape_v[:2], t), torch.full(shape_a[:3], t)
 
-    @torch.no_grad()
-    def _integrate(
+    def _rollout(
         self,
         model: UnisonDiT,
         cache: RollingKVCache,
         k: int,
         cond: Conditioning,
-        xv: Tensor,
-        xa: Tensor,
+        noise: tuple[Tensor, Tensor],
         steps: int,
-        keep: int,
+        *,
+        guided: bool,
+        write: bool,
+        clean_a: Tensor | None = None,
     ) -> list[tuple[Tensor, Tensor]]:
-        """Euler from t = 1 to 0 in ``steps``; the states at every ``keep``-th grid point."""
-        grid = time_grid(steps, self.cfg.sampler.shift)
-        states = [(xv, xa)]
-        for i in range(steps):
-            tv, ta = self._t(xv.shape, xa.shape, grid[i])
-            vv, va = model.forward_chunk(
-                xv, xa, tv, ta, cond, cache=cache, chunk_index=k, write=False
+        """The runtime's sampler on chunk k (the same ``Sampler`` and guided call as
+        :class:`CausalGenerator`): the states at each of the ``steps + 1`` grid points.
+
+        ``guided``: event guidance of ``model.cfg.sampler`` (the teacher); ``write``: the last
+        call writes the cache (``stream.commit: last_step``); ``clean_a`` (B, S, Nc, Ca): the
+        speech sub-stream is given clean (the audio-driven task).
+        """
+        sampler = Sampler(steps=steps, shift=self.cfg.sampler.shift)
+        bare = guidance_condition(model.cfg, cond) if guided else None
+        states: list[tuple[Tensor, Tensor]] = []
+
+        def denoise(
+            xv: Tensor, xa: Tensor, tv: Tensor, ta: Tensor, final: bool
+        ) -> tuple[Tensor, Tensor]:
+            states.append((xv, xa))
+            return guided_call(
+                model, xv, xa, tv, ta, cond, bare, cache=cache, chunk_index=k, write=final and write
             )
-            xv, xa = xv + (grid[i + 1] - grid[i]) * vv, xa + (grid[i + 1] - grid[i]) * va
-            if (i + 1) % keep == 0:
-                states.append((xv, xa))
-        return states
+
+        with torch.no_grad():
+            out = sampler.sample(
+                denoise, *noise, clean_a=clean_a, clean_a_mask=self._speech_mask(clean_a)
+            )
+        return [*states, out]
+
+    def _speech_mask(self, clean_a: Tensor | None) -> Tensor | None:
+        """(S,) bool: the sub-streams held clean (speech) when ``clean_a`` is given."""
+        if clean_a is None:
+            return None
+        return torch.arange(clean_a.shape[1]) == 0
+
+    def _times(
+        self, xv: Tensor, xa: Tensor, t: float, clean_a: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Per-token levels at grid time t: video (B, F), audio (B, S, N) with held streams 0."""
+        tv, ta = self._t(xv.shape, xa.shape, t)
+        fixed = self._speech_mask(clean_a)
+        if fixed is not None:
+            ta[:, fixed] = 0.0
+        return tv, ta
 
     @torch.no_grad()
     def _commit(
@@ -108,9 +143,31 @@ class FewStepDistiller:
         tv, ta = self._t(xv.shape, xa.shape, 0.0)
         model.forward_chunk(xv, xa, tv, ta, cond, cache=cache, chunk_index=k, write=True)
 
+    @torch.no_grad()
+    def _commit_at(
+        self,
+        model: UnisonDiT,
+        cache: RollingKVCache,
+        k: int,
+        cond: Conditioning,
+        state: tuple[Tensor, Tensor],
+        t: float,
+        clean_a: Tensor | None,
+    ) -> None:
+        """Write chunk k as a last-step commit does: the K/V of a call on ``state`` at t."""
+        tv, ta = self._times(*state, t, clean_a)
+        model.forward_chunk(*state, tv, ta, cond, cache=cache, chunk_index=k, write=True)
+
     # ---- training ---------------------------------------------------------------------------
     def train_step(self, batch: TrainBatch, g: torch.Generator) -> dict[str, float]:
-        """One rollout over the batch's chunks; returns the mean regression loss per stream."""
+        """One rollout over the batch's chunks; returns the mean regression loss per stream.
+
+        The teacher runs the runtime sampler (``teacher_steps``, event guidance when
+        ``distill.guidance``: guidance distillation, so the student needs no extra call); at
+        each of its grid points the student regresses the velocity that carries the teacher's
+        state to the teacher's next one. With ``stream.commit: last_step`` each cache is written
+        as at inference, by the K/V of the model's last call of the chunk.
+        """
         d, cfg = self.dcfg, self.cfg
         b = batch.video.shape[0]
         k_total = min(d.chunks, batch.video.shape[1] // cfg.stream.chunk_latent_frames)
@@ -121,45 +178,62 @@ class FewStepDistiller:
         self._commit(self.student, s_cache, 0, cond0, ref_v, ref_a)
         keep = d.teacher_steps // d.student_steps
         grid = time_grid(d.student_steps, cfg.sampler.shift)
-        sums = {"video": 0.0, "audio": 0.0}
+        last_step = cfg.stream.commit == "last_step"
+        audio_driven = (
+            d.audio_driven_prob > 0 and float(torch.rand((), generator=g)) < d.audio_driven_prob
+        )
+        sums = {"video": 0.0, "speech": 0.0, "sfx": 0.0}
         n = 0
         for k in range(1, k_total):
             cond = self._cond(batch, k)
             xv0, xa0 = self._chunk(batch, k)
-            nv = torch.randn(xv0.shape, generator=g)
-            na = torch.randn(xa0.shape, generator=g)
-            states = self._integrate(self.teacher, t_cache, k, cond, nv, na, d.teacher_steps, keep)
+            noise = (torch.randn(xv0.shape, generator=g), torch.randn(xa0.shape, generator=g))
+            clean_a = xa0 if audio_driven else None
+            states = self._rollout(
+                self.teacher, t_cache, k, cond, noise, d.teacher_steps,
+                guided=d.guidance, write=last_step and d.history == "teacher", clean_a=clean_a,
+            )  # fmt: skip
             self.opt.zero_grad(set_to_none=True)
             loss = torch.zeros(())
             for i in range(d.student_steps):
-                (sv, sa), (ev, ea) = states[i], states[i + 1]
+                (sv, sa), (ev, ea) = states[i * keep], states[(i + 1) * keep]
                 dt = grid[i + 1] - grid[i]
-                tv, ta = self._t(sv.shape, sa.shape, grid[i])
+                tv, ta = self._times(sv, sa, grid[i], clean_a)
                 pv, pa = self.student.forward_chunk(
                     sv, sa, tv, ta, cond, cache=s_cache, chunk_index=k, write=False
                 )
                 lv = F.mse_loss(pv, (ev - sv) / dt)
-                la = F.mse_loss(pa, (ea - sa) / dt)
-                loss = loss + lv + la
+                la = ((pa - (ea - sa) / dt) ** 2).mean(dim=(0, 2, 3))  # (S,) per sub-stream
+                scored = la[1:] if audio_driven else la  # a held stream is not predicted
+                loss = loss + lv + scored.mean()
                 sums["video"] += lv.item()
-                sums["audio"] += la.item()
+                sums["speech"] += la[0].item() if not audio_driven else 0.0
+                sums["sfx"] += la[-1].item()
                 n += 1
             (loss / d.student_steps).backward()
             nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
             self.opt.step()
-            hv, ha = states[-1]
-            if d.history == "student":
-                hv, ha = self._integrate(
-                    self.student, s_cache, k, cond, nv, na, d.student_steps, d.student_steps
-                )[-1]
-            self._commit(self.teacher, t_cache, k, cond, hv, ha)
-            self._commit(self.student, s_cache, k, cond, hv, ha)
+            if d.history == "student":  # both continue from the student's own sample
+                own = self._rollout(
+                    self.student, s_cache, k, cond, noise, d.student_steps,
+                    guided=False, write=last_step, clean_a=clean_a,
+                )[-1]  # fmt: skip
+                if not last_step:
+                    self._commit(self.student, s_cache, k, cond, *own)
+                self._commit(self.teacher, t_cache, k, cond, *own)
+            elif last_step:  # the teacher's last call wrote its cache; the student's likewise
+                last = states[(d.student_steps - 1) * keep]
+                self._commit_at(self.student, s_cache, k, cond, last, grid[-2], clean_a)
+            else:
+                self._commit(self.teacher, t_cache, k, cond, *states[-1])
+                self._commit(self.student, s_cache, k, cond, *states[-1])
         return {name: v / max(1, n) for name, v in sums.items()}
 
     # ---- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, batch: TrainBatch, seed: int = 0) -> dict[str, float]:
-        """Latent MSE to the teacher's many-step sample: student few-step vs teacher few-step.
+        """Latent MSE to the teacher's sample (``teacher_steps``, guided as configured):
+        student at ``student_steps`` vs the teacher itself at ``student_steps``.
 
         All three rollouts share the noise and the (teacher's) history, so the figures isolate
         what the few-step stage learned.
@@ -169,32 +243,38 @@ class FewStepDistiller:
         self.student.eval()
         g = torch.Generator().manual_seed(seed)
         b = batch.video.shape[0]
-        caches = {
-            name: m.new_cache(b)
-            for name, m in (("t", self.teacher), ("tf", self.teacher), ("s", self.student))
-        }
         models = {"t": self.teacher, "tf": self.teacher, "s": self.student}
+        caches = {name: m.new_cache(b) for name, m in models.items()}
         ref_v, ref_a = self._chunk(batch, 0)
         for name, c in caches.items():
             self._commit(models[name], c, 0, self._cond(batch, 0), ref_v, ref_a)
         err = {"s": 0.0, "tf": 0.0}
+        last_step = cfg.stream.commit == "last_step"
+        grid = time_grid(d.student_steps, cfg.sampler.shift)
+        last = (d.student_steps - 1) * (d.teacher_steps // d.student_steps)
         k_total = min(d.chunks, batch.video.shape[1] // cfg.stream.chunk_latent_frames)
         for k in range(1, k_total):
             cond = self._cond(batch, k)
             xv0, xa0 = self._chunk(batch, k)
-            nv, na = torch.randn(xv0.shape, generator=g), torch.randn(xa0.shape, generator=g)
-            ref = self._integrate(
-                self.teacher, caches["t"], k, cond, nv, na, d.teacher_steps, d.teacher_steps
-            )[-1]
+            noise = (torch.randn(xv0.shape, generator=g), torch.randn(xa0.shape, generator=g))
+            states = self._rollout(
+                self.teacher, caches["t"], k, cond, noise, d.teacher_steps,
+                guided=d.guidance, write=last_step,
+            )  # fmt: skip
+            ref = states[-1]
             for name in ("s", "tf"):
-                out = self._integrate(
-                    models[name], caches[name], k, cond, nv, na, d.student_steps, d.student_steps
-                )[-1]
+                out = self._rollout(
+                    models[name], caches[name], k, cond, noise, d.student_steps,
+                    guided=d.guidance and name == "tf", write=False,
+                )[-1]  # fmt: skip
                 err[name] += (F.mse_loss(out[0], ref[0]) + F.mse_loss(out[1], ref[1])).item() / (
                     k_total - 1
                 )
-            for name, c in caches.items():
-                self._commit(models[name], c, k, cond, *ref)
+            for name, c in caches.items():  # the teacher's history, committed as in training
+                if not last_step:
+                    self._commit(models[name], c, k, cond, *ref)
+                elif name != "t":
+                    self._commit_at(models[name], c, k, cond, states[last], grid[-2], None)
         self.student.train(was_training)
         return {
             f"student_{d.student_steps}step_mse_to_teacher_{d.teacher_steps}step": err["s"],
