@@ -57,9 +57,14 @@ def test_bench_model_prints_the_figures(capsys: pytest.CaptureFixture[str]) -> N
         "chunk_forward_ms_bf16",
         "chunk_ms_4steps_plus_commit",
         "cached_vs_recompute_speedup",
+        "host_gflops",
+        "gflop_per_chunk_call",
+        "gflop_per_media_s",
+        "split_vs_mixed_attention_speedup",
     ):
         assert key in res and res[key] > 0, key
     assert res["tokens_per_chunk"] == 2 * 16 + 2 * 4
+    assert res["isa_aten"] and res["cpu_model"] and res["threads"] >= 1
 
 
 def test_bad_override_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

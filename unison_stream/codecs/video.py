@@ -124,6 +124,8 @@ class VideoAE(nn.Module):
         seq = seq * self.latent_std.view(1, 1, -1, 1, 1) + self.latent_mean.view(1, 1, -1, 1, 1)
         # stack each latent frame with its k predecessors, oldest first: (B·F, C·(k+1), h, w)
         ctx = torch.cat([seq[:, i : i + f] for i in range(k + 1)], 2).flatten(0, 1)
+        if ctx.device.type == "cpu":  # oneDNN's convolutions are ~25 % faster on NHWC
+            ctx = ctx.contiguous(memory_format=torch.channels_last)
         x = F.pixel_shuffle(self.dec(ctx), 2)  # (B·F, 3s, H, W)
         x = x.view(b, f, s, 3, *x.shape[-2:]).permute(0, 1, 2, 4, 5, 3)  # (B, F, s, H, W, 3)
         return x.reshape(b, f * s, *x.shape[3:]).add(1).mul(0.5)  # (B, T, H, W, 3)
@@ -142,7 +144,8 @@ class StreamingVideoDecoder:
     """
 
     def __init__(self, ae: VideoAE) -> None:
-        self.ae = ae.eval()
+        # channels-last weights to match ``decode``'s NHWC input on CPU (same numbers, faster)
+        self.ae = ae.eval().to(memory_format=torch.channels_last)
         self.history: torch.Tensor | None = None  # (B, k, C, h, w)
 
     def reset(self) -> None:
