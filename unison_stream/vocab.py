@@ -8,9 +8,14 @@ Changing these tables changes the meaning of trained embeddings: append, never r
 
 from __future__ import annotations
 
+# the longest text of one utterance the planner accepts; the server validates the same limit
+# (server.max_text_chars may lower it, never raise it)
+MAX_TEXT_CHARS = 600
+
 __all__ = [
     "EVENT_CLASSES",
     "FIRST_EVENT_ID",
+    "MAX_TEXT_CHARS",
     "PAD_ID",
     "PHONEMES",
     "SILENCE_ID",

@@ -145,7 +145,8 @@ class StreamingVideoDecoder:
 
     def __init__(self, ae: VideoAE) -> None:
         # channels-last weights to match ``decode``'s NHWC input on CPU (same numbers, faster)
-        self.ae = ae.eval().to(memory_format=torch.channels_last)
+        self.ae = ae.eval()
+        self.ae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts it; the stubs' overloads omit it
         self.history: torch.Tensor | None = None  # (B, k, C, h, w)
 
     def reset(self) -> None:

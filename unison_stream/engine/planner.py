@@ -35,7 +35,14 @@ from typing import ClassVar, Protocol
 from unison_stream.data.synth.config import WorldConfig
 from unison_stream.data.synth.sfx import typical_span_s
 from unison_stream.model.conditioning import TimedTrack
-from unison_stream.vocab import EVENT_CLASSES, SILENCE_ID, canonical_event, event_id, phoneme_id
+from unison_stream.vocab import (
+    EVENT_CLASSES,
+    MAX_TEXT_CHARS,
+    SILENCE_ID,
+    canonical_event,
+    event_id,
+    phoneme_id,
+)
 
 __all__ = [
     "LEAD_POLICIES",
@@ -149,7 +156,7 @@ def default_timing() -> TimingProvider:
     return LetterTiming()
 
 
-def parse(text: str, *, max_chars: int = 600) -> list[tuple[str, str | None]]:
+def parse(text: str, *, max_chars: int = MAX_TEXT_CHARS) -> list[tuple[str, str | None]]:
     """Split ``text`` into ``(spoken segment, event class or None)`` pairs, validating it.
 
     Each pair is a segment followed by the event tagged after it. Raises ``ValueError`` naming
@@ -221,7 +228,7 @@ class Planner:
         self,
         *,
         timing: TimingProvider | None = None,
-        max_chars: int = 600,
+        max_chars: int = MAX_TEXT_CHARS,
         max_seconds: float = 60.0,
         tail_s: float = 0.16,
     ) -> None:

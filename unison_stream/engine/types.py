@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unison_stream.errors import EngineClosedError, EngineError, EngineFullError
+
 __all__ = [
     "EVENTS",
     "STATES",
@@ -32,18 +34,6 @@ __all__ = [
 STATES: tuple[str, ...] = ("speaking", "idle", "listening")
 # "failed" extends the contract: an utterance dropped because its chunk could not be made
 EVENTS: tuple[str, ...] = ("queued", "started", "finished", "interrupted", "failed")
-
-
-class EngineError(RuntimeError):
-    """The engine refused a request or could not serve it."""
-
-
-class EngineClosedError(EngineError):
-    """The engine or the session is closed."""
-
-
-class EngineFullError(EngineError):
-    """Every batch slot of this replica is taken (``max_sessions``)."""
 
 
 @dataclass

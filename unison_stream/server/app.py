@@ -129,9 +129,11 @@ async def metrics(request: web.Request) -> web.Response:
         ("unison_ws_errors_total", "counter", "error messages sent", st.ws_errors),
     ]
     ch = list(m.channels.values())
+    underruns = m.closed_underruns + sum(c.clock.underruns for c in ch)
+    errors = m.closed_engine_errors + sum(c.errors for c in ch)
     rows += [
-        ("unison_underruns_total", "counter", "idle slots", sum(c.clock.underruns for c in ch)),
-        ("unison_engine_errors_total", "counter", "engine faults", sum(c.errors for c in ch)),
+        ("unison_underruns_total", "counter", "idle slots", underruns),
+        ("unison_engine_errors_total", "counter", "engine faults", errors),
     ]
     lines = []
     for name, kind, help_, value in rows:

@@ -16,6 +16,7 @@ from typing import cast
 from omegaconf import OmegaConf
 
 from unison_stream.config import ConfigError
+from unison_stream.vocab import MAX_TEXT_CHARS
 
 __all__ = ["API_KEYS_ENV", "IceServer", "ServerConfig", "load_server_config", "validate_server"]
 
@@ -46,7 +47,7 @@ class ServerConfig:
     max_viewers: int = 16
     # limits on client input
     max_message_bytes: int = 65536  # one websocket text message
-    max_text_chars: int = 1000  # one ``say``
+    max_text_chars: int = MAX_TEXT_CHARS  # one ``say``; at most the planner's limit
     max_caption_chars: int = 200
     say_rate_per_s: float = 4.0  # token bucket refill rate for ``say``
     say_burst: int = 8  # token bucket size
@@ -78,7 +79,11 @@ def validate_server(cfg: ServerConfig) -> ServerConfig:
     need(cfg.max_sessions >= 1, "max_sessions", "must be ≥ 1")
     need(cfg.max_viewers >= 1, "max_viewers", "must be ≥ 1")
     need(cfg.max_message_bytes >= 1024, "max_message_bytes", "must be ≥ 1024")
-    need(cfg.max_text_chars >= 1, "max_text_chars", "must be ≥ 1")
+    need(
+        1 <= cfg.max_text_chars <= MAX_TEXT_CHARS,
+        "max_text_chars",
+        f"must be in 1..{MAX_TEXT_CHARS} (the planner's limit)",
+    )
     need(cfg.say_rate_per_s > 0 and cfg.say_burst >= 1, "say_rate_per_s", "rate > 0, burst ≥ 1")
     need(cfg.idle_timeout_s > 0, "idle_timeout_s", "must be > 0")
     need(cfg.max_duration_s > 0, "max_duration_s", "must be > 0")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unison_stream.errors import EngineFullError
+
 __all__ = ["FakeChunk", "FakeEngine", "FakeEngineSession", "FakeEvent"]
 
 TONE_HZ = 440.0
@@ -198,7 +200,7 @@ class FakeEngine:
     ) -> FakeEngineSession:
         with self._lock:
             if len(self._open) >= self.max_sessions:
-                raise RuntimeError(f"engine at capacity ({self.max_sessions} sessions)")
+                raise EngineFullError(f"engine at capacity ({self.max_sessions} sessions)")
             s = FakeEngineSession(self, identity=identity)
             self._open.add(s)
             self.opened.append(s)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from unison_stream.server.errors import BadRequest, RateLimited, ServerError
+from unison_stream.vocab import MAX_TEXT_CHARS
 
 __all__ = [
     "STATES",
@@ -52,7 +53,7 @@ class Limits:
     """Input limits, taken from :class:`~unison_stream.server.config.ServerConfig`."""
 
     max_message_bytes: int = 65536
-    max_text_chars: int = 1000
+    max_text_chars: int = MAX_TEXT_CHARS
     max_caption_chars: int = 200
     max_sdp_bytes: int = 32768
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from unison_stream.errors import EngineFullError
 from unison_stream.server import protocol as P
 from unison_stream.server.auth import TokenSigner
 from unison_stream.server.broadcast import SharedEncoder
@@ -497,6 +498,9 @@ class SessionManager:
         self._lock = asyncio.Lock()
         self.created_total = 0
         self.reaped_total = 0
+        # counters of channels already closed, so the totals in /metrics never go down
+        self.closed_underruns = 0
+        self.closed_engine_errors = 0
 
     def start(self) -> None:
         self.tasks.create(self._reaper(), name="reaper")
@@ -526,7 +530,7 @@ class SessionManager:
                     raise CapacityError(f"server at capacity ({self.cfg.max_sessions} sessions)")
                 try:
                     es = self.engine.open_session(identity=req.identity, caption=req.caption)
-                except Exception as e:
+                except EngineFullError as e:  # other faults are not capacity: they surface
                     raise CapacityError(f"engine refused a new session: {e}") from e
                 channel = Channel(key, es, self.media, self.cfg, broadcast=req.mode == "broadcast")
                 channel.label = sid if req.mode == "private" else f"{req.channel}"
@@ -555,6 +559,8 @@ class SessionManager:
         await session.close(code=code, reason=reason)
         if last:
             await channel.close()
+            self.closed_underruns += channel.clock.underruns
+            self.closed_engine_errors += channel.errors
         return True
 
     async def _reaper(self) -> None:
