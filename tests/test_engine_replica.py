@@ -38,6 +38,16 @@ def _stream(replica: str) -> list[MediaChunk]:
         return take(s, 6)  # idle: what a say changes depends on timing (chunks made ahead)
 
 
+@pytest.mark.parametrize("replica", ["process", "thread"])
+def test_the_replica_reports_generation_and_decode_time_per_step(replica: str) -> None:
+    cfg = load_config("tiny", [*OVERRIDES, f"runtime.replica={replica}"])
+    with Engine(cfg, model=live_model(cfg), timing=LetterTiming(), max_sessions=1) as eng:
+        take(eng.open_session(identity=3, seed=5), 4)
+        steps = eng.replica.timings()
+        assert len(steps) >= 4 and all(g > 0 and d >= 0 for g, d in steps), steps
+        assert len(eng.replica.timings()) <= 3, "a call returns the steps since the last one"
+
+
 def test_process_replica_streams_what_the_in_process_replica_does() -> None:
     a, b = _stream("process"), _stream("thread")
     for x, y in zip(a, b, strict=True):

@@ -65,6 +65,7 @@ class CodecTrainConfig:
     freeze_encoder: bool = False  # decoder only: latents, and a DiT trained on them, stay valid
     event_crop_prob: float = 0.0  # audio: share of crops holding an effect onset (SFX or mix)
     envelope_weight: float = 0.0  # audio: L1 between log-RMS envelopes (5 ms): sharp attacks
+    edge_weight: float = 0.0  # video: L1 between pixel differences (sharp edges, issue 14)
     # audio: the codec built for training (init=bundled loads every bundled tensor that fits it,
     # so a decoder with its own STFT starts from the bundled encoder and conv blocks)
     audio_codec: AudioCodecConfig = field(default_factory=AudioCodecConfig)

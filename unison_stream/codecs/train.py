@@ -1,10 +1,11 @@
 """``unison-stream train codec --kind video|audio``: train one codec on the synthetic world.
 
 - Data: a cache of rendered clips (:mod:`.data`), built on first use under ``--data-dir``.
-- Losses: video L1 on pixels; audio multi-resolution STFT + mel L1 (the first latent frame of
-  each crop is left out: the causal decoder has no history there and the overlap-add is
-  incomplete). Both add a small latent L2 and train the decoder on latents with Gaussian noise
-  (σ relative to each channel's batch spread), so it tolerates the model's imperfect latents.
+- Losses: video L1 on pixels (plus ``edge_weight`` × L1 of pixel differences); audio
+  multi-resolution STFT + mel L1 (the first latent frame of each crop is left out: the causal
+  decoder has no history there and the overlap-add is incomplete). Both add a small latent L2
+  and train the decoder on latents with Gaussian noise (σ relative to each channel's batch
+  spread), so it tolerates the model's imperfect latents.
 - Checkpoints (``<out>/<kind>/ckpt.safetensors``) hold the model, AdamW moments, step, RNG
   states and history: a restart resumes exactly where it stopped. Validation every
   ``val_every`` steps; ``loss.png`` plots train and val curves.
@@ -60,7 +61,19 @@ def video_step(
     y = ae.decode(_noisy(z, tc.latent_noise, (0, 1, 3, 4)))
     rec = (y - x).abs().mean()
     loss = rec + tc.latent_l2 * z.square().mean()
-    return loss, {"l1": float(rec.detach())}
+    parts = {"l1": float(rec.detach())}
+    if tc.edge_weight > 0:  # L1 alone is content with a blur; edges must match too
+        edge = _edge_l1(y, x)
+        loss = loss + tc.edge_weight * edge
+        parts["edge"] = float(edge.detach())
+    return loss, parts
+
+
+def _edge_l1(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 between the horizontal and vertical pixel differences of frames (B, T, H, W, 3)."""
+    dy = (y[:, :, 1:] - y[:, :, :-1]) - (x[:, :, 1:] - x[:, :, :-1])
+    dx = (y[:, :, :, 1:] - y[:, :, :, :-1]) - (x[:, :, :, 1:] - x[:, :, :, :-1])
+    return dy.abs().mean() + dx.abs().mean()
 
 
 def audio_step(

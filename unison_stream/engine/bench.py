@@ -20,7 +20,9 @@ Figures (one JSON object), all measured through the public engine API in one pro
   into one forward vs the same 2 sessions stepped one after the other (``batch_sessions=False``);
 - ``student_vs_teacher_chunk_ratio``: mean worker ms per chunk of the configured sampler ÷ the
   same with the 4-step guided teacher's sampler (:data:`TEACHER_SAMPLER`), same text, same
-  process (the weights do not change the cost, the schedule does);
+  process (the weights do not change the cost, the schedule does); ``…_generate_ratio``: the
+  same for the generation alone (the replica's step without the decode), with
+  ``[teacher_]chunk_ms_mean`` / ``generate_ms_mean`` / ``decode_ms_mean`` beside;
 - the host (``runtime.host_info``: CPU model, ISA in use, threads).
 """
 
@@ -219,24 +221,31 @@ def bench_stream(cfg: UnisonConfig, *, seconds: float = 20.0, trials: int = 5) -
     out["batched_sessions_throughput_gain"] = _batched_gain(cfg, min(seconds / 2, 8.0))
     media = min(seconds / 2, 8.0)
     teacher = replace(cfg, sampler=replace(cfg.sampler, **TEACHER_SAMPLER))
-    own_ms = _mean_chunk_ms(cfg, media)
-    out["teacher_chunk_ms_mean"] = _mean_chunk_ms(teacher, media)
-    out["chunk_ms_mean"] = own_ms
-    out["student_vs_teacher_chunk_ratio"] = own_ms / out["teacher_chunk_ms_mean"]
+    own, ref = _mean_chunk_ms(cfg, media), _mean_chunk_ms(teacher, media)
+    for name, (chunk, gen, dec) in (("", own), ("teacher_", ref)):
+        out[f"{name}chunk_ms_mean"] = chunk
+        out[f"{name}generate_ms_mean"] = gen
+        out[f"{name}decode_ms_mean"] = dec
+    out["student_vs_teacher_chunk_ratio"] = own[0] / ref[0]
+    out["student_vs_teacher_generate_ratio"] = own[1] / ref[1]
     return out
 
 
-def _mean_chunk_ms(cfg: UnisonConfig, media_s: float) -> float:
-    """Mean worker ms per chunk (step + decode + mix) of one session speaking :data:`TEXT`."""
+def _mean_chunk_ms(cfg: UnisonConfig, media_s: float) -> tuple[float, float, float]:
+    """Mean ms per chunk of one session speaking :data:`TEXT`: the worker's whole chunk (step,
+    decode, mix, transfer), and within the replica the generation and the decode."""
     with Engine(cfg, max_sessions=1, max_ahead=2) as eng:
         s = eng.open_session(identity=1, caption="a woman in a green jumper")
         assert s.next_chunk(timeout=120) is not None
         _drain(s, 1.0)  # warm-up
         n0 = len(eng._group_ms)
+        eng.replica.timings()
         _drain(s, media_s)
         ms = eng._group_ms[n0:]
+        parts = eng.replica.timings()
         s.close()
-    return statistics.fmean(ms)
+    gen = statistics.fmean(g for g, _ in parts)
+    return statistics.fmean(ms), gen, statistics.fmean(d for _, d in parts)
 
 
 def _two_sessions_rtf(cfg: UnisonConfig, batch: bool, media_s: float) -> float:

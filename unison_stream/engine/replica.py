@@ -36,7 +36,9 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -109,6 +111,8 @@ class ReplicaCore:
         self.cfg = model.cfg
         self.stepper = BatchStepper(model)
         self.slots: dict[str, _Slot] = {}
+        # (generate ms, decode ms) of recent steps, for benchmarks (``timings``)
+        self.step_ms: deque[tuple[float, float]] = deque(maxlen=1000)
 
     @classmethod
     def build(
@@ -153,7 +157,9 @@ class ReplicaCore:
         sessions are left as they were)."""
         slots = [self.slots[s] for s in req.sessions]
         try:
+            t0 = time.perf_counter()
             out = self.stepper.step([s.row for s in slots], req.plan, cancel)
+            t1 = time.perf_counter()
             res: list[Decoded | None] = []
             for b, (slot, dec) in enumerate(zip(slots, req.decode, strict=True)):
                 if not dec:
@@ -164,6 +170,7 @@ class ReplicaCore:
                 a = out.audio[b : b + 1].float().cpu()  # (1, S, Nc, Ca)
                 sfx = slot.sfx.decode(a[:, 1])[0] if a.shape[1] == 2 else None
                 res.append(Decoded(slot.video.decode(v)[0], slot.speech.decode(a[:, 0])[0], sfx))
+            self.step_ms.append(((t1 - t0) * 1000, (time.perf_counter() - t1) * 1000))
             return res
         except ChunkCancelled:
             raise
@@ -172,12 +179,20 @@ class ReplicaCore:
                 self.reset(s)
             raise
 
+    def timings(self) -> list[tuple[float, float]]:
+        """(generate ms, decode ms) of the steps since the last call (benchmarks)."""
+        out = list(self.step_ms)
+        self.step_ms.clear()
+        return out
+
     def handle(
         self, op: str, args: tuple[Any, ...], cancel: Callable[[], bool] | None = None
     ) -> Any:
         """Dispatch one call by name (the process protocol)."""
         if op == "step":
             return self.step(args[0], cancel)
+        if op == "timings":
+            return self.timings()
         if op not in ("info", "open", "close", "reset"):
             raise ValueError(f"unknown replica call {op!r}")
         return getattr(self, op)(*args)
@@ -208,6 +223,11 @@ class Replica(ABC):
 
     def step(self, req: StepRequest) -> list[Decoded | None]:
         res: list[Decoded | None] = self.call("step", req)
+        return res
+
+    def timings(self) -> list[tuple[float, float]]:
+        """(generate ms, decode ms) of each step since the last call, measured in the core."""
+        res: list[tuple[float, float]] = self.call("timings")
         return res
 
     @abstractmethod
