@@ -4,8 +4,10 @@ object with every metric of issue 5, ground-truth figures and counts."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.eval_support import SMALL_MODEL, tiny_world
 from unison_stream.cli import main
@@ -37,13 +39,33 @@ KEYS = {
     "sentence_id_accuracy",
     "sentence_id_accuracy_gt",
     "bars",
+    # issue 14: visual quality, model beside ground truth and the codec round trip
+    "sharpness_ratio_face",
+    "sharpness_ratio_frame",
+    "sharpness_ratio_face_codec",
+    "sharpness_face_gt",
+    "fid_world",
+    "fid_world_codec",
+    "fid_world_ratio",
+    "feature_visibility",
+    "feature_visibility_gt",
+    "feature_visibility_codec",
+    "feature_visibility_stream",
+    "identity_verified_clips_gt",
+    "identity_windows",
+    "identity_verified_all_windows",
+    "visual_bars",
 }
 
 
-def test_eval_prints_every_metric_as_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_prints_every_metric_as_one_json_object(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     manifest = tiny_world()
+    grid = tmp_path / "grid.png"
     argv = ["eval", "--json", "--checkpoint", "none", "--manifest", str(manifest)]
-    argv += ["--limit", "3", "--stream-seconds", "2", "--no-progress", *SMALL_MODEL]
+    argv += ["--limit", "3", "--stream-seconds", "2", "--no-progress", "--grid", str(grid)]
+    argv += SMALL_MODEL
     assert main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1, "exactly one line on stdout: the JSON object"
@@ -64,6 +86,23 @@ def test_eval_prints_every_metric_as_one_json_object(capsys: pytest.CaptureFixtu
         "identity_recognised",
     }
     assert r["checkpoint"] == "none"
+    # visual quality: ground truth finds its features and verifies as its own people
+    assert r["feature_visibility_gt"] >= 0.9 and r["sharpness_face_gt"] > 0
+    assert set(r["visual_bars"]) == {
+        "sharpness_ratio_face",
+        "sharpness_ratio_frame",
+        "fid_world_ratio",
+        "feature_visibility",
+        "feature_visibility_stream",
+        "identity_verified_all_windows",
+    }
+    if r["identity_verify_threshold"] is not None:  # the feature net's weights are bundled
+        assert r["identity_verified_clips_gt"] == 1.0
+        assert r["fid_world"] > r["fid_world_codec"] > 0, "random weights: far from the truth"
+        assert [w["start_s"] for w in r["identity_windows"]] == [0.0]  # 2 s: one window
+    assert r["sharpness_ratio_face"] is not None and r["sharpness_ratio_face_codec"] < 1.0
+    with Image.open(grid) as img:
+        assert img.size[0] > 6 * 128 and img.size[1] > 3 * 128, "3 rows of generated | truth"
 
 
 def test_eval_without_a_checkpoint_says_how_to_get_one(tmp_path: object) -> None:

@@ -75,6 +75,7 @@ def _run(args: argparse.Namespace) -> int:
             limit=args.limit,
             stream_seconds=args.stream_seconds,
             progress=not args.no_progress,
+            grid=Path(args.grid) if args.grid else None,
         )
     finally:
         engine.close()
@@ -89,7 +90,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "eval", help="held-out metrics: lip sync, effects, identity, intelligibility"
+        "eval",
+        help="held-out metrics: lip sync, effects, identity, intelligibility, visual quality",
     )
     p.add_argument("--split", default="test", help="manifest split (default: test)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -106,6 +108,12 @@ def register(sub: Any) -> None:
     p.add_argument("--stream-seconds", type=float, default=60.0, help="identity stream length")
     p.add_argument("--seed", type=int, default=0, help="random weights' seed (--checkpoint none)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--grid",
+        default=None,
+        metavar="PATH",
+        help="write a PNG of generated beside ground-truth frames (text, audio-driven, stream)",
+    )
     p.add_argument(
         "overrides", nargs="*", default=[], help="config overrides, e.g. sampler.steps=2"
     )

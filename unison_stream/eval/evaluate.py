@@ -4,7 +4,11 @@ For each of the first ``limit`` clips of the split (all when ``limit`` ≤ 0) th
 the clip's transcript as the clip's person (:mod:`~unison_stream.eval.generate`); lip sync,
 effect recall and alignment and sentence identification are measured on what it streams and
 on the ground-truth clip alike. One long stream (the first clip's person saying the clips'
-sentences back to back) gives identity drift. Definitions: ``docs/eval.md``.
+sentences back to back) gives identity drift. The visual-quality figures of issue 14 —
+sharpness, ``fid_world``, feature visibility, identity verification per 10 s window — come
+from :class:`~unison_stream.eval.quality.VisualQuality` for the model, the ground truth and
+the ground truth through the video codec; ``grid`` writes a picture of generated beside
+ground-truth frames. Definitions: ``docs/eval.md``.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from tqdm import tqdm
 from unison_stream.codecs.sentence_id import SentenceIdentifier
 from unison_stream.data.loader import ManifestDataset, Sample
 from unison_stream.engine import Engine
-from unison_stream.eval.generate import say_one, stream
+from unison_stream.eval.generate import drive_one, say_one, stream
+from unison_stream.eval.grid import GridCell, GridRow, write_grid
 from unison_stream.eval.identity import drift, nearest_reference, reference_distance
 from unison_stream.eval.intelligibility import sentence_accuracy
 from unison_stream.eval.lipsync import LipSync, lip_sync, summarise_lip_sync
+from unison_stream.eval.quality import VISUAL_BARS, VisualQuality
 from unison_stream.eval.sfx import (
     EventResult,
     audio_onset,
@@ -89,8 +95,10 @@ def evaluate(
     limit: int = 0,
     stream_seconds: float = 60.0,
     progress: bool = True,
+    grid: Path | None = None,
 ) -> dict[str, Any]:
-    """Run every metric; returns the flat report that ``--json`` prints."""
+    """Run every metric; returns the flat report that ``--json`` prints. With ``grid`` a PNG
+    of generated beside ground-truth frames is written there."""
     t0 = time.perf_counter()
     cfg = engine.cfg
     sr, fps = cfg.media.sample_rate, cfg.media.fps
@@ -105,6 +113,8 @@ def evaluate(
     gt_speech, gen_speech, sentences, refs = [], [], [], []
     within: list[float] = []
     alarms: dict[str, list[float]] = {"gen": [], "gt": []}
+    visual = VisualQuality(cfg)
+    text_mode: np.ndarray | None = None  # the first clip's generated frames, for the grid
     for i in tqdm(
         range(n), desc=f"eval {split}", unit="clip", disable=not progress, file=sys.stderr
     ):
@@ -124,6 +134,9 @@ def evaluate(
         gen_sync.append(lip_sync(u.frames, u.speech, sr, fps))
         gen_ev += _events(u.frames, u.mix, list(u.contacts), sr, fps)
         _probe(alarms["gen"], u.sfx, [t for _, t in u.contacts], sr)
+        visual.add_clip(truth=s.frames, generated=u.frames, row=s.row)
+        if i == 0:
+            text_mode = u.frames
 
     log.info("sentence identification (pocketsphinx) on %d + %d clips", n, n)
     candidates = sorted({_sentence(row) for _, row in ds.rows})
@@ -140,6 +153,15 @@ def evaluate(
         seconds=stream_seconds,
         progress=progress,
     )
+    visual.add_stream(frames, clip=0)
+    if grid is not None:
+        assert text_mode is not None, "the grid shows the first clip, so the split has one"
+        speech = first.stems.get("speech", first.audio)
+        driven = drive_one(
+            engine, speech=speech, reference_frame=first.frames[0], caption=first.caption, seed=0
+        )
+        write_grid(grid, _grid_rows(first, text_mode, driven.frames, frames, fps))
+        log.info("wrote the grid of generated beside ground-truth frames to %s", grid)
     d = drift(frames, first.frames[0], fps)
     last = frames[-round(d["window_s"] * fps) :]
     others = [
@@ -187,8 +209,42 @@ def evaluate(
         for key, op, value in BARS
     }
     report["bars"]["identity_recognised"] = report["identity_recognised"]
+    report.update(visual.report())
+    report["visual_bars"] = {
+        key: None if report[key] is None else bool(_holds(report[key], op, value))
+        for key, op, value in VISUAL_BARS
+    }
+    report["visual_bars"]["identity_verified_all_windows"] = report["identity_verified_all_windows"]
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     return report
+
+
+def _grid_rows(
+    first: Sample, said: np.ndarray, driven: np.ndarray, streamed: np.ndarray, fps: float
+) -> list[GridRow]:
+    """Text mode and audio-driven mode of the first clip at a quarter, half and three quarters
+    of it, and the long stream at its start, middle and end, each beside ground truth."""
+    truth = first.frames
+
+    def clip_row(title: str, frames: np.ndarray) -> GridRow:
+        n = min(len(frames), len(truth))
+        at = [n // 4, n // 2, 3 * n // 4]
+        cells = [GridCell(f"{k / fps:.2f} s: generated | truth", frames[k], truth[k]) for k in at]
+        return GridRow(f"{title}, clip {first.id}", tuple(cells))
+
+    end = len(streamed) - 1
+    at = [0, end // 2, end]
+    return [
+        clip_row("text mode (the clip's transcript)", said),
+        clip_row("audio-driven mode (the clip's speech)", driven),
+        GridRow(
+            f"long stream ({len(streamed) / fps:.0f} s, the same person)",
+            tuple(
+                GridCell(f"{k / fps:.0f} s: generated | reference", streamed[k], truth[0])
+                for k in at
+            ),
+        ),
+    ]
 
 
 def _probe(out: list[float], sfx: np.ndarray | None, contacts: list[float], sr: int) -> None:

@@ -4,21 +4,27 @@ Evaluation measures what the product streams: the engine's planner, model, decod
 chunk by chunk. Each held-out clip gets its own session whose identity sink is the clip's first
 frame (``Engine.open_session(reference_frame=…)``, encoded by the trained video codec, as
 training builds its reference chunk) and whose caption is the clip's caption; the clip's
-transcript (with its ``<tags>``) is said once and the utterance's chunks are collected. The
-long stream is one session saying sentences back to back.
+transcript (with its ``<tags>``) is said once and the utterance's chunks are collected
+(:func:`say_one`; :func:`drive_one` gives the clip's speech instead: the audio-driven mode).
+The long stream is one session saying sentences back to back. :class:`CodecRoundTrip` passes
+ground-truth frames through the trained video codec (encode → decode), the ceiling of what a
+model generating codec latents can show.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from unison_stream.config import UnisonConfig
 from unison_stream.engine import Engine, EngineSession, MediaChunk
 
-__all__ = ["EvalStreamError", "Utterance", "say_one", "stream"]
+__all__ = ["CodecRoundTrip", "EvalStreamError", "Utterance", "drive_one", "say_one", "stream"]
 
 log = logging.getLogger(__name__)
 CHUNK_TIMEOUT_S = 120.0  # one chunk on a loaded 2-core box takes < 1 s; this means a hang
@@ -63,26 +69,58 @@ def say_one(
     s = engine.open_session(caption=caption, seed=seed, reference_frame=reference_frame)
     try:
         s.say(text, utterance_id="eval")
-        chunks: list[MediaChunk] = []
-        skipped = 0
-        while len(chunks) < n:
-            c = _next(s)
-            if c.utterance_id == "eval":
-                chunks.append(c)
-            elif chunks:
-                raise EvalStreamError(f"utterance ended after {len(chunks)} of {n} chunks")
-            else:
-                skipped += 1  # idle chunks made before the utterance was planned
-                if skipped > 50:
-                    raise EvalStreamError("the utterance never started")
+        chunks = _collect(s, n)
     finally:
         s.close()
+    return _utterance(chunks, plan.contacts)
+
+
+def drive_one(
+    engine: Engine,
+    *,
+    speech: np.ndarray,
+    reference_frame: np.ndarray,
+    caption: str,
+    seed: int,
+) -> Utterance:
+    """The audio-driven mode: open a session on ``reference_frame``, give it ``speech`` (at the
+    media rate) to hold clean, return the utterance's media (no planned contacts)."""
+    cfg = engine.cfg
+    per_chunk = cfg.chunk_seconds() * cfg.media.sample_rate
+    n = math.ceil(len(speech) / per_chunk - 1e-9)  # the engine pads speech to whole chunks
+    s = engine.open_session(caption=caption, seed=seed, reference_frame=reference_frame)
+    try:
+        s.say_audio(speech, cfg.media.sample_rate, utterance_id="eval")
+        chunks = _collect(s, n)
+    finally:
+        s.close()
+    return _utterance(chunks, ())
+
+
+def _collect(s: EngineSession, n: int) -> list[MediaChunk]:
+    """The ``n`` chunks of utterance ``"eval"``, skipping idle chunks made before it."""
+    chunks: list[MediaChunk] = []
+    skipped = 0
+    while len(chunks) < n:
+        c = _next(s)
+        if c.utterance_id == "eval":
+            chunks.append(c)
+        elif chunks:
+            raise EvalStreamError(f"utterance ended after {len(chunks)} of {n} chunks")
+        else:
+            skipped += 1  # idle chunks made before the utterance was planned
+            if skipped > 50:
+                raise EvalStreamError("the utterance never started")
+    return chunks
+
+
+def _utterance(chunks: list[MediaChunk], contacts: tuple[tuple[str, float], ...]) -> Utterance:
     return Utterance(
         frames=np.concatenate([c.video for c in chunks]),
         speech=np.concatenate([c.speech if c.speech is not None else c.audio for c in chunks]),
         sfx=np.concatenate([c.sfx if c.sfx is not None else 0 * c.audio for c in chunks]),
         mix=np.concatenate([c.audio for c in chunks]),
-        contacts=plan.contacts,
+        contacts=contacts,
     )
 
 
@@ -119,3 +157,36 @@ def stream(
         s.close()
     log.info("stream: %d chunks, %d utterances queued", n, len(plans))
     return np.concatenate(frames)
+
+
+class CodecRoundTrip:
+    """Ground-truth frames → the trained video codec's latents → frames, as the engine decodes
+    them (one stream, carried decoder state). ``available`` is False without fitting weights.
+    """
+
+    def __init__(self, cfg: UnisonConfig) -> None:
+        from unison_stream.codecs import weights
+        from unison_stream.codecs.video import StreamingVideoDecoder, VideoAE
+
+        ae = weights.load("video", cfg.latent, cfg.media)
+        self.ae = ae if isinstance(ae, VideoAE) else None
+        self.decoder = StreamingVideoDecoder(self.ae) if self.ae is not None else None
+        self.stride = cfg.latent.video_time_stride
+        if self.ae is None:
+            log.warning("no trained video codec fits the config: no codec round trip")
+
+    @property
+    def available(self) -> bool:
+        return self.ae is not None
+
+    @torch.inference_mode()
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """``(F, H, W, 3)`` uint8 → the same count of frames after encode → decode (the last
+        frame is repeated up to a whole latent frame, and the extra frames dropped)."""
+        assert self.ae is not None and self.decoder is not None, "no video codec weights"
+        f = len(frames)
+        pad = -f % self.stride
+        x = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)]) if pad else frames
+        self.decoder.reset()
+        z = self.ae.encode(torch.from_numpy(np.ascontiguousarray(x))[None])  # (1, F/s, C, h, w)
+        return self.decoder.decode(z)[0, :f]

@@ -30,12 +30,14 @@ from unison_stream.data.synth.identity import (
     Identity,
 )
 
-__all__ = ["FaceRenderer", "FaceState"]
+__all__ = ["FaceLayout", "FaceRenderer", "FaceState", "face_layout"]
 
 RGB = tuple[int, int, int]
 HEAD_CENTRE = (0.5, 0.42)  # frame fractions
 MOUTH_MAX_OPEN = 0.085  # interior height at full opening, as a fraction of the frame
 HAND_R = (0.05, 0.06)  # palm half-width, half-height
+LIP_THICKNESS = 0.012  # lip thickness around the mouth interior, frame fraction
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in output pixels
 
 
 @dataclass
@@ -48,6 +50,50 @@ class FaceState:
     blink: float = 0.0  # 0 open .. 1 closed
     brow: float = 0.0  # 0 rest .. 1 raised
     hands: list[HandPose] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FaceLayout:
+    """Where :class:`FaceRenderer` puts one identity's face parts with the head at rest
+    (``head_dx = head_dy = 0``): pixel boxes ``(x0, y0, x1, y1)`` at the output size.
+
+    The geometry mirrors ``_head``, ``_eyes`` and ``_mouth`` (``tests/test_eval_visual.py``
+    checks the renderer's pixels against it); a frame's head sways a few pixels off it.
+    """
+
+    head: Box  # the face ellipse (ears and hair outside)
+    eyes: tuple[Box, Box]  # each eye's white, fully open; image-left eye first
+    mouth: Box  # the widest and most open mouth any viseme makes, lips included
+    cheeks: tuple[Box, Box]  # bare skin below each eye, beside nose and mouth
+
+
+def face_layout(identity: Identity, *, width: int, height: int) -> FaceLayout:
+    """The :class:`FaceLayout` of ``identity`` at ``width × height`` pixels."""
+    _, a, b, _ = FACE_SHAPES[identity.face_shape]
+    cx, cy = HEAD_CENTRE
+
+    def box(x: float, y: float, rx: float, ry: float) -> Box:
+        return (x - rx) * width, (y - ry) * height, (x + rx) * width, (y + ry) * height
+
+    eye_y, eye_dx = cy - 0.2 * b, identity.eye_spacing * a
+    # _mouth: half-width mouth_width·a·(0.75 + 0.5·width) at width 1 and rounding 0
+    mouth_hw = identity.mouth_width * a * 1.25 + LIP_THICKNESS
+    mouth_hh = 0.5 * MOUTH_MAX_OPEN + LIP_THICKNESS
+    # the cheek: below the eyes' bottom (cy − 0.08 b), above the open mouth's top (≥ cy + 0.31 b),
+    # outside the nose (cx ± 0.1 a)
+    cheek = (0.5 * a, cy + 0.2 * b, 0.025, 0.02)
+    return FaceLayout(
+        head=box(cx, cy, a, b),
+        eyes=(
+            box(cx - eye_dx, eye_y, 0.2 * a, 0.12 * b),
+            box(cx + eye_dx, eye_y, 0.2 * a, 0.12 * b),
+        ),
+        mouth=box(cx, cy + 0.55 * b, mouth_hw, mouth_hh),
+        cheeks=(
+            box(cx - cheek[0], cheek[1], cheek[2], cheek[3]),
+            box(cx + cheek[0], cheek[1], cheek[2], cheek[3]),
+        ),
+    )
 
 
 def _shade(c: RGB, f: float) -> RGB:
@@ -299,7 +345,7 @@ class FaceRenderer:
         my = cy + 0.55 * self.b
         hw = self.id.mouth_width * self.a * (0.75 + 0.5 * width) * (1.0 - 0.35 * rounding)
         hh = 0.5 * MOUTH_MAX_OPEN * max(0.0, min(1.0, opening))
-        lip = 0.012
+        lip = LIP_THICKNESS
         d.ellipse(self._box(cx, my, hw + lip, hh + lip), fill=self.lips)
         if hh > 0.002:
             d.ellipse(self._box(cx, my, hw, hh), fill=MOUTH_INTERIOR)

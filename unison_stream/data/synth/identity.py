@@ -130,6 +130,11 @@ class Identity:
             "background_color": BACKGROUND_COLORS[self.background_color][0],
         }
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Identity:
+        """The identity of a manifest row's ``"identity"`` (:meth:`to_json`; names ignored)."""
+        return cls(**{k: v for k, v in d.items() if k != "names"})
+
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = asdict(self)
         d["eye_spacing"] = round(self.eye_spacing, 4)
