@@ -109,7 +109,7 @@ def test_clean_speech_is_held_while_sfx_and_video_are_generated() -> None:
 
 
 def test_generator_calls_s_steps_plus_commit_and_timestamps_are_contiguous() -> None:
-    cfg = small_config("stream.commit=clean_pass")
+    cfg = small_config("stream.commit=clean_pass", "sampler.steps=4")
     model = live_model(cfg, std=0.1)
     calls = _record_writes(model)
     gen = CausalGenerator(model)
@@ -124,7 +124,7 @@ def test_generator_calls_s_steps_plus_commit_and_timestamps_are_contiguous() -> 
 
 
 def test_last_step_commit_writes_on_the_final_call() -> None:
-    cfg = small_config("stream.commit=last_step")
+    cfg = small_config("stream.commit=last_step", "sampler.steps=4")
     model = live_model(cfg, std=0.1)
     calls = _record_writes(model)
     CausalGenerator(model).step(_plan(cfg))
@@ -167,7 +167,7 @@ def _event_plan(cfg, at: float = 0.1) -> PlanSlice:
 
 
 def test_event_guidance_costs_a_call_only_in_chunks_that_request_an_event() -> None:
-    cfg = small_config("stream.commit=last_step", "sampler.event_guidance=3.0")
+    cfg = small_config("stream.commit=last_step", "sampler.steps=4", "sampler.event_guidance=3.0")
     model = live_model(cfg, std=0.1)
     calls = _record_writes(model)
     gen = CausalGenerator(model)
@@ -177,6 +177,18 @@ def test_event_guidance_costs_a_call_only_in_chunks_that_request_an_event() -> N
     gen.step(_event_plan(cfg))
     # per step: the read-only call without the event first, then the real one (last writes)
     assert calls == [False, False] * 3 + [False, True]
+
+
+def test_the_bundled_sampler_makes_two_calls_per_chunk_effects_included() -> None:
+    cfg = small_config()  # the tiny preset's sampler and commit, the model scaled down
+    model = live_model(cfg, std=0.1)
+    calls = _record_writes(model)
+    gen = CausalGenerator(model)
+    gen.step(_plan(cfg))
+    assert calls == [False, True], "2 calls, the second writes the cache"
+    calls.clear()
+    gen.step(_event_plan(cfg))
+    assert calls == [False, True], "a chunk where an effect starts costs no extra call"
 
 
 def test_event_guidance_steers_only_the_sfx_velocity() -> None:
