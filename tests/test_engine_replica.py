@@ -82,6 +82,25 @@ def test_a_killed_replica_process_is_restarted_and_the_stream_goes_on() -> None:
         ]
 
 
+def test_a_hung_replica_process_is_killed_after_the_timeout_and_the_stream_goes_on() -> None:
+    cfg = load_config("tiny", [*OVERRIDES, "runtime.replica_timeout_s=2"])
+    with Engine(cfg, model=live_model(cfg), timing=LetterTiming(), max_sessions=1) as eng:
+        assert isinstance(eng.replica, ProcessReplica)
+        s = eng.open_session()
+        take(s, 2)
+        pid = eng.replica.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # alive but silent: a pipe read without a timeout hangs
+        t0 = time.monotonic()
+        take(s, 3, timeout=30)
+        assert time.monotonic() - t0 < 25
+        assert eng.replica.restarts == 1 and eng.replica.pid != pid
+        with pytest.raises(ProcessLookupError):  # the hung child was killed, not left behind
+            for _ in range(50):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+
+
 def test_a_script_without_a_main_guard_can_use_the_engine(tmp_path: Path) -> None:
     script = tmp_path / "no_guard.py"
     script.write_text(

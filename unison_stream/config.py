@@ -138,6 +138,9 @@ class RuntimeConfig:
     # where the engine's model replica runs: "process" (a child process whose main thread runs
     # the model; on CPU a non-main thread runs it ~2× slower) or "thread" (in-process)
     replica: str = "process"
+    # a process replica that answers no call for this long is taken as hung: it is killed and
+    # restarted like a dead one (its sessions re-sink); 0 waits for ever
+    replica_timeout_s: float = 60.0
 
 
 @dataclass

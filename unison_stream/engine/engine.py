@@ -58,6 +58,8 @@ from unison_stream.model.text import TextEncoder
 __all__ = ["Engine", "EngineSession"]
 
 log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 10.0  # how long ``close`` waits for the worker's step in flight
 LISTENING_CAPTION = "{caption}, listening attentively"
 
 
@@ -213,8 +215,10 @@ class Engine:
             self._work.notify_all()
         for s in sessions:
             s.close()
-        self._worker.join()
-        self._pool.shutdown(wait=True)
+        self._worker.join(timeout=CLOSE_TIMEOUT_S)
+        if self._worker.is_alive():  # a step that never returns: do not hang the caller too
+            log.error("engine worker still busy after %g s; closing without it", CLOSE_TIMEOUT_S)
+        self._pool.shutdown(wait=not self._worker.is_alive(), cancel_futures=True)
         self.replica.shutdown()
         log.info("engine closed")
 

@@ -269,6 +269,7 @@ class ProcessReplica(Replica):
         self._send_lock = threading.Lock()  # calls and cancels share the socket
         self._sessions: dict[str, int] = {}  # open sessions and seeds, replayed on restart
         self.restarts = 0
+        self._timeout_s = cfg.runtime.replica_timeout_s
         self._start()
 
     def _start(self) -> None:
@@ -293,6 +294,8 @@ class ProcessReplica(Replica):
     def _exchange(self, op: str, args: tuple[Any, ...]) -> Any:
         with self._send_lock:
             _send(self._conn, (op, args))
+        if self._timeout_s > 0 and not self._conn.poll(self._timeout_s):
+            raise TimeoutError(f"replica answered no {op!r} for {self._timeout_s:g} s")
         status, value = _recv(self._conn)
         if status == "cancelled":
             raise ChunkCancelled
@@ -312,27 +315,42 @@ class ProcessReplica(Replica):
                 self._sessions.pop(args[0], None)
             try:
                 return self._exchange(op, args)
-            except (EOFError, OSError) as e:
+            except (EOFError, OSError) as e:  # TimeoutError (hung) is an OSError too
+                hung = isinstance(e, TimeoutError)
+                if hung:
+                    self._proc.kill()
                 try:
                     code: int | None = self._proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     self._proc.kill()
                     code = self._proc.wait()
-                log.error("replica process died (exit code %s): restarting it", code)
+                what = f"hung ({e})" if hung else f"died (exit code {code})"
+                log.error("replica process %s: restarting it", what)
+                self._conn.close()
                 self.restarts += 1
                 self._start()  # every session starts again from its identity sink
-                raise ReplicaError(f"replica process died (exit code {code})") from e
+                raise ReplicaError(f"replica process {what}") from e
 
     def shutdown(self) -> None:
-        with self._lock, self._send_lock:
-            with contextlib.suppress(OSError):
-                _send(self._conn, ("exit", ()))
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._conn.close()
+        """Ask the child to exit; kill it when it does not within 10 s, or when a call is still
+        waiting on it after 10 s (a hung child must not hang the caller). Idempotent."""
+        if not self._lock.acquire(timeout=10):
+            log.error("replica busy at shutdown: killing the child")
+            self._proc.kill()
+            self._proc.wait()
+            return
+        try:
+            with self._send_lock:
+                with contextlib.suppress(OSError):
+                    _send(self._conn, ("exit", ()))
+                try:
+                    self._proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+                self._conn.close()
+        finally:
+            self._lock.release()
 
 
 def _send(conn: Connection, msg: object) -> None:
