@@ -93,7 +93,9 @@ def test_interrupt_set_state_and_audio_upload() -> None:
             spoken = await avatar.say_audio(tone, sample_rate=16000)
             await asyncio.wait_for(spoken, 10)
             assert [e.event for e in spoken.events] == ["queued", "started", "finished"]
-            a = await avatar.say("first")
+            # long enough that it cannot finish before the interrupting say arrives (a one-word
+            # "first" sometimes finished first on a loaded host: a race of the test, not a fault)
+            a = await avatar.say("first, a sentence long enough to still be playing. " * 3)
             b = await avatar.say("second, which interrupts", interrupt=True)
             await asyncio.wait_for(asyncio.gather(a, b), 10)
             assert (a.outcome, b.outcome) == ("interrupted", "finished")
