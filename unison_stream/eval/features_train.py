@@ -368,7 +368,7 @@ def _run(args: argparse.Namespace) -> int:
     tc = OmegaConf.to_object(OmegaConf.merge(schema, OmegaConf.from_dotlist(args.overrides)))
     assert isinstance(tc, FeatureTrainConfig)
     meta = train_features(tc, out=Path(args.out), progress=not args.no_progress)
-    print(meta["val"], f"verify_threshold={meta['verify_threshold']:.3f}", meta["verify_val"])
+    log.info("verify threshold %.3f: %s", meta["verify_threshold"], meta["verify_val"])
     return 0
 
 

@@ -116,22 +116,18 @@ def additive_mask(mask: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Softmax attention and its log-sum-exp: out (B, H, Tq, hd), lse (B, H, Tq) fp32."""
-    scale = q.shape[-1] ** -0.5
+    """Softmax attention and its log-sum-exp, from PyTorch's fused CPU kernel (which returns
+    both): out (B, H, Tq, hd), lse (B, H, Tq) fp32. CPU only: other devices keep the widened
+    single call (``UnisonDiT.forward_chunk``)."""
+    assert q.device.type == "cpu", "split attention runs on the CPU"
     if k.dtype != q.dtype:  # under autocast q is bf16 while cached keys may be fp32
         k, v = k.to(q.dtype), v.to(q.dtype)
     if bias is not None and bias.dtype != q.dtype:  # likewise masks made in fp32
         bias = bias.to(q.dtype)
-    if q.device.type == "cpu":  # PyTorch's fused CPU kernel returns the log-sum-exp as well
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, attn_mask=bias, scale=scale
-        )
-        return out, lse
-    logits = (q @ k.transpose(-1, -2)).float() * scale  # (B, H, Tq, Tk)
-    if bias is not None:
-        logits = logits + bias
-    lse = torch.logsumexp(logits, dim=-1)
-    return (torch.softmax(logits, dim=-1).to(v.dtype) @ v), lse
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q, k, v, attn_mask=bias, scale=q.shape[-1] ** -0.5
+    )
+    return out, lse
 
 
 def split_attention(q: Tensor, q_times: Tensor, groups: list[Keys], rope: TimeRotary) -> Tensor:

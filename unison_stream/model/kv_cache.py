@@ -44,7 +44,7 @@ class CacheView:
             valid = self.valid[:n]
             out = []
             if bool(valid.all()):
-                out.append(Keys(ring.k, ring.v, ring.times, memo=ring.memo))
+                out.append(ring)
             elif bool(valid.any()):
                 bias = torch.zeros(n, dtype=ring.k.dtype, device=ring.k.device)
                 bias = bias.masked_fill(~valid, float("-inf"))[None, None, None, :]
