@@ -78,7 +78,11 @@ def test_chromium_page_plays_synced_video_and_audio(tmp_path: Path) -> None:
                     await page.screenshot(path=str(tmp_path / "page.png"))
                 finally:
                     await ctx.close()
-        return {"first": first, "last": last, "offsets": offsets, "msgs": msgs, "logs": logs}
+        trace = [
+            (s.get("avOffsetMs"), s.get("videoDelayTargetMs"), s.get("audioBufferNowMs"))
+            for s in samples
+        ]
+        return {"first": first, "last": last, "offsets": offsets, "msgs": msgs, "trace": trace, "logs": logs}
 
     r = asyncio.run(main())
     first, last = r["first"], r["last"]
@@ -89,7 +93,7 @@ def test_chromium_page_plays_synced_video_and_audio(tmp_path: Path) -> None:
     assert last["samplesReceived"] - first["samplesReceived"] >= 0.9 * 48000 * elapsed
     assert last["freezeCount"] == first["freezeCount"] == 0, "video froze"
     assert r["offsets"], f"no estimatedPlayoutTimestamp from Chromium: {last}"
-    print("chromium offsets ms", r["offsets"], "last", r["last"])
+    print("chromium (offset, video delay, audio buffer) ms", r["trace"], "last", r["last"])
     worst = max(abs(o) for o in r["offsets"])
     assert worst <= 50.0, f"A/V playout offset up to {worst:.0f} ms: {r['offsets']}"
     assert "utterance" in r["msgs"]

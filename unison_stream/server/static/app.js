@@ -33,6 +33,7 @@
   async function startMedia() {
     const pc = new RTCPeerConnection({ iceServers: [] });
     state.pc = pc;
+    Object.assign(sync, { targetMs: 0, lastMs: -Infinity, prev: {}, audioMs: null });
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });
     pc.ontrack = (ev) => {
@@ -95,6 +96,48 @@
     return id;
   }
 
+  // ---- lip-sync trim (docs/server.md "Lip sync in the browser") ----
+  // Chromium lip-syncs tracks of one stream, but slowly: it ignores offsets under 30 ms and
+  // corrects the rest over seconds, so a stream starts with video ahead of audio by about the
+  // audio jitter buffer. The page delays video toward audio at once through the video
+  // receiver's jitterBufferTarget: by the measured playout offset once sender reports give one,
+  // before that by how much more the audio buffer holds. Audio is never delayed (that would add
+  // latency to what the user hears).
+  const TRIM_EVERY_MS = 1000;  // a change takes effect over ~0.5 s; wait for it before the next
+  const TRIM_DEADBAND_MS = 8;
+  const SETTLED_MS = 10;  // audio buffer steady across one poll: the estimate before reports
+  const MAX_VIDEO_DELAY_MS = 1000;
+  const sync = { targetMs: 0, lastMs: -Infinity, prev: {}, audioMs: null };
+
+  function recentBufferMs(r) {  // jitter-buffer delay over the last poll, not the lifetime mean
+    const prev = sync.prev[r.kind];
+    sync.prev[r.kind] = { delay: r.jitterBufferDelay || 0, count: r.jitterBufferEmittedCount || 0 };
+    if (!prev || !r.jitterBufferEmittedCount || r.jitterBufferEmittedCount <= prev.count) return null;
+    return 1000 * (r.jitterBufferDelay - prev.delay) / (r.jitterBufferEmittedCount - prev.count);
+  }
+
+  function trimLipSync(s) {
+    const rx = state.pc && state.pc.getReceivers().find((r) => r.track && r.track.kind === "video");
+    if (!rx || !("jitterBufferTarget" in rx)) return null;
+    const t = performance.now();
+    if (t - sync.lastMs < TRIM_EVERY_MS) return sync.targetMs;
+    let lead = s.avOffsetMs;  // > 0: the frame on screen is ahead of the sound being played
+    const audioNow = s.audioBufferNowMs, settled = audioNow != null && sync.audioMs != null &&
+      Math.abs(audioNow - sync.audioMs) <= SETTLED_MS;  // the audio buffer fills up at start
+    sync.audioMs = audioNow;
+    if (lead === null && settled && s.videoBufferNowMs != null) {
+      lead = audioNow - s.videoBufferNowMs;
+    }
+    if (lead === null || Math.abs(lead) < TRIM_DEADBAND_MS) return sync.targetMs;
+    const next = Math.round(Math.min(MAX_VIDEO_DELAY_MS, Math.max(0, sync.targetMs + lead)));
+    if (next !== sync.targetMs) {
+      rx.jitterBufferTarget = next;
+      sync.targetMs = next;
+      sync.lastMs = t;
+    }
+    return sync.targetMs;
+  }
+
   // ---- overlay from getStats(): fps, jitter buffer, audio/video playout offset ----
   async function pollStats() {
     if (!state.pc) return;
@@ -103,23 +146,26 @@
     report.forEach((r) => {
       if (r.type !== "inbound-rtp") return;
       const buf = r.jitterBufferEmittedCount ? 1000 * r.jitterBufferDelay / r.jitterBufferEmittedCount : null;
+      const now = recentBufferMs(r);
       if (r.kind === "video") {
         Object.assign(s, { framesDecoded: r.framesDecoded || 0, fps: r.framesPerSecond || 0,
-          freezeCount: r.freezeCount || 0, videoBufferMs: buf, videoPlayout: r.estimatedPlayoutTimestamp });
+          freezeCount: r.freezeCount || 0, videoBufferMs: buf, videoBufferNowMs: now,
+          videoPlayout: r.estimatedPlayoutTimestamp });
       } else if (r.kind === "audio") {
         Object.assign(s, { samplesReceived: r.totalSamplesReceived || 0,
           concealedSamples: r.concealedSamples || 0, audioLevel: r.audioLevel || 0,
-          audioBufferMs: buf, audioPlayout: r.estimatedPlayoutTimestamp });
+          audioBufferMs: buf, audioBufferNowMs: now, audioPlayout: r.estimatedPlayoutTimestamp });
       }
     });
     s.avOffsetMs = (s.videoPlayout && s.audioPlayout) ? s.videoPlayout - s.audioPlayout : null;
+    s.videoDelayTargetMs = trimLipSync(s);
     state.stats = s;
     const f = (v, d = 0) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
     const srv = state.serverStats || {};
     $("overlay").textContent =
       `fps ${f(s.fps)}  decoded ${f(s.framesDecoded)}  freezes ${f(s.freezeCount)}\n` +
       `buffer v ${f(s.videoBufferMs)} ms  a ${f(s.audioBufferMs)} ms  server ${f(srv.buffer_ms)} ms\n` +
-      `A/V offset ${f(s.avOffsetMs)} ms  underruns ${f(srv.underruns)}`;
+      `A/V offset ${f(s.avOffsetMs)} ms  video delay +${f(s.videoDelayTargetMs)} ms  underruns ${f(srv.underruns)}`;
   }
   setInterval(() => { pollStats().catch((e) => log(`stats: ${e}`)); }, 500);
 
