@@ -201,6 +201,8 @@ def run_distill(args: argparse.Namespace) -> int:
     teacher = UnisonDiT(cfg)
     load_init(teacher, Path(tcfg.init))
     student = copy.deepcopy(teacher)
+    if tcfg.distill.student_init:
+        load_init(student, Path(tcfg.distill.student_init))
     distiller = FewStepDistiller(teacher, student, tcfg.distill, lr=tcfg.lr)
     out = Path(tcfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

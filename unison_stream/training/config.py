@@ -46,6 +46,9 @@ class DistillConfig:
     # distillation: the student makes no extra call for effects)
     guidance: bool = False
     audio_driven_prob: float = 0.0  # per step: speech given clean (the audio→video task)
+    # the student's starting weights; empty: a copy of the teacher (``init``). A student
+    # already distilled can so be fine-tuned further, e.g. on its own rollouts
+    student_init: str = ""
 
 
 @dataclass
