@@ -82,7 +82,14 @@ def test_chromium_page_plays_synced_video_and_audio(tmp_path: Path) -> None:
             (s.get("avOffsetMs"), s.get("videoDelayTargetMs"), s.get("audioBufferNowMs"))
             for s in samples
         ]
-        return {"first": first, "last": last, "offsets": offsets, "msgs": msgs, "trace": trace, "logs": logs}
+        return {
+            "first": first,
+            "last": last,
+            "offsets": offsets,
+            "msgs": msgs,
+            "trace": trace,
+            "logs": logs,
+        }
 
     r = asyncio.run(main())
     first, last = r["first"], r["last"]

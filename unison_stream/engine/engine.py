@@ -123,7 +123,8 @@ class Engine:
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="unison-engine-worker", daemon=True)
         self._worker.start()
-        self._pool.submit(self._plan, "warm up", None)  # start espeak-ng and MiniLM now
+        # start espeak-ng and MiniLM now (seconds of imports that hold the GIL in stretches)
+        self._warm = self._pool.submit(self._plan, "warm up", None)
         log.info(
             "engine up: %s on %s/%s (%s replica), %.2f s chunks, %d sessions max, lead policy %s",
             self.cfg.preset,
@@ -136,6 +137,12 @@ class Engine:
         )
 
     # ---- public API ---------------------------------------------------------------------
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the planner and text encoder are loaded (a server waits here before it
+        serves: their loading holds the GIL in stretches of ~0.2 s, which would stall every
+        stream's media on the event loop)."""
+        self._warm.result(timeout)
+
     @property
     def sessions(self) -> int:
         with self._lock:
@@ -508,6 +515,11 @@ class Engine:
             sfx=d.sfx,
             utterance_id=u.utterance_id if u is not None else None,
             state=job.state,
+            times={
+                **({"queued": u.queued_at, "planned": u.planned_at()} if u is not None else {}),
+                "generated": d.generated_at,
+                "decoded": d.decoded_at,
+            },
         )
 
 

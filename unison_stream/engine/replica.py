@@ -93,6 +93,8 @@ class Decoded:
     video: np.ndarray  # (F, H, W, 3) uint8
     speech: np.ndarray  # (S,) float32
     sfx: np.ndarray | None  # (S,) float32, None for a single audio stream
+    generated_at: float = 0.0  # time.monotonic() when the batched step returned (host-wide)
+    decoded_at: float = 0.0  # time.monotonic() when this session's decode finished
 
 
 @dataclass
@@ -159,7 +161,7 @@ class ReplicaCore:
         try:
             t0 = time.perf_counter()
             out = self.stepper.step([s.row for s in slots], req.plan, cancel)
-            t1 = time.perf_counter()
+            t1, generated_at = time.perf_counter(), time.monotonic()
             res: list[Decoded | None] = []
             for b, (slot, dec) in enumerate(zip(slots, req.decode, strict=True)):
                 if not dec:
@@ -169,7 +171,8 @@ class ReplicaCore:
                 v = out.video[b : b + 1].float().cpu()
                 a = out.audio[b : b + 1].float().cpu()  # (1, S, Nc, Ca)
                 sfx = slot.sfx.decode(a[:, 1])[0] if a.shape[1] == 2 else None
-                res.append(Decoded(slot.video.decode(v)[0], slot.speech.decode(a[:, 0])[0], sfx))
+                video, speech = slot.video.decode(v)[0], slot.speech.decode(a[:, 0])[0]
+                res.append(Decoded(video, speech, sfx, generated_at, time.monotonic()))
             self.step_ms.append(((t1 - t0) * 1000, (time.perf_counter() - t1) * 1000))
             return res
         except ChunkCancelled:

@@ -54,6 +54,7 @@ class Planned:
     plan: UtterancePlan
     transcript_pooled: torch.Tensor  # (1, text_dim): c_s of the SCG gates
     caption: Conditioning | None = None  # a per-utterance caption (no identity), else None
+    at: float = field(default_factory=time.monotonic)  # when planning finished
 
 
 @dataclass
@@ -67,6 +68,11 @@ class Utterance:
     caption: str | None = None
     chunks: int = 0  # chunks made so far
     started: bool = False
+    queued_at: float = field(default_factory=time.monotonic)  # say accepted (time.monotonic)
+    encoded_at: float = 0.0  # audio mode: speech latents ready (text mode: ``Planned.at``)
+
+    def planned_at(self) -> float:
+        return self.plan.result().at if self.plan is not None else self.encoded_at
 
     def ready(self) -> bool:
         return self.plan is None or self.plan.done()
@@ -143,10 +149,11 @@ class EngineSession:
 
     def say_audio(self, pcm: np.ndarray, sample_rate: int, *, utterance_id: str) -> None:
         """Queue a speech waveform (audio-driven mode): held clean, returned as the speech stem."""
+        queued_at = time.monotonic()
         speech, latents = self._engine._encode_speech(pcm, sample_rate)
-        self._enqueue(
-            Utterance(utterance_id, speech_latents=latents, speech_pcm=speech), interrupt=False
-        )
+        utt = Utterance(utterance_id, speech_latents=latents, speech_pcm=speech)
+        utt.queued_at, utt.encoded_at = queued_at, time.monotonic()
+        self._enqueue(utt, interrupt=False)
 
     def interrupt(self) -> None:
         """Stop the current utterance at the next chunk boundary and drop the queued ones."""

@@ -15,7 +15,7 @@ interface contract says.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,6 +48,10 @@ class MediaChunk:
     sfx: np.ndarray | None = None
     utterance_id: str | None = None  # utterance this chunk belongs to (None = idle/listening)
     state: str = "idle"  # "speaking" | "idle" | "listening"
+    # the chunk's way through the engine as ``time.monotonic()`` instants (one clock for every
+    # process of the host), for latency budgets: "queued" (say accepted) and "planned" (text
+    # timed and embedded) of its utterance, then "generated" and "decoded"
+    times: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

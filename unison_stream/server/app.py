@@ -19,6 +19,7 @@ from unison_stream.server.auth import ApiKeys, TokenSigner
 from unison_stream.server.config import ServerConfig
 from unison_stream.server.engine_api import EngineLike
 from unison_stream.server.errors import BadRequest, ServerError, Unauthorized
+from unison_stream.server.looplag import LoopLag
 from unison_stream.server.session import MediaSpec, SessionManager
 
 __all__ = ["STATIC_DIR", "ServerState", "create_app", "state_of"]
@@ -50,6 +51,7 @@ class ServerState:
             max_caption_chars=cfg.max_caption_chars,
         )
         self.ws_errors = 0
+        self.loop_lag = LoopLag()
 
 
 STATE_KEY = web.AppKey("unison_state", ServerState)
@@ -112,6 +114,7 @@ async def healthz(request: web.Request) -> web.Response:
             "channels": len(m.channels),
             "capacity": m.capacity,
             "peer_connections": m.peer_connections(),
+            "loop_lag_ms": {k: round(v, 2) for k, v in st.loop_lag.summary().items()},
         }
     )
 
@@ -138,6 +141,13 @@ async def metrics(request: web.Request) -> web.Response:
     lines = []
     for name, kind, help_, value in rows:
         lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    lag = st.loop_lag.summary()
+    lines += ["# HELP unison_loop_lag_ms event-loop lag of a 10 ms ticker, last 30 s"]
+    lines += ["# TYPE unison_loop_lag_ms gauge"]
+    lines += [
+        f'unison_loop_lag_ms{{quantile="{q}"}} {lag[k]:.3f}'
+        for q, k in (("0.5", "p50"), ("0.99", "p99"), ("1", "max"))
+    ]
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
@@ -247,8 +257,10 @@ def create_app(
 
     async def on_startup(_: web.Application) -> None:
         state.manager.start()
+        state.loop_lag.start()
 
     async def on_shutdown(_: web.Application) -> None:
+        await state.loop_lag.stop()
         await state.manager.close()
 
     app.on_startup.append(on_startup)

@@ -168,11 +168,13 @@ class SharedEncoder:
             n += 1
 
     async def _audio_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         m = 0
         while True:
             start = m * AUDIO_FRAME_SAMPLES
             await self._playout.wait(start / AUDIO_RATE)
-            packets = self._encode_audio(self._playout.audio(start, AUDIO_FRAME_SAMPLES))
+            pcm = self._playout.audio(start, AUDIO_FRAME_SAMPLES)
+            packets = await loop.run_in_executor(None, self._encode_audio, pcm)
             for p in packets:
                 for t in list(self._audio):
                     t.offer(p)

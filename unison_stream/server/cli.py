@@ -60,6 +60,7 @@ def build_engine(
     engine = Engine(
         load_config(preset, overrides or []), checkpoint=checkpoint, max_sessions=max_sessions
     )
+    engine.wait_ready()  # loaded before the first client, not while it streams
     m = engine.cfg.media
     from unison_stream.model.checkpoint import bundled_checkpoint
 

@@ -22,6 +22,7 @@ class ChunkLike(Protocol):
     audio: np.ndarray  # (S,) float32 mono at media.sample_rate, in [-1, 1]
     utterance_id: str | None
     state: str  # "speaking" | "idle" | "listening"
+    times: dict[str, float]  # time.monotonic() per hop: "queued", "planned", "generated", …
 
 
 class EventLike(Protocol):

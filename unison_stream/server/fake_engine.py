@@ -14,7 +14,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,6 +37,7 @@ class FakeChunk:
     sfx: np.ndarray | None = None
     utterance_id: str | None = None
     state: str = "idle"
+    times: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class _Utterance:
     uid: str
     samples: int  # speech length at the model rate
     done: int = 0
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class FakeEngineSession:
@@ -136,11 +138,14 @@ class FakeEngineSession:
         audio = np.zeros(s, np.float32)
         speaking = np.zeros(f, bool)
         uid: str | None = None
+        times = {"generated": time.monotonic(), "decoded": time.monotonic()}
         with self._lock:
             start = self._media_time()
             pos = 0
             while pos < s and self._queue:
                 u = self._queue[0]
+                if uid is None:  # the chunk's first utterance: its hops (no planning here)
+                    times.update(queued=u.queued_at, planned=u.queued_at)
                 if u.done == 0:
                     self._events.append(FakeEvent(u.uid, "started", start + pos / e.sample_rate))
                 take = min(s - pos, u.samples - u.done)
@@ -166,7 +171,7 @@ class FakeEngineSession:
             if speaking[i]:
                 h, w = e.height, e.width
                 video[i, 2 * h // 3 : 2 * h // 3 + max(2, h // 16), w // 4 : 3 * w // 4] = 250
-        return FakeChunk(index, start, video, audio, audio.copy(), None, uid, state)
+        return FakeChunk(index, start, video, audio, audio.copy(), None, uid, state, times)
 
 
 class FakeEngine:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from unison_stream.server.engine_api import ChunkLike, EngineSessionLike
 __all__ = [
     "AUDIO_FRAME_SAMPLES",
     "AUDIO_RATE",
+    "HOPS",
     "VIDEO_CLOCK_RATE",
     "ChunkPuller",
     "ClockAudioTrack",
@@ -91,6 +93,12 @@ class Slot:
     media_s: float | None  # engine media time of the frame; None for an idle (underrun) slot
     utterance_id: str | None = None
     state: str = "idle"
+    times: dict[str, float] | None = None  # first slot of a chunk: its hops (ChunkLike.times)
+
+
+# hops of an utterance's first chunk, in order (time.monotonic instants; docs/server.md)
+HOPS: tuple[str, ...] = ("queued", "planned", "generated", "decoded", "in_clock", "played")
+KEEP_TRACES = 32  # utterances whose first-slot hops are kept for the started event
 
 
 class MediaClock:
@@ -127,6 +135,7 @@ class MediaClock:
         self.state = "idle"
         self.utterance_id: str | None = None
         self.played_media_s = -1.0  # engine media time reached by playout (end of last slot)
+        self.traces: dict[str, dict[str, float]] = {}  # utterance id → hops of its first slot
 
     # ---- thread side ------------------------------------------------------------------------
     def push(self, chunk: ChunkLike) -> bool:
@@ -140,6 +149,7 @@ class MediaClock:
         need = f * self.samples_per_slot
         if len(audio) < need:
             audio = np.pad(audio, (0, need - len(audio)))
+        times = {**chunk.times, "in_clock": time.monotonic()}
         slots = [
             Slot(
                 frame=video[i],
@@ -147,6 +157,7 @@ class MediaClock:
                 media_s=chunk.start_s + i / self.fps,
                 utterance_id=chunk.utterance_id,
                 state=chunk.state,
+                times=times if i == 0 else None,
             )
             for i in range(f)
         ]
@@ -185,7 +196,12 @@ class MediaClock:
                     self.underruns += 1
             else:
                 self._last_frame = s.frame
-                self.state, self.utterance_id = s.state, s.utterance_id
+                uid = s.utterance_id
+                if uid is not None and uid != self.utterance_id and s.times is not None:
+                    self.traces[uid] = {**s.times, "played": time.monotonic()}
+                    if len(self.traces) > KEEP_TRACES:
+                        self.traces.pop(next(iter(self.traces)))
+                self.state, self.utterance_id = s.state, uid
                 assert s.media_s is not None
                 self.played_media_s = s.media_s + 1.0 / self.fps
             self._timeline[self._next] = s

@@ -318,14 +318,21 @@ def answer_msg(sdp: str, ref: str | None = None) -> dict[str, Any]:
     return _with_id({"type": "answer", "sdp": sdp}, ref)
 
 
-def utterance_msg(utterance_id: str, event: str, media_time_s: float) -> dict[str, Any]:
+def utterance_msg(
+    utterance_id: str, event: str, media_time_s: float, trace_ms: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """``trace_ms`` (``started`` only): ms from the server receiving the ``say`` to each hop of
+    the utterance's first chunk (``media.HOPS``)."""
     assert event in UTTERANCE_EVENTS, f"utterance event must be one of {UTTERANCE_EVENTS}"
-    return {
+    msg: dict[str, Any] = {
         "type": "utterance",
         "id": utterance_id,
         "event": event,
         "media_time_s": round(media_time_s, 4),
     }
+    if trace_ms is not None:
+        msg["trace_ms"] = trace_ms
+    return msg
 
 
 def state_msg(state: str) -> dict[str, Any]:

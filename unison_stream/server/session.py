@@ -12,6 +12,7 @@ and every ``close()`` is idempotent. Log records carry the session id (``[sid]``
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -30,6 +31,8 @@ from unison_stream.server.config import ServerConfig
 from unison_stream.server.engine_api import EngineLike, EngineSessionLike, EventLike
 from unison_stream.server.errors import BadRequest, CapacityError, ServerError
 from unison_stream.server.media import (
+    HOPS,
+    KEEP_TRACES,
     ChunkPuller,
     ClockAudioTrack,
     ClockVideoTrack,
@@ -101,6 +104,7 @@ class Channel:
             engine_session, self.clock, on_error=self._error_from_thread, label=name
         )
         self._due: list[EventLike] = []  # started/finished events waiting for playout
+        self._said: dict[str, float] = {}  # utterance id → time.monotonic() the say arrived
         self._last_state = "idle"
         self._last_error_report = -1e9
         self.errors = 0
@@ -181,10 +185,25 @@ class Channel:
         keep: list[EventLike] = []
         for ev in self._due:
             if ev.media_time_s <= played + 1e-6:
-                self.publish(P.utterance_msg(ev.utterance_id, ev.event, self.media_time()))
+                trace = self._trace(ev.utterance_id) if ev.event == "started" else None
+                self.publish(P.utterance_msg(ev.utterance_id, ev.event, self.media_time(), trace))
             else:
                 keep.append(ev)
         self._due = keep
+
+    def said(self, utterance_id: str) -> None:
+        """Note when a say (or audio upload) arrived: the origin of its latency trace."""
+        self._said[utterance_id] = time.monotonic()
+        while len(self._said) > KEEP_TRACES:
+            self._said.pop(next(iter(self._said)))
+
+    def _trace(self, utterance_id: str) -> dict[str, float] | None:
+        """ms from the say's arrival to each hop of the utterance's first chunk, or None."""
+        hops = self.clock.traces.get(utterance_id)
+        origin = self._said.pop(utterance_id, None)
+        if hops is None or origin is None:
+            return None
+        return {h: round(1000 * (hops[h] - origin), 1) for h in HOPS if hops.get(h, 0.0) > 0}
 
     def interrupt(self) -> None:
         """Stop speech now: the engine drops its queue, the clock its buffered media."""
@@ -366,6 +385,7 @@ class Session:
                 log.info("[%s] say %s already accepted; ignored", self.id, msg.id)
                 return True
             self.bucket.take(time.monotonic(), ref=msg.id)
+            self.channel.said(msg.id)
             if msg.interrupt:
                 self.channel.interrupt()
             self.channel.clock.drop_idle()
@@ -385,7 +405,7 @@ class Session:
         elif isinstance(msg, P.AudioBegin):
             self._audio = (msg.id, msg.sample_rate, [], 0)
         elif isinstance(msg, P.AudioEnd):
-            self._finish_audio(msg.id)
+            await self._finish_audio(msg.id)
         elif isinstance(msg, P.Close):
             return False
         return True
@@ -403,7 +423,7 @@ class Session:
         parts.append(data)
         self._audio = (uid, rate, parts, size)
 
-    def _finish_audio(self, uid: str) -> None:
+    async def _finish_audio(self, uid: str) -> None:
         if self._audio is None or self._audio[0] != uid:
             raise BadRequest("audio_end without a matching audio_begin", ref=uid)
         _, rate, parts, size = self._audio
@@ -415,9 +435,13 @@ class Session:
         if size == 0 or len(raw) % 2:
             raise BadRequest("audio must be a non-empty whole number of PCM16 samples", ref=uid)
         self.bucket.take(time.monotonic(), ref=uid)
+        self.channel.said(uid)
         pcm = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
-        try:
-            self.channel.engine_session.say_audio(pcm, rate, utterance_id=uid)
+        say_audio = functools.partial(
+            self.channel.engine_session.say_audio, pcm, rate, utterance_id=uid
+        )
+        try:  # resampling and the speech encoder take a while: off the event loop
+            await asyncio.get_running_loop().run_in_executor(None, say_audio)
         except ValueError as e:
             raise BadRequest(f"cannot use this audio: {e}", ref=uid) from e
 
@@ -528,8 +552,11 @@ class SessionManager:
             else:
                 if len(self.channels) >= self.cfg.max_sessions:
                     raise CapacityError(f"server at capacity ({self.cfg.max_sessions} sessions)")
-                try:
-                    es = self.engine.open_session(identity=req.identity, caption=req.caption)
+                open_session = functools.partial(
+                    self.engine.open_session, identity=req.identity, caption=req.caption
+                )
+                try:  # portrait, encoders, the replica's row: seconds, off the event loop
+                    es = await asyncio.get_running_loop().run_in_executor(None, open_session)
                 except EngineFullError as e:  # other faults are not capacity: they surface
                     raise CapacityError(f"engine refused a new session: {e}") from e
                 channel = Channel(key, es, self.media, self.cfg, broadcast=req.mode == "broadcast")
