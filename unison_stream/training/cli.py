@@ -179,9 +179,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_distill(args: argparse.Namespace) -> int:
     """The few-step stage on a trained model (``init``: the teacher, the student's start)."""
-    import copy
     import json
     import time
+    from dataclasses import replace
 
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -198,11 +198,26 @@ def run_distill(args: argparse.Namespace) -> int:
         raise SystemExit("distill: set init to the trained model (the teacher)")
     source = make_source(tcfg.data, cfg, tcfg, seed=tcfg.seed)
     val = make_source(tcfg.data, cfg, tcfg, seed=999, split="val").next_batch()
-    teacher = UnisonDiT(cfg)
+    d = tcfg.distill
+    s = cfg.sampler
+    teacher_sampler = replace(
+        s,
+        event_guidance=s.event_guidance
+        if d.teacher_event_guidance is None
+        else d.teacher_event_guidance,
+        event_guidance_video=s.event_guidance_video
+        if d.teacher_event_guidance_video is None
+        else d.teacher_event_guidance_video,
+    )
+    teacher = UnisonDiT(replace(cfg, sampler=teacher_sampler))  # guided_call reads cfg.sampler
     load_init(teacher, Path(tcfg.init))
-    student = copy.deepcopy(teacher)
-    if tcfg.distill.student_init:
-        load_init(student, Path(tcfg.distill.student_init))
+    student = UnisonDiT(cfg)
+    load_init(student, Path(d.student_init or tcfg.init))
+    logging.getLogger(__name__).info(
+        "teacher event guidance %.1f / video %.1f",
+        teacher_sampler.event_guidance,
+        teacher_sampler.event_guidance_video,
+    )
     distiller = FewStepDistiller(teacher, student, tcfg.distill, lr=tcfg.lr)
     out = Path(tcfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

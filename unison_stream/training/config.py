@@ -49,6 +49,10 @@ class DistillConfig:
     # the student's starting weights; empty: a copy of the teacher (``init``). A student
     # already distilled can so be fine-tuned further, e.g. on its own rollouts
     student_init: str = ""
+    # the teacher's event guidance (SFX, video); None: the model config's sampler. Set it: the
+    # bundled preset samples the student, whose own guidance is off (1.0)
+    teacher_event_guidance: float | None = None
+    teacher_event_guidance_video: float | None = None
 
 
 @dataclass
