@@ -11,22 +11,7 @@ from typing import Any
 import pytest
 
 from tests.server_support import API_KEY, running_server
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [  # DESIGN.md §4
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
+from unison_stream.server.bench_browser import CHROMIUM, CHROMIUM_FLAGS
 
 pytestmark = [
     pytest.mark.slow,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
+
 from tests.server_support import connect, create_session, running_server
 from unison_stream.config import load_config
 from unison_stream.engine import Engine
@@ -60,3 +62,34 @@ def test_loop_stays_responsive_while_a_session_opens_with_the_real_engine() -> N
     assert open_s > 0.1, open_s  # slow enough for the check to mean something
     assert lag["ticks"] >= 10, lag
     assert lag["max"] < 100.0, (open_s, lag)
+
+
+def test_clock_counts_silence_cut_into_an_utterance_not_after_it() -> None:
+    from unison_stream.server.fake_engine import FakeChunk
+    from unison_stream.server.media import MediaClock
+
+    clock = MediaClock(fps=25.0, width=8, height=8, sample_rate=16000, buffer_s=1.0)
+
+    def chunk(uid: str | None, frames: int = 2) -> FakeChunk:
+        video = np.zeros((frames, 8, 8, 3), np.uint8)
+        audio = np.zeros(frames * 640, np.float32)
+        return FakeChunk(0, 0.0, video, audio, utterance_id=uid, state="speaking")
+
+    n = 0
+
+    def play(slots: int) -> None:
+        nonlocal n
+        clock.slot(n + slots - 1)
+        n += slots
+
+    clock.push(chunk("u1"))
+    play(2)
+    play(3)  # nothing buffered mid-utterance: 3 idle slots
+    clock.push(chunk("u1"))
+    play(2)
+    assert (clock.speech_underruns, clock.underruns) == (3, 3)
+    play(4)  # after the utterance's last chunk: idle, but nothing was cut
+    clock.push(chunk(None))
+    play(2)
+    assert (clock.speech_underruns, clock.underruns) == (3, 7)
+    assert clock.traces["u1"]["in_clock"] <= clock.traces["u1"]["played"]

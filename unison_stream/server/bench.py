@@ -1,11 +1,25 @@
-"""``unison-stream bench serve --json``: the server's latencies and encode-once CPU, measured at
-an in-process aiortc client against a server subprocess on 127.0.0.1.
+"""``unison-stream bench serve --json``: what a client of the server gets, measured at in-process
+aiortc clients (and, with ``--chromium``, a headless Chromium page) against a server
+subprocess on 127.0.0.1.
 
-- ``first_media_ms``: ``say`` sent → first audible 20 ms audio frame decoded at the client.
+Per phase — ``s1`` (one session) and ``s4`` (four concurrent sessions, saying at once):
+
+- ``first_media_ms``: ``say`` sent → first audible 20 ms audio frame decoded at the client
+  (median over trials × sessions; ``…_all`` lists them); a trial starts only once the
+  client's audio has been quiet for 0.5 s, so it never reads audio left over from the last.
+- ``hops_ms``: the same path hop by hop (medians): the server's ``trace_ms`` of the
+  ``started`` event (queued, planned, generated, decoded, in_clock, played: ms after the server
+  received the say) and ``audible`` at the client (ms after the say was sent; same host).
 - ``interrupt_ms``: ``interrupt`` sent → first quiet audio frame at the client.
-- ``encode_once_cpu_ratio``: server CPU per viewer with 4 broadcast viewers ÷ with 1 viewer
-  (1.0 would mean per-viewer encoding; encode-once makes it well below 1).
-Medians of ``--trials``; the engine is the real one unless ``--engine fake``.
+- ``underrun_slots_during_speech``: idle slots the server cut into utterances (all sessions);
+  ``served_rtf``: the engine's media seconds per wall second as the server reports it (median).
+- ``loop_lag_ms_p50`` / ``_p99`` / ``_max``: the server's 10 ms ticker over the phase.
+
+Then ``encode_once_cpu_ratio``: server CPU per viewer with 4 broadcast viewers ÷ with 1
+viewer (1.0 would mean per-viewer encoding). ``--chromium``: a ``chromium`` phase with the
+served page in headless Chromium (``say`` → first audio energy in its ``getStats``,
+underruns during speech, A/V playout offsets). The engine is the real one unless
+``--engine fake``; the host is printed (``runtime.host_info``).
 """
 
 from __future__ import annotations
@@ -13,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import socket
 import statistics
@@ -22,13 +37,15 @@ import time
 from typing import Any
 
 import aiohttp
-import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from unison_stream.server.media import AUDIO_FRAME_SAMPLES, HOPS
 from unison_stream.server.webrtc import restrict_to_loopback
 
 __all__ = ["register"]
+
+log = logging.getLogger(__name__)
 
 KEY = "bench-key"
 LONG_TEXT = "This is a long sentence for the benchmark to interrupt half way through, " * 3
@@ -36,7 +53,7 @@ LONG_TEXT = "This is a long sentence for the benchmark to interrupt half way thr
 
 class _Viewer:
     def __init__(self) -> None:
-        self.audio: list[tuple[float, float]] = []  # (monotonic arrival, rms)
+        self.audio: list[tuple[float, int]] = []  # (monotonic arrival, pts from the first frame)
         self.messages: list[dict[str, Any]] = []
         self.tasks: list[asyncio.Task[Any]] = []
         self.http = aiohttp.ClientSession()
@@ -72,14 +89,22 @@ class _Viewer:
                 self.messages.append(json.loads(m.data))
 
     async def _consume(self, track: Any) -> None:
+        first: int | None = None
         try:
             while True:
                 frame = await track.recv()
-                if track.kind == "audio":
-                    pcm = frame.to_ndarray().astype(np.float32) / 32768.0
-                    self.audio.append((time.monotonic(), float(np.sqrt(np.mean(pcm**2)))))
+                if track.kind == "audio":  # the RTP timestamp, from a random origin
+                    first = frame.pts if first is None else first
+                    self.audio.append((time.monotonic(), (frame.pts - first) % 2**32))
         except MediaStreamError:
             pass
+
+    def stat(self, key: str) -> float:
+        """``key`` of the latest ``stats`` message from the server (0 before the first)."""
+        for m in reversed(self.messages):
+            if m.get("type") == "stats":
+                return float(m.get(key, 0.0))
+        return 0.0
 
     async def wait(self, pred: Any, timeout: float) -> dict[str, Any]:
         end = time.monotonic() + timeout
@@ -90,14 +115,15 @@ class _Viewer:
             await asyncio.sleep(0.01)
         raise TimeoutError("no matching message from the server")
 
-    async def first_audio(self, after: float, loud: bool, thr: float, timeout: float) -> float:
+    async def arrival(self, pts: int, timeout: float) -> float:
+        """When the audio frame holding sample ``pts`` of this client's track arrived."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            for t, rms in self.audio:
-                if t >= after and (rms > thr) == loud:
+            for t, p in reversed(self.audio):
+                if p <= pts < p + AUDIO_FRAME_SAMPLES:
                     return t
             await asyncio.sleep(0.005)
-        raise TimeoutError("audio never crossed the threshold")
+        raise TimeoutError(f"audio sample {pts} never reached the client")
 
     async def close(self) -> None:
         for t in self.tasks:
@@ -114,34 +140,75 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-async def _latencies(base: str, trials: int) -> dict[str, Any]:
-    v = _Viewer()
-    await v.open(base, {})
+async def _trial(v: _Viewer, uid: str) -> dict[str, float]:
+    """One say → its first audio frame decoded at the client → interrupt → the first frame
+    after the cut, at one client; with the hops of the utterance. The frames are found by the
+    audio pts the server names in ``started`` / ``interrupted``, so a trial never takes audio
+    left over from the last one (nor the synthetic world's ambience) for speech."""
+    t0 = time.monotonic()
+    await v.send({"type": "say", "id": uid, "text": LONG_TEXT})
+    started = await v.wait(lambda m: m.get("event") == "started" and m.get("id") == uid, 60)
+    t_on = await v.arrival(int(started["audio_pts"]), 10)
+    await asyncio.sleep(1.0)
+    t1 = time.monotonic()
+    await v.send({"type": "interrupt"})
+    cut = await v.wait(
+        lambda m: m.get("event") == "interrupted" and m.get("id") == uid and "audio_pts" in m, 30
+    )
+    t_off = await v.arrival(int(cut["audio_pts"]), 10)
+    out = {f"hop_{k}": float(x) for k, x in started.get("trace_ms", {}).items()}
+    out.update(first=1000 * (t_on - t0), interrupt=1000 * (t_off - t1))
+    out["hop_audible"] = out["first"]
+    return out
+
+
+async def _healthz(base: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http:
+        r = await http.get(f"{base}/healthz")
+        out: dict[str, Any] = await r.json()
+        return out
+
+
+async def _latencies(base: str, trials: int, sessions: int) -> dict[str, Any]:
+    """``trials`` rounds of every one of ``sessions`` private sessions saying at once."""
+    viewers = [_Viewer() for _ in range(sessions)]
     try:
-        await asyncio.sleep(3.0)  # idle stream settles
-        idle = [r for _, r in v.audio[-50:]] or [0.0]
-        thr = max(0.02, 4 * float(np.median(idle)))
-        first, inter = [], []
+        for v in viewers:
+            await v.open(base, {})
+        await asyncio.sleep(3.0)  # idle streams settle
+        under0 = [v.stat("speech_underruns") for v in viewers]
+        t_phase = time.monotonic()
+        rows: list[dict[str, float]] = []
         for i in range(trials):
-            t0 = time.monotonic()
-            await v.send({"type": "say", "id": f"f{i}", "text": LONG_TEXT})
-            t_on = await v.first_audio(t0, True, thr, 60)
-            first.append(1000 * (t_on - t0))
+            rows += await asyncio.gather(*(_trial(v, f"t{i}v{j}") for j, v in enumerate(viewers)))
             await asyncio.sleep(1.0)
-            t1 = time.monotonic()
-            await v.send({"type": "interrupt"})
-            t_off = await v.first_audio(t1, False, thr, 30)
-            inter.append(1000 * (t_off - t1))
-            await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # the last stats message after the last trial
+        lag = (await _healthz(base))["loop_lag_ms"]
+        phase_s = time.monotonic() - t_phase
+        hops = sorted({k for r in rows for k in r if k.startswith("hop_")}, key=_hop_order)
+        hop_ms = {k[4:]: statistics.median(r[k] for r in rows if k in r) for k in hops}
         return {
-            "first_media_ms": statistics.median(first),
-            "first_media_ms_all": [round(x, 1) for x in first],
-            "interrupt_ms": statistics.median(inter),
-            "interrupt_ms_all": [round(x, 1) for x in inter],
-            "audible_threshold_rms": thr,
+            "first_media_ms": statistics.median(r["first"] for r in rows),
+            "first_media_ms_all": [round(r["first"], 1) for r in rows],
+            "hops_ms": hop_ms,
+            "interrupt_ms": statistics.median(r["interrupt"] for r in rows),
+            "interrupt_ms_all": [round(r["interrupt"], 1) for r in rows],
+            "underrun_slots_during_speech": sum(v.stat("speech_underruns") for v in viewers)
+            - sum(under0),
+            "served_rtf": statistics.median(v.stat("rtf") for v in viewers),
+            "loop_lag_ms_p50": lag["p50"],
+            "loop_lag_ms_p99": lag["p99"],
+            "loop_lag_ms_max": lag["max"],
+            "loop_lag_window_covers_phase": phase_s <= 30.0,
         }
     finally:
-        await v.close()
+        for v in viewers:
+            await v.close()
+
+
+def _hop_order(name: str) -> int:
+    order = [*HOPS, "audible"]
+    return order.index(name[4:]) if name[4:] in order else len(order)
 
 
 async def _cpu_ratio(base: str, pid: int, window_s: float) -> dict[str, Any]:
@@ -196,8 +263,21 @@ def run(args: argparse.Namespace) -> int:
                     pass
                 await asyncio.sleep(0.1)
             model = (await (await http.get(f"{base}/healthz")).json())["model"]
-        out: dict[str, Any] = {"engine": args.engine, "model": model}
-        out.update(await _latencies(base, args.trials))
+        from unison_stream.runtime import host_info
+
+        out: dict[str, Any] = {"engine": args.engine, "model": model, "host": host_info()}
+        for n in (1, 4):
+            log.info("phase s%d: %d trials of %d concurrent sessions", n, args.trials, n)
+            try:
+                out[f"s{n}"] = await _latencies(base, args.trials, n)
+            except TimeoutError as e:  # reported, the other phases still run
+                out[f"s{n}"] = {"error": str(e)}
+            log.info("phase s%d: %s", n, out[f"s{n}"])
+        if args.chromium:
+            from unison_stream.server.bench_browser import chromium_phase
+
+            log.info("phase chromium: %d trials in headless Chromium", args.trials)
+            out["chromium"] = await chromium_phase(base, KEY, args.trials)
         out.update(await _cpu_ratio(base, proc.pid, args.window))
         return out
 
@@ -209,13 +289,21 @@ def run(args: argparse.Namespace) -> int:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-    rounded = {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}
+    rounded = _rounded(res)
     if args.json:
         sys.stdout.write(json.dumps(rounded) + "\n")
     else:
         for k, v in rounded.items():
             sys.stdout.write(f"{k}: {v}\n")
     return 0
+
+
+def _rounded(x: Any) -> Any:
+    if isinstance(x, float):
+        return round(x, 3)
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    return x
 
 
 def register(sub: Any) -> None:
@@ -225,5 +313,6 @@ def register(sub: Any) -> None:
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--window", type=float, default=4.0, help="CPU measuring window (s)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--chromium", action="store_true", help="also a headless Chromium viewer")
     p.add_argument("overrides", nargs="*", help="key=value passed to serve")
     p.set_defaults(func=run)

@@ -129,6 +129,9 @@ class MediaClock:
         self._flushes = 0  # flush() count: speech waiting in push() across one is dropped
         self.started = False  # a decoded chunk has arrived
         self.underruns = 0  # idle slots served after the first chunk because nothing was ready
+        # idle slots inside an utterance (between two of its slots): silence cut into speech
+        self.speech_underruns = 0
+        self._gap = 0  # idle slots since the last real slot, while it belonged to an utterance
         self.slots_served = 0
         self.chunks_in = 0
         self.flushed_slots = 0
@@ -136,6 +139,8 @@ class MediaClock:
         self.utterance_id: str | None = None
         self.played_media_s = -1.0  # engine media time reached by playout (end of last slot)
         self.traces: dict[str, dict[str, float]] = {}  # utterance id → hops of its first slot
+        # utterance id → (index, time.time()) of its first slot: where a client finds it
+        self.first_slots: dict[str, tuple[int, float]] = {}
 
     # ---- thread side ------------------------------------------------------------------------
     def push(self, chunk: ChunkLike) -> bool:
@@ -194,12 +199,19 @@ class MediaClock:
                 s.state = "speaking" if self.state == "speaking" else self.state
                 if self.started:
                     self.underruns += 1
+                if self.utterance_id is not None:
+                    self._gap += 1
             else:
                 self._last_frame = s.frame
                 uid = s.utterance_id
+                if uid is not None and uid == self.utterance_id:
+                    self.speech_underruns += self._gap
+                self._gap = 0
                 if uid is not None and uid != self.utterance_id and s.times is not None:
                     self.traces[uid] = {**s.times, "played": time.monotonic()}
+                    self.first_slots[uid] = (self._next, time.time())
                     if len(self.traces) > KEEP_TRACES:
+                        self.first_slots.pop(next(iter(self.traces)), None)
                         self.traces.pop(next(iter(self.traces)))
                 self.state, self.utterance_id = s.state, uid
                 assert s.media_s is not None
@@ -244,6 +256,7 @@ class MediaClock:
         return {
             "buffer_ms": self.buffer_ms,
             "underruns": float(self.underruns),
+            "speech_underruns": float(self.speech_underruns),
             "slots": float(self.slots_served),
             "chunks": float(self.chunks_in),
         }
@@ -272,6 +285,13 @@ class Playout:
 
     def video(self, n: int) -> np.ndarray:
         return self.clock.slot(self._base + n).frame
+
+    def audio_sample(self, slot: int) -> int | None:
+        """This playout's audio sample index (track pts) of clock slot ``slot``; None before
+        the tracks started or for a slot before their start."""
+        if self._t0 is None or slot < self._base:
+            return None
+        return (slot - self._base) * self.clock.samples_per_slot
 
     def audio(self, start: int, count: int) -> np.ndarray:
         """``count`` samples at 48 kHz from sample ``start`` of this playout, spanning slots."""

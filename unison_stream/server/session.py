@@ -105,6 +105,9 @@ class Channel:
         )
         self._due: list[EventLike] = []  # started/finished events waiting for playout
         self._said: dict[str, float] = {}  # utterance id → time.monotonic() the say arrived
+        self._cut_slot: int | None = None  # clock slot at the last interrupt
+        self._cut_unix_s = 0.0  # time.time() when that slot is due
+        self._tick_t0 = 0.0  # loop time of the timeline's slot 0
         self._last_state = "idle"
         self._last_error_report = -1e9
         self.errors = 0
@@ -145,7 +148,7 @@ class Channel:
     async def _tick_loop(self) -> None:
         """Advance the timeline in real time (even with no viewer) and release due events."""
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        t0 = self._tick_t0 = loop.time()
         next_stats = t0 + self.cfg.stats_interval_s
         while True:
             now = loop.time()
@@ -168,8 +171,13 @@ class Channel:
             log.warning("[%s] poll_events failed: %r", self.label, e)
             events = []
         for ev in events:
-            if ev.event in ("queued", "interrupted"):
+            if ev.event == "queued":
                 self.publish(P.utterance_msg(ev.utterance_id, ev.event, self.media_time()))
+            elif ev.event == "interrupted":
+                cut = P.utterance_msg(ev.utterance_id, ev.event, self.media_time())
+                self._publish_at(
+                    {**cut, "sent_at_unix_s": round(self._cut_unix_s, 4)}, self._cut_slot
+                )
             elif ev.event in ("started", "finished"):
                 self._due.append(ev)
             elif ev.event == "failed":  # the engine's own fault report: chunk could not be made
@@ -184,12 +192,33 @@ class Channel:
         played = self.clock.played_media_s
         keep: list[EventLike] = []
         for ev in self._due:
-            if ev.media_time_s <= played + 1e-6:
-                trace = self._trace(ev.utterance_id) if ev.event == "started" else None
-                self.publish(P.utterance_msg(ev.utterance_id, ev.event, self.media_time(), trace))
+            # released once the slot holding its media time has played: ``started`` at T with
+            # the slot that starts at T, ``finished`` at T (an end) with the slot ending at T
+            t = ev.media_time_s
+            if (t < played - 1e-6) if ev.event == "started" else (t <= played + 1e-6):
+                if ev.event == "started":
+                    self._publish_started(ev.utterance_id)
+                else:
+                    self.publish(P.utterance_msg(ev.utterance_id, ev.event, self.media_time()))
             else:
                 keep.append(ev)
         self._due = keep
+
+    def _publish_started(self, uid: str) -> None:
+        """``started`` with its hop trace and, per member, where its first sample is: the
+        member's audio pts (private sessions) and the wall time its first slot was sent."""
+        msg = P.utterance_msg(uid, "started", self.media_time(), self._trace(uid))
+        first = self.clock.first_slots.get(uid)
+        if first is not None:
+            msg["sent_at_unix_s"] = round(first[1], 4)
+        self._publish_at(msg, first[0] if first else None)
+
+    def _publish_at(self, msg: dict[str, Any], slot: int | None) -> None:
+        """Publish ``msg`` with, per member whose tracks are its own, ``audio_pts``: the audio
+        sample index of clock slot ``slot`` on that member's track."""
+        for s in list(self.members):
+            pts = s.playout.audio_sample(slot) if slot is not None and s.playout else None
+            s.post(msg if pts is None else {**msg, "audio_pts": pts})
 
     def said(self, utterance_id: str) -> None:
         """Note when a say (or audio upload) arrived: the origin of its latency trace."""
@@ -209,10 +238,15 @@ class Channel:
         """Stop speech now: the engine drops its queue, the clock its buffered media."""
         self.engine_session.interrupt()
         self.clock.flush()
+        self._cut_slot = self.clock.next_slot  # the first slot that plays no cut speech
+        due = self._tick_t0 + self._cut_slot / self.clock.fps - asyncio.get_running_loop().time()
+        self._cut_unix_s = time.time() + max(0.0, due)
         # started/finished of flushed media will never play: report them as interrupted
         for ev in self._due:
             if ev.event == "finished":
-                self.publish(P.utterance_msg(ev.utterance_id, "interrupted", self.media_time()))
+                msg = P.utterance_msg(ev.utterance_id, "interrupted", self.media_time())
+                msg["sent_at_unix_s"] = round(self._cut_unix_s, 4)
+                self._publish_at(msg, self._cut_slot)
         self._due = []
 
     def stats(self) -> dict[str, float]:
@@ -263,6 +297,7 @@ class Session:
         self.tasks = TaskManager(f"session:{session_id}")
         self.bucket = P.TokenBucket(rate=cfg.say_rate_per_s, burst=cfg.say_burst)
         self.pc: RTCPeerConnection | None = None
+        self.playout: Playout | None = None  # this member's own tracks' (private sessions)
         self._outbox: asyncio.Queue[dict[str, Any] | None] | None = None
         self.ws_connected = False
         self.close_code = CLOSE_ENDED
@@ -458,7 +493,7 @@ class Session:
                 await pc.close()
                 raise
         else:
-            playout = Playout(self.channel.clock)
+            self.playout = playout = Playout(self.channel.clock)
             video, audio = ClockVideoTrack(playout), ClockAudioTrack(playout)  # type: ignore[assignment]
         pc.addTrack(video)
         pc.addTrack(audio)
