@@ -31,7 +31,7 @@ __all__ = [
     "validate",
 ]
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data (a wheel has them)
 PRESETS: tuple[str, ...] = ("tiny", "base")
 
 

@@ -520,6 +520,7 @@ class Engine:
                 "generated": d.generated_at,
                 "decoded": d.decoded_at,
             },
+            utterance_s=self._utterance_seconds(u) if u is not None else 0.0,
         )
 
 

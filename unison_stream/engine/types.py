@@ -52,6 +52,7 @@ class MediaChunk:
     # process of the host), for latency budgets: "queued" (say accepted) and "planned" (text
     # timed and embedded) of its utterance, then "generated" and "decoded"
     times: dict[str, float] = field(default_factory=dict)
+    utterance_s: float = 0.0  # planned length of the chunk's utterance (0 for idle chunks)
 
 
 @dataclass

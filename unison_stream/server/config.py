@@ -62,6 +62,9 @@ class ServerConfig:
     resume_buffer: int = 2048  # unacknowledged events kept per session for replay
     # media
     buffer_s: float = 1.0  # decoded media held ahead of playout (puller waits beyond this)
+    # an utterance starts once the measured production rate and jitter can play it through
+    # without a gap, waiting at most this long (docs/server.md "Buffer policy")
+    max_prebuffer_s: float = 4.0
     stats_interval_s: float = 1.0  # period of ``stats`` messages
     broadcast_gop_s: float = 2.0  # keyframe interval of a broadcast channel's shared encoder
     video_bitrate: int = 500_000  # broadcast channel VP8 target bitrate (bit/s)
@@ -90,6 +93,7 @@ def validate_server(cfg: ServerConfig) -> ServerConfig:
     need(cfg.resume_grace_s >= 0, "resume_grace_s", "must be ≥ 0")
     need(cfg.resume_buffer >= 16, "resume_buffer", "must be ≥ 16")
     need(cfg.buffer_s > 0, "buffer_s", "must be > 0")
+    need(cfg.max_prebuffer_s >= 0, "max_prebuffer_s", "must be >= 0")
     need(cfg.stats_interval_s > 0, "stats_interval_s", "must be > 0")
     if cfg.loopback_only:
         need(

@@ -23,6 +23,7 @@ class ChunkLike(Protocol):
     utterance_id: str | None
     state: str  # "speaking" | "idle" | "listening"
     times: dict[str, float]  # time.monotonic() per hop: "queued", "planned", "generated", …
+    utterance_s: float  # planned length of the chunk's utterance (0 for idle chunks)
 
 
 class EventLike(Protocol):

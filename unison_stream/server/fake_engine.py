@@ -38,6 +38,7 @@ class FakeChunk:
     utterance_id: str | None = None
     state: str = "idle"
     times: dict[str, float] = field(default_factory=dict)
+    utterance_s: float = 0.0
 
 
 @dataclass
@@ -138,6 +139,7 @@ class FakeEngineSession:
         audio = np.zeros(s, np.float32)
         speaking = np.zeros(f, bool)
         uid: str | None = None
+        utterance_s = 0.0
         times = {"generated": time.monotonic(), "decoded": time.monotonic()}
         with self._lock:
             start = self._media_time()
@@ -146,6 +148,7 @@ class FakeEngineSession:
                 u = self._queue[0]
                 if uid is None:  # the chunk's first utterance: its hops (no planning here)
                     times.update(queued=u.queued_at, planned=u.queued_at)
+                    utterance_s = u.samples / e.sample_rate
                 if u.done == 0:
                     self._events.append(FakeEvent(u.uid, "started", start + pos / e.sample_rate))
                 take = min(s - pos, u.samples - u.done)
@@ -171,7 +174,9 @@ class FakeEngineSession:
             if speaking[i]:
                 h, w = e.height, e.width
                 video[i, 2 * h // 3 : 2 * h // 3 + max(2, h // 16), w // 4 : 3 * w // 4] = 250
-        return FakeChunk(index, start, video, audio, audio.copy(), None, uid, state, times)
+        return FakeChunk(
+            index, start, video, audio, audio.copy(), None, uid, state, times, utterance_s
+        )
 
 
 class FakeEngine:

@@ -94,11 +94,13 @@ class Slot:
     utterance_id: str | None = None
     state: str = "idle"
     times: dict[str, float] | None = None  # first slot of a chunk: its hops (ChunkLike.times)
+    utterance_s: float = 0.0  # planned length of the slot's utterance
 
 
 # hops of an utterance's first chunk, in order (time.monotonic instants; docs/server.md)
 HOPS: tuple[str, ...] = ("queued", "planned", "generated", "decoded", "in_clock", "played")
 KEEP_TRACES = 32  # utterances whose first-slot hops are kept for the started event
+RATE_WINDOW = 12  # chunk arrivals the production rate and its jitter are measured over
 
 
 class MediaClock:
@@ -112,13 +114,22 @@ class MediaClock:
         height: int,
         sample_rate: int,
         buffer_s: float,
+        max_prebuffer_s: float = 4.0,
         label: str = "",
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         spf = AUDIO_RATE / fps
         assert spf == int(spf), f"48 kHz / fps must be a whole number of samples, got {spf}"
         self.fps, self.width, self.height, self.label = fps, width, height, label
         self.samples_per_slot = int(spf)
-        self.max_pending = max(1, round(buffer_s * fps))
+        self.base_pending = self.max_pending = max(1, round(buffer_s * fps))
+        self.max_prebuffer_s = max_prebuffer_s
+        # chunk arrivals: (seconds the puller waited for the chunk, media seconds it holds)
+        self._arrivals: deque[tuple[float, float]] = deque(maxlen=RATE_WINDOW)
+        self._now = now  # the clock the production rate is measured on (tests inject one)
+        self._last_push = now()
+        self.prebuffer_slots = 0  # idle slots served while an utterance filled its prebuffer
+        self.need_s = 0.0  # prebuffer the next utterance needs (buffer policy, docs/server.md)
         self._upsample = Upsampler(sample_rate)
         self._cond = threading.Condition()
         self._pending: deque[Slot] = deque()  # decoded, not yet on the timeline
@@ -154,6 +165,7 @@ class MediaClock:
         need = f * self.samples_per_slot
         if len(audio) < need:
             audio = np.pad(audio, (0, need - len(audio)))
+        arrived = self._now()
         times = {**chunk.times, "in_clock": time.monotonic()}
         slots = [
             Slot(
@@ -163,10 +175,13 @@ class MediaClock:
                 utterance_id=chunk.utterance_id,
                 state=chunk.state,
                 times=times if i == 0 else None,
+                utterance_s=chunk.utterance_s,
             )
             for i in range(f)
         ]
         with self._cond:
+            self._arrivals.append((arrived - self._last_push, f / self.fps))
+            self._plan_buffer(chunk.utterance_s, f)
             epoch = self._flushes
             while len(self._pending) >= self.max_pending and not self._closed:
                 self._cond.wait(0.5)
@@ -177,7 +192,49 @@ class MediaClock:
             self._pending.extend(slots)
             self.chunks_in += 1
             self.started = True
+        self._last_push = self._now()
         return True
+
+    def production(self) -> tuple[float, float]:
+        """(rate, jitter_s) of the engine's output for this session: media seconds made per
+        second the puller waited, and how much later than the steady pace the slowest chunk of
+        the window came (0 for an engine that keeps ahead or runs at an even pace)."""
+        if not self._arrivals:
+            return 1.0, 0.0
+        waited = sum(w for w, _ in self._arrivals)
+        made = sum(d for _, d in self._arrivals)
+        rate = made / waited if waited > 1e-6 else float("inf")
+        late = [w - d for w, d in self._arrivals]  # > 0: came later than it lasts
+        jitter = max(0.0, max(late) - max(0.0, sum(late) / len(late)))
+        return rate, jitter
+
+    def _plan_buffer(self, utterance_s: float, frames: int) -> None:
+        """Prebuffer for an utterance of ``utterance_s`` (under the lock): enough that the
+        measured production rate and jitter play it through without a gap, at most
+        ``max_prebuffer_s``; the pending limit grows to hold it."""
+        rate, jitter = self.production()
+        chunk_s = frames / self.fps
+        # chunk k (of length d) comes k·d/rate after the first and plays k·d after the start:
+        # the start waits until (D − d)(1 − rate) more than the first chunk is buffered
+        behind = max(0.0, utterance_s - chunk_s) * max(0.0, 1.0 - rate)
+        self.need_s = min(self.max_prebuffer_s, chunk_s + behind + jitter)
+        need_slots = int(np.ceil(self.need_s * self.fps)) + frames
+        self.max_pending = max(self.base_pending, need_slots)
+
+    def _may_start(self, head: Slot) -> bool:
+        """Whether the utterance whose first slot is ``head`` may start playing (under the
+        lock): its prebuffer is there, the whole utterance is, or nothing more fits."""
+        n = 0
+        for s in self._pending:
+            if s.utterance_id != head.utterance_id:
+                break
+            n += 1
+        have_s = n / self.fps
+        return (
+            have_s >= self.need_s
+            or have_s >= head.utterance_s - 0.5 / self.fps
+            or len(self._pending) >= self.max_pending
+        )
 
     # ---- loop side --------------------------------------------------------------------------
     @property
@@ -191,10 +248,21 @@ class MediaClock:
     def slot(self, n: int) -> Slot:
         """The slot at index ``n``, materialising the timeline up to it (never blocks)."""
         while self._next <= n:
+            wait = False
             with self._cond:
-                s = self._pending.popleft() if self._pending else None
+                s = self._pending[0] if self._pending else None
+                if s is not None and s.utterance_id not in (None, self.utterance_id):
+                    wait = not self._may_start(s)  # a new utterance: its prebuffer first
+                if s is not None and not wait:
+                    self._pending.popleft()
+                else:
+                    s = None
                 self._cond.notify()
-            if s is None:
+            if wait:  # the idle motion stretches; the words are not cut later
+                self.prebuffer_slots += 1
+                s = Slot(self._last_frame, np.zeros(self.samples_per_slot, np.float32), None)
+                s.state = self.state
+            elif s is None:
                 s = Slot(self._last_frame, np.zeros(self.samples_per_slot, np.float32), None)
                 s.state = "speaking" if self.state == "speaking" else self.state
                 if self.started:
@@ -257,6 +325,8 @@ class MediaClock:
             "buffer_ms": self.buffer_ms,
             "underruns": float(self.underruns),
             "speech_underruns": float(self.speech_underruns),
+            "prebuffer_slots": float(self.prebuffer_slots),
+            "prebuffer_need_ms": 1000.0 * self.need_s,
             "slots": float(self.slots_served),
             "chunks": float(self.chunks_in),
         }

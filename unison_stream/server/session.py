@@ -84,6 +84,7 @@ class Channel:
             height=media.height,
             sample_rate=media.sample_rate,
             buffer_s=cfg.buffer_s,
+            max_prebuffer_s=cfg.max_prebuffer_s,
             label=name,
         )
         self.tasks = TaskManager(f"channel:{name}")
