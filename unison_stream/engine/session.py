@@ -22,19 +22,17 @@ import time
 from collections.abc import MutableMapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from unison_stream.engine.planner import UtterancePlan
+from unison_stream.config import UnisonConfig
+from unison_stream.engine.planner import Planner, UtterancePlan
 from unison_stream.engine.types import EngineClosedError, MediaChunk, UtteranceEvent
 from unison_stream.model.conditioning import Conditioning
 
-if TYPE_CHECKING:
-    from unison_stream.engine.engine import Engine
-
-__all__ = ["EngineSession", "Planned", "SessionLog", "Utterance"]
+__all__ = ["EngineSession", "Planned", "Scheduler", "SessionLog", "Utterance"]
 
 log = logging.getLogger(__name__)
 _IDS = itertools.count(1)
@@ -112,10 +110,31 @@ class _Stats:
     )
 
 
+class Scheduler(Protocol):
+    """What a stream needs of the engine that schedules it (:class:`~unison_stream.engine.
+    Engine`): its lock, planning, the speech encoder, and being woken. Written as a protocol
+    so this file does not import ``engine.py``, which imports it."""
+
+    cfg: UnisonConfig
+    planner: Planner
+    max_ahead: int
+    _lock: threading.RLock
+
+    def _plan_async(self, text: str, caption: str | None = None) -> Future[Planned]: ...
+    def _encode_speech(
+        self, pcm: np.ndarray, sample_rate: int
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def _wake(self) -> None: ...
+    def _maybe_cancel(self) -> None: ...
+    def _release(self, s: EngineSession) -> None: ...
+    def _utterance_chunks(self, u: Utterance) -> int: ...
+    def _utterance_seconds(self, u: Utterance) -> float: ...
+
+
 class EngineSession:
     """Thread-safe handle on one stream; every method is non-blocking but ``next_chunk``."""
 
-    def __init__(self, engine: Engine, *, identity: int, caption: str, seed: int) -> None:
+    def __init__(self, engine: Scheduler, *, identity: int, caption: str, seed: int) -> None:
         self.session_id = f"s{next(_IDS)}"
         self.identity, self.caption, self.seed = identity, caption, seed
         self.log = SessionLog(log, {"session": self.session_id})
