@@ -112,3 +112,26 @@ def test_eval_without_a_checkpoint_says_how_to_get_one(tmp_path: object) -> None
         pytest.skip("the bundled checkpoint exists")
     with pytest.raises(SystemExit, match="--checkpoint none"):
         main(["eval", "--json", "--manifest", str(tiny_world())])
+
+
+def test_eval_ablations_prints_one_row_per_exported_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from unison_stream.model.checkpoint import load_model, save_model
+
+    root = tmp_path / "ablations"
+    for name, extra in (("no_scg", ["model.ablation.scg=false"]), ("full", [])):
+        (root / name).mkdir(parents=True)
+        save_model(
+            load_model(None, overrides=[*SMALL_MODEL, *extra]), root / name / "model.safetensors"
+        )
+    (root / "no_split").mkdir()  # not exported yet: left out with a warning
+    argv = ["eval", "--json", "--ablations", str(root), "--manifest", str(tiny_world())]
+    assert main([*argv, "--limit", "1", "--stream-seconds", "1", "--no-progress"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(r["ablations"]) == ["full", "no_scg"], "the full model's row first"
+    for row in r["ablations"].values():
+        assert set(row) >= {"lipsync_offset_ms", "sfx_recall", "feature_visibility"}
+    lines = r["table"].splitlines()
+    assert lines[0].startswith("| variant | lipsync_offset_ms |") and len(lines) == 4
+    assert lines[2].startswith("| full |") and lines[3].startswith("| no_scg |")

@@ -63,6 +63,13 @@ def test_prepare_and_sample_training_windows(tmp_path: Path) -> None:
     assert with_event(centred) == 1.0
     uniform = LatentShardSource(lat, cfg, batch=32, chunks=3, seed=1)
     assert with_event(uniform) < 1.0, "uniform windows often miss the sparse events"
+    # the one-stream ablation trains on the latents of the mix, with the mix's statistics
+    one = load_config("tiny", ["model.ablation.split_audio=false"])
+    mixed = LatentShardSource(lat, one, batch=3, chunks=3, seed=0)
+    mb = mixed.next_batch()
+    assert mb.audio.shape == (3, 1, 3 * nc, cfg.latent.audio_channels)
+    assert not torch.equal(mixed.stats["audio_shift"], src.stats["audio_shift"])
+    assert torch.equal(mb.video, b.video), "same windows, other audio"
 
 
 def test_generator_works_in_codec_space_with_normalised_model() -> None:

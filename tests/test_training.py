@@ -193,3 +193,34 @@ def test_two_gloo_processes_keep_identical_weights(tmp_path: Path) -> None:
     assert moved, "the weights trained"
     for k in w0:
         assert torch.equal(w0[k], w1[k]), k
+
+
+def test_ablation_presets_switch_one_component_each(tmp_path: Path) -> None:
+    import json
+
+    from safetensors import safe_open
+
+    from unison_stream.cli import main
+    from unison_stream.training.config import load_train_config
+
+    base = load_train_config("ablation")
+    variants = {
+        "no_forcing": "model.ablation.cross_modal_forcing=false",
+        "no_split": "model.ablation.split_audio=false",
+        "no_scg": "model.ablation.scg=false",
+        "no_biaca": "model.ablation.bi_aca=false",
+    }
+    for name, switch in variants.items():
+        t = load_train_config(f"ablation_{name}")
+        assert t.model_overrides == [switch] and t.out_dir == f"runs/ablations/{name}"
+        assert (t.steps, t.seed, t.lr, t.batch) == (base.steps, base.seed, base.lr, base.batch)
+    prog = load_train_config("ablation_no_progressive")
+    assert (prog.curriculum.sync_frac, prog.curriculum.bounded_frac) == (0.0, 0.0)
+    assert prog.model_overrides == [] and base.curriculum.sync_frac > 0
+    # the model a variant trains has its switch off (stored in the checkpoint's config)
+    out = tmp_path / "run"
+    args = ["train", "model", "--train", "ablation_no_scg", "steps=1", "data=random"]
+    assert main([*args, "ckpt_every=1", "val_every=1", f"out_dir={out}"]) == 0
+    with safe_open(str(next(out.glob("ckpt-*.safetensors"))), framework="pt") as f:
+        cfg = json.loads((f.metadata() or {})["config"])
+    assert cfg["model"]["ablation"]["scg"] is False

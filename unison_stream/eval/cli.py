@@ -62,9 +62,95 @@ def _engine(args: argparse.Namespace) -> Any:
     return Engine(model.cfg, model=model, max_sessions=2, max_ahead=2)
 
 
+ABLATION_MODEL = "model.safetensors"  # the exported model a run of the ablation table holds
+# the figures of the printed ablation table (the JSON holds every figure of each report)
+ABLATION_COLUMNS = (
+    "lipsync_offset_ms",
+    "lipsync_corr_ratio",
+    "sfx_recall",
+    "sfx_align_ms",
+    "sfx_false_alarm",
+    "sentence_id_accuracy",
+    "identity_drift",
+    "identity_recognised",
+    "sharpness_ratio_face",
+    "feature_visibility",
+    "fid_world",
+)
+
+
+def ablation_runs(root: Path) -> list[tuple[str, Path]]:
+    """(variant, exported model) of every run under ``root`` (``runs/ablations/<variant>``),
+    the full model first."""
+    runs = sorted(
+        (d.name, d / ABLATION_MODEL) for d in root.iterdir() if (d / ABLATION_MODEL).is_file()
+    )
+    missing = sorted(
+        d.name for d in root.iterdir() if d.is_dir() and not (d / ABLATION_MODEL).is_file()
+    )
+    if missing:
+        log.warning(
+            "ablation runs without %s (export them: unison-stream train export --run DIR "
+            "--out DIR/%s): %s", ABLATION_MODEL, ABLATION_MODEL, ", ".join(missing)
+        )  # fmt: skip
+    if not runs:
+        raise SystemExit(f"no ablation run with {ABLATION_MODEL} under {root}")
+    return sorted(runs, key=lambda r: (not r[0].startswith("full"), r[0]))
+
+
+def ablation_table(rows: dict[str, dict[str, Any]]) -> str:
+    """A markdown table: one row per variant, the :data:`ABLATION_COLUMNS` it has."""
+    cols = [c for c in ABLATION_COLUMNS if any(c in r for r in rows.values())]
+    lines = ["| variant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, r in rows.items():
+        cells = [_cell(r.get(c)) for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return "–" if v is None else str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _run_ablations(args: argparse.Namespace) -> int:
+    """``eval --ablations DIR``: every exported run under DIR on the same clips."""
+    from unison_stream.engine import Engine
+    from unison_stream.eval.evaluate import evaluate
+    from unison_stream.model.checkpoint import load_model
+
+    manifest = ensure_world(Path(args.manifest))
+    rows: dict[str, dict[str, Any]] = {}
+    for name, path in ablation_runs(Path(args.ablations)):
+        log.info("ablation row %s: %s", name, path)
+        model = load_model(path, overrides=args.overrides)
+        engine = Engine(model.cfg, model=model, max_sessions=2, max_ahead=2)
+        try:
+            rows[name] = evaluate(
+                engine,
+                manifest,
+                split=args.split,
+                limit=args.limit,
+                stream_seconds=args.stream_seconds,
+                progress=not args.no_progress,
+            )
+        finally:
+            engine.close()
+    if args.json:
+        print(json.dumps({"ablations": rows, "table": ablation_table(rows)}))
+    else:
+        print(ablation_table(rows))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from unison_stream.eval.evaluate import evaluate
 
+    if args.ablations:
+        return _run_ablations(args)
     manifest = ensure_world(Path(args.manifest))
     engine = _engine(args)
     try:
@@ -113,6 +199,13 @@ def register(sub: Any) -> None:
         default=None,
         metavar="PATH",
         help="write a PNG of generated beside ground-truth frames (text, audio-driven, stream)",
+    )
+    p.add_argument(
+        "--ablations",
+        default=None,
+        metavar="DIR",
+        help="evaluate every run under DIR (runs/ablations/<variant>/model.safetensors) "
+        "and print the ablation table",
     )
     p.add_argument(
         "overrides", nargs="*", default=[], help="config overrides, e.g. sampler.steps=2"

@@ -112,7 +112,7 @@ class VisualQuality:
     def _others(self, clip: int) -> np.ndarray:
         """``(R, K)`` references of everyone but clip ``clip``'s person."""
         rows = [r for r, k in zip(self.refs, self.keys, strict=True) if k != self.keys[clip]]
-        return np.array(rows).reshape(len(rows), -1)
+        return np.array(rows).reshape(len(rows), self.refs[clip].size)  # (0, K): one person
 
     def add_stream(self, frames: np.ndarray, *, clip: int = 0) -> None:
         """The long stream of clip ``clip``'s person: identity verification, feature visibility

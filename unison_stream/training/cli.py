@@ -58,8 +58,8 @@ def make_source(
 
 def run(args: argparse.Namespace) -> int:
     model_over, train_over = split_overrides(list(args.overrides))
-    cfg = load_config(args.preset, model_over)
     tcfg = load_train_config(args.train, train_over)
+    cfg = load_config(args.preset, [*tcfg.model_overrides, *model_over])
     rank = int(__import__("os").environ.get("RANK", "0"))
     source = make_source(tcfg.data, cfg, tcfg, seed=tcfg.seed * 100 + rank)
     val = make_source(tcfg.data, cfg, tcfg, seed=999, split="val")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from omegaconf import OmegaConf
 
@@ -82,22 +82,33 @@ class TrainConfig:
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    # model-config overrides this run trains with (dotlist, e.g. model.ablation.scg=false),
+    # applied after the preset and before the command line's: an ablation is one training file
+    model_overrides: list[str] = field(default_factory=list)
+    # a training preset this file extends (its keys first, this file's over them)
+    extends: str = ""
 
 
 def load_train_config(
     name: str | Path = "tiny", overrides: list[str] | tuple[str, ...] = ()
 ) -> TrainConfig:
     """``configs/train_<name>.yaml`` (or a YAML path) merged over the schema, then overrides."""
-    path = Path(name)
-    if not path.is_file():
-        path = CONFIG_DIR / f"train_{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"training preset {name!r}: no configs/train_{name}.yaml or file")
+    layers: list[Any] = []
+    while True:  # the file, then the presets it extends (at most a few levels)
+        path = Path(name)
+        if not path.is_file():
+            path = CONFIG_DIR / f"train_{name}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"training preset {name!r}: no configs/train_{name}.yaml or file")
+        layers.insert(0, OmegaConf.load(path))
+        name = str(layers[0].get("extends", "") or "")
+        if not name:
+            break
+        if len(layers) > 8:
+            raise ConfigError("training presets extend each other in a loop")
     try:
         merged = OmegaConf.merge(
-            OmegaConf.structured(TrainConfig),
-            OmegaConf.load(path),
-            OmegaConf.from_dotlist(list(overrides)),
+            OmegaConf.structured(TrainConfig), *layers, OmegaConf.from_dotlist(list(overrides))
         )
     except Exception as e:  # omegaconf raises several types; all mean "bad key or value"
         raise ConfigError(f"bad training config value: {e}") from e

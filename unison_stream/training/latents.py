@@ -62,7 +62,7 @@ def prepare_latents(
         ds = ManifestDataset(manifest, split=split, media=cfg.media)
         if len(ds) == 0:
             continue
-        videos, audios, tracks, meta = [], [], [], []
+        videos, audios, mixes, tracks, meta = [], [], [], [], []
         cap_tok, cap_mask, cap_pool, tr_pool = [], [], [], []
         for i in tqdm(range(len(ds)), desc=f"encode {split}", file=sys.stderr):
             s = ds[i]
@@ -75,13 +75,14 @@ def prepare_latents(
                 n = lv.shape[0] * per_v
                 stems = [s.stems.get("speech", s.audio), s.stems.get("sfx", np.zeros_like(s.audio))]
                 la = []
-                for w in stems:
+                for w in [*stems, s.audio]:  # speech, SFX, and their mix (one-stream ablation)
                     aenc.reset()
                     la.append(
                         aenc.encode(np.asarray(w[: n * hop], np.float32)[None])[0][:n]
                     )  # (N, Ca)
             videos.append(lv.float())
-            audios.append(torch.stack(la, dim=1).float())  # (N, 2, Ca)
+            audios.append(torch.stack(la[:2], dim=1).float())  # (N, 2, Ca)
+            mixes.append(la[2][:, None].float())  # (N, 1, Ca)
             tracks.append(
                 torch.cat(
                     (
@@ -100,6 +101,7 @@ def prepare_latents(
         tensors = {
             "video": torch.cat(videos),
             "audio": torch.cat(audios),
+            "audio_mix": torch.cat(mixes),
             "track": torch.cat(tracks) if tracks else torch.zeros(0, 3),
             "caption_tokens": torch.stack(cap_tok),
             "caption_mask": torch.stack(cap_mask),
@@ -108,6 +110,8 @@ def prepare_latents(
         }
         if split == "train":
             tensors.update(latent_stats(tensors["video"], tensors["audio"]))
+            mix = latent_stats(tensors["video"], tensors["audio_mix"])
+            tensors.update(mix_audio_shift=mix["audio_shift"], mix_audio_scale=mix["audio_scale"])
             tensors["silence"] = silence_latent(aenc, cfg)  # the reference chunk's audio
         save_file(tensors, str(out / f"{split}.safetensors"), metadata={"clips": json.dumps(meta)})
         counts[split] = len(meta)
@@ -146,6 +150,11 @@ class LatentShardSource:
             )
         self.cfg, self.batch, self.chunks = cfg, batch, chunks
         self.t = load_file(str(path))
+        self.mixed = cfg.audio_streams() == 1  # the one-stream ablation trains on the mix
+        if self.mixed:
+            if "audio_mix" not in self.t:
+                raise ValueError(f"{path}: no mixed-audio latents; re-run `train prepare`")
+            self.t["audio"] = self.t["audio_mix"]
         with safe_open(str(path), framework="pt") as f:
             self.clips = json.loads((f.metadata() or {})["clips"])
         per_v = round(cfg.latent.audio_hz / cfg.video_latent_fps())
@@ -175,7 +184,15 @@ class LatentShardSource:
         self.g = torch.Generator().manual_seed(seed)
         stats = root / "train.safetensors"
         train = load_file(str(stats))
-        self.stats = {k: v for k, v in train.items() if k.endswith(("_shift", "_scale"))}
+        self.stats = {
+            k: v
+            for k, v in train.items()
+            if k.endswith(("_shift", "_scale")) and not k.startswith("mix_")
+        }
+        if self.mixed:
+            self.stats.update(
+                audio_shift=train["mix_audio_shift"], audio_scale=train["mix_audio_scale"]
+            )
         self.silence = train["silence"]  # (Ca,) latent of a silent frame
 
     def state(self) -> dict[str, Tensor]:
@@ -209,13 +226,15 @@ class LatentShardSource:
             else:
                 start = int(torch.randint(last + 1, (1,), generator=g))  # chunk offset
             clip_v = self.t["video"][v0:v1]  # (F, C, h, w)
-            clip_a = self.t["audio"][v0 * self.per_v : v1 * self.per_v]  # (N, 2, Ca)
+            clip_a = self.t["audio"][
+                v0 * self.per_v : v1 * self.per_v
+            ]  # (N, S, Ca): S = 2 sub-streams, or 1 (the mix)
             ref = clip_v[:1].expand(fc, -1, -1, -1)
             win_v = clip_v[start * fc : (start + k - 1) * fc]
             win_a = clip_a[start * nc : (start + k - 1) * nc]
             silence = self.silence.expand(nc, win_a.shape[1], -1)  # the silent reference chunk
             videos.append(torch.cat((ref, win_v)))
-            audios.append(torch.cat((silence, win_a)).permute(1, 0, 2))  # (2, K·Nc, Ca)
+            audios.append(torch.cat((silence, win_a)).permute(1, 0, 2))  # (S, K·Nc, Ca)
             tr = self.t["track"][t0:t1]
             a, b = start * cs, (start + k - 1) * cs
             keep = (tr[:, 2] > a) & (tr[:, 1] < b)
