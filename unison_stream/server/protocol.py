@@ -126,7 +126,17 @@ def _str(obj: dict[str, Any], key: str, *, ref: str | None, required: bool = Tru
         return None
     if not isinstance(v, str):
         raise BadRequest(f"'{key}' must be a string", ref=ref)
+    _unicode(v, key, ref)
     return v
+
+
+def _unicode(s: str, key: str, ref: str | None) -> None:
+    """JSON admits lone surrogates (``"\\ud800"``), which no UTF-8 consumer downstream
+    (espeak-ng, logs, the websocket) can take: refuse them here."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise BadRequest(f"'{key}' is not valid Unicode text", ref=ref) from e
 
 
 def _id(obj: dict[str, Any], *, required: bool) -> str | None:
@@ -140,6 +150,7 @@ def _id(obj: dict[str, Any], *, required: bool) -> str | None:
     s = str(v)
     if not s or len(s) > MAX_ID_CHARS:
         raise BadRequest(f"'id' must have 1..{MAX_ID_CHARS} characters")
+    _unicode(s, "id", None)
     return s
 
 
@@ -151,6 +162,8 @@ def parse_client_message(data: str | bytes, limits: Limits) -> ClientMessage:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"malformed JSON: {e}") from e
+    except RecursionError as e:  # "[[[[…" within the size limit
+        raise BadRequest("JSON nested too deeply") from e
     if not isinstance(obj, dict):
         raise BadRequest("a message must be a JSON object")
     kind = obj.get("type")
@@ -229,6 +242,8 @@ def parse_create_session(body: bytes, limits: Limits) -> CreateSession:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"malformed JSON: {e}") from e
+    except RecursionError as e:
+        raise BadRequest("JSON nested too deeply") from e
     if not isinstance(obj, dict):
         raise BadRequest("the body must be a JSON object")
     unknown = set(obj) - set(CreateSession.__dataclass_fields__)
@@ -240,6 +255,7 @@ def parse_create_session(body: bytes, limits: Limits) -> CreateSession:
     caption = obj.get("caption", "")
     if not isinstance(caption, str) or len(caption) > limits.max_caption_chars:
         raise BadRequest(f"'caption' must be a string of ≤ {limits.max_caption_chars} characters")
+    _unicode(caption, "caption", None)
     mode = obj.get("mode", "private")
     if mode not in ("private", "broadcast"):
         raise BadRequest("'mode' must be 'private' or 'broadcast'")
@@ -247,6 +263,7 @@ def parse_create_session(body: bytes, limits: Limits) -> CreateSession:
     if mode == "broadcast":
         if not isinstance(channel, str) or not 1 <= len(channel) <= MAX_ID_CHARS:
             raise BadRequest("broadcast mode needs 'channel' (1..128 characters)")
+        _unicode(channel, "channel", None)
     elif channel is not None:
         raise BadRequest("'channel' is only allowed with mode 'broadcast'")
     times: dict[str, float | None] = {}
