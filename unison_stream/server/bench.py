@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -54,6 +56,7 @@ LONG_TEXT = "This is a long sentence for the benchmark to interrupt half way thr
 class _Viewer:
     def __init__(self) -> None:
         self.audio: list[tuple[float, int]] = []  # (monotonic arrival, pts from the first frame)
+        self.video: list[tuple[float, int]] = []  # the same for video (90 kHz pts)
         self.messages: list[dict[str, Any]] = []
         self.tasks: list[asyncio.Task[Any]] = []
         self.http = aiohttp.ClientSession()
@@ -90,12 +93,12 @@ class _Viewer:
 
     async def _consume(self, track: Any) -> None:
         first: int | None = None
+        into = self.audio if track.kind == "audio" else self.video
         try:
             while True:
                 frame = await track.recv()
-                if track.kind == "audio":  # the RTP timestamp, from a random origin
-                    first = frame.pts if first is None else first
-                    self.audio.append((time.monotonic(), (frame.pts - first) % 2**32))
+                first = frame.pts if first is None else first  # RTP timestamps: random origin
+                into.append((time.monotonic(), (frame.pts - first) % 2**32))
         except MediaStreamError:
             pass
 
@@ -245,56 +248,70 @@ def _free_port() -> int:
         return port
 
 
-def run(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def served(engine: str, overrides: list[str]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A ``serve`` subprocess on a free 127.0.0.1 port with the bench's key: (process, base
+    URL); terminated on the way out. :func:`wait_healthy` before using it."""
     restrict_to_loopback()
     port = _free_port()
-    cmd = [sys.executable, "-m", "unison_stream.cli", "serve", "--engine", args.engine]
-    cmd += [f"server.port={port}", f"server.api_keys=[{KEY}]", *args.overrides]
+    cmd = [sys.executable, "-m", "unison_stream.cli", "serve", "--engine", engine]
+    cmd += [f"server.port={port}", f"server.api_keys=[{KEY}]", *overrides]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-
-    async def main() -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                try:
-                    if (await http.get(f"{base}/healthz")).status == 200:
-                        break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-            model = (await (await http.get(f"{base}/healthz")).json())["model"]
-        from unison_stream.runtime import host_info
-
-        out: dict[str, Any] = {"engine": args.engine, "model": model, "host": host_info()}
-        for n in (1, 4):
-            log.info("phase s%d: %d trials of %d concurrent sessions", n, args.trials, n)
-            try:
-                out[f"s{n}"] = await _latencies(base, args.trials, n)
-            except TimeoutError as e:  # reported, the other phases still run
-                out[f"s{n}"] = {"error": str(e)}
-            log.info("phase s%d: %s", n, out[f"s{n}"])
-        if args.chromium:
-            from unison_stream.server.bench_browser import chromium_phase
-
-            log.info("phase chromium: %d trials in headless Chromium", args.trials)
-            out["chromium"] = await chromium_phase(base, KEY, args.trials)
-        out.update(await _cpu_ratio(base, proc.pid, args.window))
-        return out
-
     try:
-        res = asyncio.run(main())
+        yield proc, f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+async def wait_healthy(base: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """``/healthz`` once the server answers it."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            return await _healthz(base)
+        except aiohttp.ClientError:
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"{base} never became healthy")
+
+
+def print_figures(res: dict[str, Any], as_json: bool) -> None:
     rounded = _rounded(res)
-    if args.json:
+    if as_json:
         sys.stdout.write(json.dumps(rounded) + "\n")
     else:
         for k, v in rounded.items():
             sys.stdout.write(f"{k}: {v}\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    with served(args.engine, list(args.overrides)) as (proc, base):
+
+        async def main() -> dict[str, Any]:
+            from unison_stream.runtime import host_info
+
+            model = (await wait_healthy(base))["model"]
+            out: dict[str, Any] = {"engine": args.engine, "model": model, "host": host_info()}
+            for n in (1, 4):
+                log.info("phase s%d: %d trials of %d concurrent sessions", n, args.trials, n)
+                try:
+                    out[f"s{n}"] = await _latencies(base, args.trials, n)
+                except TimeoutError as e:  # reported, the other phases still run
+                    out[f"s{n}"] = {"error": str(e)}
+                log.info("phase s%d: %s", n, out[f"s{n}"])
+            if args.chromium:
+                from unison_stream.server.bench_browser import chromium_phase
+
+                log.info("phase chromium: %d trials in headless Chromium", args.trials)
+                out["chromium"] = await chromium_phase(base, KEY, args.trials)
+            out.update(await _cpu_ratio(base, proc.pid, args.window))
+            return out
+
+        res = asyncio.run(main())
+    print_figures(res, args.json)
     return 0
 
 
@@ -316,3 +333,6 @@ def register(sub: Any) -> None:
     p.add_argument("--chromium", action="store_true", help="also a headless Chromium viewer")
     p.add_argument("overrides", nargs="*", help="key=value passed to serve")
     p.set_defaults(func=run)
+    from unison_stream.server.soak import register as register_soak
+
+    register_soak(sub)
