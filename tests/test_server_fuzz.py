@@ -193,3 +193,36 @@ def test_a_flood_of_hostile_messages_is_answered_and_disturbs_no_other_stream() 
     assert r["sessions_left"] == 0, r["sessions_left"]
     # what stays is the loop's bounded executor pool, no per-session thread
     assert not [t for t in r["threads"] if not t.startswith("asyncio_")], r["threads"]
+
+
+def test_five_session_churn_cycles_leak_nothing() -> None:
+    """Open a session with media, speak, close — five times: nothing stays behind."""
+
+    async def main() -> list[dict[str, Any]]:
+        rows = []
+        async with running_server() as srv:
+            state = srv.state
+            tasks0 = len(asyncio.all_tasks())
+            for i in range(5):
+                c = await connect(srv.base)
+                await c.send({"type": "say", "id": f"c{i}", "text": "hello there"})
+                await c.wait_for(lambda m: m.get("event") == "started", 10)
+                await c.close()
+                for _ in range(100):
+                    if not state.manager.sessions:
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.2)
+                rows.append({
+                    "sessions": len(state.manager.sessions),
+                    "channels": len(state.manager.channels),
+                    "peer_connections": state.manager.peer_connections(),
+                    "tasks": len(asyncio.all_tasks()) - tasks0,
+                    "pullers": sum(t.name.startswith("puller") for t in threading.enumerate()),
+                })  # fmt: skip
+        return rows
+
+    rows = asyncio.run(main())
+    for r in rows:
+        assert r == {"sessions": 0, "channels": 0, "peer_connections": 0, "tasks": 0,
+                     "pullers": 0}, rows  # fmt: skip
