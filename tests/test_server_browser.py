@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.server_support import API_KEY, running_server
-from unison_stream.server.bench_browser import CHROMIUM, CHROMIUM_FLAGS
+from unison_stream.server.bench_browser import CHROMIUM, launch
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,13 +29,7 @@ def test_chromium_page_plays_synced_video_and_audio(tmp_path: Path) -> None:
     async def main() -> dict[str, Any]:
         async with running_server() as srv, async_playwright() as pw:
             with tempfile.TemporaryDirectory(dir=tmp_path) as profile:
-                ctx = await pw.chromium.launch_persistent_context(
-                    profile,
-                    executable_path=str(CHROMIUM),
-                    headless=True,
-                    args=CHROMIUM_FLAGS,
-                    env={**os.environ, "HOME": profile},
-                )
+                ctx = await launch(pw, profile)
                 try:
                     page = ctx.pages[0] if ctx.pages else await ctx.new_page()
                     logs: list[str] = []

@@ -116,10 +116,27 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def _evaluate(engine: Any, manifest: Path, args: argparse.Namespace, grid: Path | None) -> Any:
+    """``evaluate`` with the command's options; closes ``engine``."""
+    from unison_stream.eval.evaluate import evaluate
+
+    try:
+        return evaluate(
+            engine,
+            manifest,
+            split=args.split,
+            limit=args.limit,
+            stream_seconds=args.stream_seconds,
+            progress=not args.no_progress,
+            grid=grid,
+        )
+    finally:
+        engine.close()
+
+
 def _run_ablations(args: argparse.Namespace) -> int:
     """``eval --ablations DIR``: every exported run under DIR on the same clips."""
     from unison_stream.engine import Engine
-    from unison_stream.eval.evaluate import evaluate
     from unison_stream.model.checkpoint import load_model
 
     manifest = ensure_world(Path(args.manifest))
@@ -128,17 +145,7 @@ def _run_ablations(args: argparse.Namespace) -> int:
         log.info("ablation row %s: %s", name, path)
         model = load_model(path, overrides=args.overrides)
         engine = Engine(model.cfg, model=model, max_sessions=2, max_ahead=2)
-        try:
-            rows[name] = evaluate(
-                engine,
-                manifest,
-                split=args.split,
-                limit=args.limit,
-                stream_seconds=args.stream_seconds,
-                progress=not args.no_progress,
-            )
-        finally:
-            engine.close()
+        rows[name] = _evaluate(engine, manifest, args, grid=None)
     if args.json:
         print(json.dumps({"ablations": rows, "table": ablation_table(rows)}))
     else:
@@ -147,24 +154,11 @@ def _run_ablations(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from unison_stream.eval.evaluate import evaluate
 
     if args.ablations:
         return _run_ablations(args)
     manifest = ensure_world(Path(args.manifest))
-    engine = _engine(args)
-    try:
-        report = evaluate(
-            engine,
-            manifest,
-            split=args.split,
-            limit=args.limit,
-            stream_seconds=args.stream_seconds,
-            progress=not args.no_progress,
-            grid=Path(args.grid) if args.grid else None,
-        )
-    finally:
-        engine.close()
+    report = _evaluate(_engine(args), manifest, args, grid=Path(args.grid) if args.grid else None)
     report["checkpoint"] = args.checkpoint or f"bundled {args.preset}"
     if args.json:
         print(json.dumps(report))

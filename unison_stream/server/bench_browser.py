@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "chromium_phase"]
+__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "chromium_phase", "launch"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [  # DESIGN.md §4
@@ -84,6 +84,18 @@ async ([text, ntpOffsetS]) => {
 """
 
 
+async def launch(pw: Any, profile: str) -> Any:
+    """Debian's headless Chromium with the flags above and a fresh profile (a Playwright
+    persistent context; ``pw`` is ``async_playwright()``'s value)."""
+    return await pw.chromium.launch_persistent_context(
+        profile,
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=CHROMIUM_FLAGS,
+        env={**os.environ, "HOME": profile},
+    )
+
+
 async def chromium_phase(base: str, key: str, trials: int) -> dict[str, Any]:
     """``trials`` say/interrupt rounds in the served page; figures as the module says."""
     from playwright.async_api import async_playwright
@@ -92,13 +104,7 @@ async def chromium_phase(base: str, key: str, trials: int) -> dict[str, Any]:
         raise SystemExit(f"bench serve --chromium needs {CHROMIUM} (Debian package chromium)")
     async with async_playwright() as pw:
         with tempfile.TemporaryDirectory() as profile:
-            ctx = await pw.chromium.launch_persistent_context(
-                profile,
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=CHROMIUM_FLAGS,
-                env={**os.environ, "HOME": profile},
-            )
+            ctx = await launch(pw, profile)
             try:
                 page = ctx.pages[0] if ctx.pages else await ctx.new_page()
                 await page.goto(f"{base}/#key={key}")
