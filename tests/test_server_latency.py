@@ -95,10 +95,10 @@ def test_clock_counts_silence_cut_into_an_utterance_not_after_it() -> None:
     assert clock.traces["u1"]["in_clock"] <= clock.traces["u1"]["played"]
 
 
-def _simulate(max_prebuffer_s: float) -> tuple[int, int, int]:
+def _simulate(max_prebuffer_s: float, period_s: float = 0.64) -> tuple[int, int, int]:
     """An engine at half real time (a 0.32 s chunk every 0.64 s) saying one 2.56 s utterance
-    after idle, played out in simulated time; (speech underruns, prebuffer slots, slot of the
-    utterance's first sample)."""
+    after six idle chunks, played out in simulated time; (speech underruns, prebuffer slots,
+    slot of the utterance's first sample)."""
     from unison_stream.server.fake_engine import FakeChunk
     from unison_stream.server.media import MediaClock
 
@@ -107,16 +107,17 @@ def _simulate(max_prebuffer_s: float) -> tuple[int, int, int]:
         fps=25.0, width=8, height=8, sample_rate=16000, buffer_s=1.0,
         max_prebuffer_s=max_prebuffer_s, now=lambda: t,
     )  # fmt: skip
-    chunks = [None] * 2 + ["u1"] * 8 + [None] * 6  # 8 chunks of 0.32 s: 2.56 s of speech
+    chunks = [None] * 6 + ["u1"] * 8 + [None] * 6  # 8 chunks of 0.32 s: 2.56 s of speech
     next_push, slot, first = 0.0, 0, -1
-    while chunks or slot < 25 * 12:
-        if chunks and t >= next_push - 1e-9:
+    while chunks or slot < 25 * 16:
+        room = len(clock._pending) + 8 <= clock.max_pending  # else the engine would block
+        if chunks and t >= next_push - 1e-9 and room:
             uid = chunks.pop(0)
             video = np.zeros((8, 8, 8, 3), np.uint8)
             audio = np.zeros(8 * 640, np.float32)
             dur = 2.56 if uid else 0.0
             clock.push(FakeChunk(0, 0.0, video, audio, utterance_id=uid, utterance_s=dur))
-            next_push = t + 0.64
+            next_push = t + period_s
         s = clock.slot(slot)
         if s.utterance_id == "u1" and first < 0:
             first = slot
@@ -131,6 +132,13 @@ def test_buffer_policy_prebuffers_a_slow_engine_instead_of_cutting_the_words() -
     cut, waited, first_buffered = _simulate(max_prebuffer_s=4.0)
     assert cut == 0, "silence was cut into the utterance"
     assert waited > 0 and first_buffered > first  # it started later instead
-    # the wait is what half real time needs (the last chunk comes 7 · 0.32 s late: 2.24 s, up
-    # to one chunk's arrival more), not the whole utterance (4.48 s)
-    assert 25 * 2.24 <= first_buffered - first <= 25 * (2.24 + 0.64)
+    # the wait is what half real time needs (the last chunk comes 7 · 0.32 s late: 2.24 s),
+    # not the whole utterance (4.48 s)
+    assert first_buffered - first == round(25 * 2.24)
+
+
+def test_buffer_policy_adds_no_latency_when_the_engine_keeps_ahead() -> None:
+    # a chunk every 0.16 s (2× real time) on an even pace: no jitter, no shortfall, no wait
+    at_once = _simulate(max_prebuffer_s=0.0, period_s=0.16)
+    policy = _simulate(max_prebuffer_s=4.0, period_s=0.16)
+    assert policy == (0, 0, at_once[2]) and at_once[0] == 0

@@ -95,6 +95,7 @@ class Slot:
     state: str = "idle"
     times: dict[str, float] | None = None  # first slot of a chunk: its hops (ChunkLike.times)
     utterance_s: float = 0.0  # planned length of the slot's utterance
+    arrived: float = 0.0  # when its chunk reached the clock (the clock's ``now``)
 
 
 # hops of an utterance's first chunk, in order (time.monotonic instants; docs/server.md)
@@ -129,7 +130,10 @@ class MediaClock:
         self._now = now  # the clock the production rate is measured on (tests inject one)
         self._last_push = now()
         self.prebuffer_slots = 0  # idle slots served while an utterance filled its prebuffer
-        self.need_s = 0.0  # prebuffer the next utterance needs (buffer policy, docs/server.md)
+        # how long an utterance's first chunk waits before it plays (buffer policy,
+        # docs/server.md), and how many seconds of media the buffer must then be able to hold
+        self.wait_s = 0.0
+        self.hold_s = 0.0
         self._upsample = Upsampler(sample_rate)
         self._cond = threading.Condition()
         self._pending: deque[Slot] = deque()  # decoded, not yet on the timeline
@@ -176,11 +180,13 @@ class MediaClock:
                 state=chunk.state,
                 times=times if i == 0 else None,
                 utterance_s=chunk.utterance_s,
+                arrived=arrived,
             )
             for i in range(f)
         ]
         with self._cond:
-            self._arrivals.append((arrived - self._last_push, f / self.fps))
+            if self.chunks_in:  # the first chunk has no previous one to be timed from
+                self._arrivals.append((arrived - self._last_push, f / self.fps))
             self._plan_buffer(chunk.utterance_s, f)
             epoch = self._flushes
             while len(self._pending) >= self.max_pending and not self._closed:
@@ -209,30 +215,31 @@ class MediaClock:
         return rate, jitter
 
     def _plan_buffer(self, utterance_s: float, frames: int) -> None:
-        """Prebuffer for an utterance of ``utterance_s`` (under the lock): enough that the
-        measured production rate and jitter play it through without a gap, at most
-        ``max_prebuffer_s``; the pending limit grows to hold it."""
+        """The wait before an utterance of ``utterance_s`` starts (under the lock): long
+        enough that the measured production rate and jitter play it through without a gap, at
+        most ``max_prebuffer_s``; the pending limit grows to hold what arrives meanwhile."""
         rate, jitter = self.production()
         chunk_s = frames / self.fps
         # chunk k (of length d) comes k·d/rate after the first and plays k·d after the start:
-        # the start waits until (D − d)(1 − rate) more than the first chunk is buffered
-        behind = max(0.0, utterance_s - chunk_s) * max(0.0, 1.0 - rate)
-        self.need_s = min(self.max_prebuffer_s, chunk_s + behind + jitter)
-        need_slots = int(np.ceil(self.need_s * self.fps)) + frames
-        self.max_pending = max(self.base_pending, need_slots)
+        # the start waits (D − d)(1/rate − 1) after the first chunk came, plus the jitter
+        slow = max(0.0, utterance_s - chunk_s) * max(0.0, 1.0 / max(rate, 1e-3) - 1.0)
+        self.wait_s = min(self.max_prebuffer_s, slow + jitter)
+        self.hold_s = chunk_s + self.wait_s * min(rate, 1e3)
+        need_slots = int(np.ceil(self.hold_s * self.fps)) + frames
+        self.max_pending = max(self.base_pending, min(need_slots, 60 * round(self.fps)))
 
     def _may_start(self, head: Slot) -> bool:
         """Whether the utterance whose first slot is ``head`` may start playing (under the
-        lock): its prebuffer is there, the whole utterance is, or nothing more fits."""
+        lock): its first chunk has waited long enough, the whole utterance is there, or nothing
+        more fits."""
         n = 0
         for s in self._pending:
             if s.utterance_id != head.utterance_id:
                 break
             n += 1
-        have_s = n / self.fps
         return (
-            have_s >= self.need_s
-            or have_s >= head.utterance_s - 0.5 / self.fps
+            self._now() - head.arrived >= self.wait_s - 1e-9
+            or n / self.fps >= head.utterance_s - 0.5 / self.fps
             or len(self._pending) >= self.max_pending
         )
 
@@ -326,7 +333,7 @@ class MediaClock:
             "underruns": float(self.underruns),
             "speech_underruns": float(self.speech_underruns),
             "prebuffer_slots": float(self.prebuffer_slots),
-            "prebuffer_need_ms": 1000.0 * self.need_s,
+            "prebuffer_wait_ms": 1000.0 * self.wait_s,
             "slots": float(self.slots_served),
             "chunks": float(self.chunks_in),
         }
