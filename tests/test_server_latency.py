@@ -58,10 +58,10 @@ def test_loop_stays_responsive_while_a_session_opens_with_the_real_engine() -> N
 
     open_s, lag = asyncio.run(main())
     print("open", open_s, "loop lag", lag)
-    # run on the loop, the open would stall the ticker (and the first stream) for all of it
-    assert open_s > 0.1, open_s  # slow enough for the check to mean something
-    assert lag["ticks"] >= 10, lag
-    assert lag["max"] < 100.0, (open_s, lag)
+    # run on the loop, the open would stall the ticker (and the first stream) for all of it:
+    # the lag would be the open's whole time (0.07-0.4 s); off the loop it is 3-10 ms
+    assert lag["ticks"] >= 5, lag
+    assert lag["max"] < max(25.0, min(100.0, 0.5 * 1000 * open_s)), (open_s, lag)
 
 
 def test_clock_counts_silence_cut_into_an_utterance_not_after_it() -> None:
