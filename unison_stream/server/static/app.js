@@ -105,7 +105,6 @@
   // latency to what the user hears).
   const TRIM_EVERY_MS = 1000;  // a change takes effect over ~0.5 s; wait for it before the next
   const TRIM_DEADBAND_MS = 8;
-  const SETTLED_MS = 10;  // audio buffer steady across one poll: the estimate before reports
   const MAX_VIDEO_DELAY_MS = 1000;
   const sync = { targetMs: 0, lastMs: -Infinity, prev: {}, audioMs: null };
 
@@ -120,14 +119,18 @@
     const rx = state.pc && state.pc.getReceivers().find((r) => r.track && r.track.kind === "video");
     if (!rx || !("jitterBufferTarget" in rx)) return null;
     const t = performance.now();
-    if (t - sync.lastMs < TRIM_EVERY_MS) return sync.targetMs;
-    let lead = s.avOffsetMs;  // > 0: the frame on screen is ahead of the sound being played
-    const audioNow = s.audioBufferNowMs, settled = audioNow != null && sync.audioMs != null &&
-      Math.abs(audioNow - sync.audioMs) <= SETTLED_MS;  // the audio buffer fills up at start
-    sync.audioMs = audioNow;
-    if (lead === null && settled && s.videoBufferNowMs != null) {
-      lead = audioNow - s.videoBufferNowMs;
+    if (s.avOffsetMs === null) {  // before sender reports: follow the audio buffer's excess
+      if (s.audioBufferNowMs == null || s.videoBufferNowMs == null) return sync.targetMs;
+      const base = s.videoBufferNowMs - sync.targetMs;  // the video buffer without our delay
+      const next = Math.round(Math.min(MAX_VIDEO_DELAY_MS, Math.max(0, s.audioBufferNowMs - base)));
+      if (Math.abs(next - sync.targetMs) >= TRIM_DEADBAND_MS) {
+        rx.jitterBufferTarget = next;
+        sync.targetMs = next;
+      }
+      return sync.targetMs;
     }
+    if (t - sync.lastMs < TRIM_EVERY_MS) return sync.targetMs;
+    const lead = s.avOffsetMs;  // > 0: the frame on screen is ahead of the sound being played
     if (lead === null || Math.abs(lead) < TRIM_DEADBAND_MS) return sync.targetMs;
     const next = Math.round(Math.min(MAX_VIDEO_DELAY_MS, Math.max(0, sync.targetMs + lead)));
     if (next !== sync.targetMs) {
