@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +147,8 @@ def _run_ablations(args: argparse.Namespace) -> int:
         model = load_model(path, overrides=args.overrides)
         engine = Engine(model.cfg, model=model, max_sessions=2, max_ahead=2)
         rows[name] = _evaluate(engine, manifest, args, grid=None)
-    if args.json:
-        print(json.dumps({"ablations": rows, "table": ablation_table(rows)}))
-    else:
-        print(ablation_table(rows))
+    out = json.dumps({"ablations": rows, "table": ablation_table(rows)}) if args.json else None
+    sys.stdout.write((out or ablation_table(rows)) + "\n")  # the command's output
     return 0
 
 

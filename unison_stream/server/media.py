@@ -130,10 +130,7 @@ class MediaClock:
         self._now = now  # the clock the production rate is measured on (tests inject one)
         self._last_push = now()
         self.prebuffer_slots = 0  # idle slots served while an utterance filled its prebuffer
-        # how long an utterance's first chunk waits before it plays (buffer policy,
-        # docs/server.md), and how many seconds of media the buffer must then be able to hold
-        self.wait_s = 0.0
-        self.hold_s = 0.0
+        self.wait_s = 0.0  # how long an utterance's first chunk waits (buffer policy)
         self._upsample = Upsampler(sample_rate)
         self._cond = threading.Condition()
         self._pending: deque[Slot] = deque()  # decoded, not yet on the timeline
@@ -224,8 +221,8 @@ class MediaClock:
         # the start waits (D − d)(1/rate − 1) after the first chunk came, plus the jitter
         slow = max(0.0, utterance_s - chunk_s) * max(0.0, 1.0 / max(rate, 1e-3) - 1.0)
         self.wait_s = min(self.max_prebuffer_s, slow + jitter)
-        self.hold_s = chunk_s + self.wait_s * min(rate, 1e3)
-        need_slots = int(np.ceil(self.hold_s * self.fps)) + frames
+        hold_s = chunk_s + self.wait_s * min(rate, 1e3)  # media that arrives meanwhile
+        need_slots = int(np.ceil(hold_s * self.fps)) + frames
         self.max_pending = max(self.base_pending, min(need_slots, 60 * round(self.fps)))
 
     def _may_start(self, head: Slot) -> bool:

@@ -175,10 +175,7 @@ class Channel:
             if ev.event == "queued":
                 self.publish(P.utterance_msg(ev.utterance_id, ev.event, self.media_time()))
             elif ev.event == "interrupted":
-                cut = P.utterance_msg(ev.utterance_id, ev.event, self.media_time())
-                self._publish_at(
-                    {**cut, "sent_at_unix_s": round(self._cut_unix_s, 4)}, self._cut_slot
-                )
+                self._publish_interrupted(ev.utterance_id)
             elif ev.event in ("started", "finished"):
                 self._due.append(ev)
             elif ev.event == "failed":  # the engine's own fault report: chunk could not be made
@@ -214,6 +211,12 @@ class Channel:
             msg["sent_at_unix_s"] = round(first[1], 4)
         self._publish_at(msg, first[0] if first else None)
 
+    def _publish_interrupted(self, uid: str) -> None:
+        """``interrupted`` with where the cut is: the first slot after the last interrupt."""
+        msg = P.utterance_msg(uid, "interrupted", self.media_time())
+        msg["sent_at_unix_s"] = round(self._cut_unix_s, 4)
+        self._publish_at(msg, self._cut_slot)
+
     def _publish_at(self, msg: dict[str, Any], slot: int | None) -> None:
         """Publish ``msg`` with, per member whose tracks are its own, ``audio_pts``: the audio
         sample index of clock slot ``slot`` on that member's track."""
@@ -245,9 +248,7 @@ class Channel:
         # started/finished of flushed media will never play: report them as interrupted
         for ev in self._due:
             if ev.event == "finished":
-                msg = P.utterance_msg(ev.utterance_id, "interrupted", self.media_time())
-                msg["sent_at_unix_s"] = round(self._cut_unix_s, 4)
-                self._publish_at(msg, self._cut_slot)
+                self._publish_interrupted(ev.utterance_id)
         self._due = []
 
     def stats(self) -> dict[str, float]:

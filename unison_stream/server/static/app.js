@@ -33,7 +33,7 @@
   async function startMedia() {
     const pc = new RTCPeerConnection({ iceServers: [] });
     state.pc = pc;
-    Object.assign(sync, { targetMs: 0, lastMs: -Infinity, prev: {}, audioMs: null });
+    Object.assign(sync, { targetMs: 0, lastMs: -Infinity, prev: {} });
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.addTransceiver("audio", { direction: "recvonly" });
     pc.ontrack = (ev) => {
@@ -106,7 +106,7 @@
   const TRIM_EVERY_MS = 1000;  // a change takes effect over ~0.5 s; wait for it before the next
   const TRIM_DEADBAND_MS = 8;
   const MAX_VIDEO_DELAY_MS = 1000;
-  const sync = { targetMs: 0, lastMs: -Infinity, prev: {}, audioMs: null };
+  const sync = { targetMs: 0, lastMs: -Infinity, prev: {} };
 
   function recentBufferMs(r) {  // jitter-buffer delay over the last poll, not the lifetime mean
     const prev = sync.prev[r.kind];
