@@ -2,7 +2,7 @@
 # Installs the Debian packages the tests need, when running as root and they are missing.
 # Not root: prints what is missing and carries on (tests that need a package skip with a reason).
 set -euo pipefail
-pkgs=(chromium mosquitto espeak-ng libespeak-ng1 libportaudio2 sox)
+pkgs=(chromium mosquitto espeak-ng libespeak-ng1 libportaudio2 sox flite)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

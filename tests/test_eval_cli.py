@@ -12,6 +12,7 @@ from PIL import Image
 from tests.eval_support import SMALL_MODEL, tiny_world
 from unison_stream.cli import main
 from unison_stream.data.synth import speech as espeak
+from unison_stream.eval.beyond import flite_available
 
 pytestmark = pytest.mark.skipif(
     not espeak.available(), reason="libespeak-ng not installed (Debian package libespeak-ng1)"
@@ -29,6 +30,11 @@ KEYS = {
     "sfx_recall_gt",
     "sfx_align_ms_gt",
     "sfx_false_alarm",
+    "sfx_by_class",
+    "harmony_esr_error_db",
+    "harmony_esr_db_gt",
+    "harmony_speech_in_sfx_db",
+    "harmony_sfx_in_speech_db_gt",
     "identity_drift",
     "identity_distance_first",
     "identity_distance_last",
@@ -86,6 +92,19 @@ def test_eval_prints_every_metric_as_one_json_object(
         "identity_recognised",
     }
     assert r["checkpoint"] == "none"
+    # issue 16: per-class action–sound figures and harmony, ground truth beside the model
+    assert r["sfx_by_class_gt"] and all(c["recall"] == 1.0 for c in r["sfx_by_class_gt"].values())
+    assert sum(c["events"] for c in r["sfx_by_class"].values()) == r["events"]
+    assert r["harmony_sfx_in_speech_db_gt"] <= -40, (
+        "the world's speech stem is silent under effects"
+    )
+    assert r["harmony_esr_db"] is not None and r["harmony_esr_error_db"] >= 0
+    # beyond the grammar: as many out-of-grammar sentences as --limit, each in every set
+    b = r["beyond_grammar"]
+    assert b["sentences"] == 3 and b["sentence_candidates"] == 3 + 3
+    sets = ("text", "espeak", "espeak_in", *(("flite", "flite_in") if flite_available() else ()))
+    for name in sets:
+        assert b[name]["clips"] == 3 and b[name]["offset_ms"] is not None, name
     # visual quality: ground truth finds its features and verifies as its own people
     assert r["feature_visibility_gt"] >= 0.9 and r["sharpness_face_gt"] > 0
     assert set(r["visual_bars"]) == {
@@ -127,6 +146,7 @@ def test_eval_ablations_prints_one_row_per_exported_run(
         )
     (root / "no_split").mkdir()  # not exported yet: left out with a warning
     argv = ["eval", "--json", "--ablations", str(root), "--manifest", str(tiny_world())]
+    argv += ["--no-beyond"]
     assert main([*argv, "--limit", "1", "--stream-seconds", "1", "--no-progress"]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(r["ablations"]) == ["full", "no_scg"], "the full model's row first"
@@ -135,3 +155,20 @@ def test_eval_ablations_prints_one_row_per_exported_run(
     lines = r["table"].splitlines()
     assert lines[0].startswith("| variant | lipsync_offset_ms |") and len(lines) == 4
     assert lines[2].startswith("| full |") and lines[3].startswith("| no_scg |")
+    assert r["seed_spread"] == {}, "one row per family: no spread yet"
+
+    # a row evaluated before keeps its report (a second seed from another session, say), and
+    # the models need not be there: the committed docs/ablations rows make the same table
+    assert (root / "full" / "report.json").is_file()
+    for name in ("full", "no_scg"):
+        (root / name / "model.safetensors").unlink()
+    seed1 = dict(
+        r["ablations"]["full"], lipsync_offset_ms=r["ablations"]["full"]["lipsync_offset_ms"] + 7.0
+    )
+    (root / "full_s1").mkdir()
+    (root / "full_s1" / "report.json").write_text(json.dumps(seed1))
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(again["ablations"]) == ["full", "full_s1", "no_scg"]
+    assert again["ablations"]["no_scg"] == r["ablations"]["no_scg"], "reused, not re-evaluated"
+    assert again["seed_spread"]["full"]["lipsync_offset_ms"] == pytest.approx(7.0)

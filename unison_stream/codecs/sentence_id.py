@@ -41,16 +41,22 @@ class SentenceIdentifier:
         from pocketsphinx import Config, Decoder
 
         assert sample_rate == 16000, "pocketsphinx's en-US model expects 16 kHz"
-        self.sentences = [normalise(s) for s in sentences]
         cfg = Config(loglevel="FATAL", lm=None)
         self.decoder = Decoder(cfg)
-        known = [w for s in self.sentences for w in s if self.decoder.lookup_word(w) is None]
-        if known:
-            log.warning("words missing from the pocketsphinx dictionary: %s", sorted(set(known)))
+        words = [normalise(s) for s in sentences]
+        unknown = {w for s in words for w in s if self.decoder.lookup_word(w) is None}
+        if unknown:  # names such as "okonkwo": the grammar (and the match) goes without them
+            log.warning("words missing from the pocketsphinx dictionary: %s", sorted(unknown))
+        self.sentences = [[w for w in s if w not in unknown] for s in words]
+        self._index = {" ".join(s): i for i, s in enumerate(words)}
         alts = " | ".join(sorted({" ".join(s) for s in self.sentences}))
         grammar = f"#JSGF V1.0;\ngrammar s;\npublic <s> = {alts};\n"
         self.decoder.add_jsgf_string("sentences", grammar)
         self.decoder.activate_search("sentences")
+
+    def position(self, sentence: str) -> int:
+        """Index of ``sentence`` (as given to the constructor, in any case and punctuation)."""
+        return self._index[" ".join(normalise(sentence))]
 
     def recognise(self, audio: np.ndarray) -> str:
         """float waveform in [-1, 1] → hypothesis text ('' when nothing was decoded).

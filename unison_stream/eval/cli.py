@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ def _engine(args: argparse.Namespace) -> Any:
 
 
 ABLATION_MODEL = "model.safetensors"  # the exported model a run of the ablation table holds
+REPORT = "report.json"  # a row's evaluation, written beside its model (committed: docs/ablations)
 # the figures of the printed ablation table (the JSON holds every figure of each report)
 ABLATION_COLUMNS = (
     "lipsync_offset_ms",
@@ -71,42 +73,79 @@ ABLATION_COLUMNS = (
     "sfx_recall",
     "sfx_align_ms",
     "sfx_false_alarm",
+    "harmony_esr_error_db",
+    "harmony_speech_in_sfx_db",
+    "harmony_sfx_in_speech_db",
     "sentence_id_accuracy",
     "identity_drift",
     "identity_recognised",
     "sharpness_ratio_face",
     "feature_visibility",
     "fid_world",
+    "beyond_grammar.text.offset_ms",  # nested keys by dots: the out-of-grammar text mode
+    "beyond_grammar.flite.offset_ms",  # … and the other synthesiser driving the avatar
 )
 
 
 def ablation_runs(root: Path) -> list[tuple[str, Path]]:
-    """(variant, exported model) of every run under ``root`` (``runs/ablations/<variant>``),
-    the full model first."""
-    runs = sorted(
-        (d.name, d / ABLATION_MODEL) for d in root.iterdir() if (d / ABLATION_MODEL).is_file()
-    )
-    missing = sorted(
-        d.name for d in root.iterdir() if d.is_dir() and not (d / ABLATION_MODEL).is_file()
-    )
+    """(variant, directory) of every row under ``root`` (``runs/ablations/<variant>``): a run
+    with its exported model, or a row evaluated before (its ``report.json``, e.g. the committed
+    ``docs/ablations/<variant>``); the full model first."""
+    dirs = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    rows = [(d.name, d) for d in dirs if (d / ABLATION_MODEL).is_file() or (d / REPORT).is_file()]
+    missing = [d.name for d in dirs if (d.name, d) not in rows]
     if missing:
         log.warning(
             "ablation runs without %s (export them: unison-stream train export --run DIR "
             "--out DIR/%s): %s", ABLATION_MODEL, ABLATION_MODEL, ", ".join(missing)
         )  # fmt: skip
-    if not runs:
-        raise SystemExit(f"no ablation run with {ABLATION_MODEL} under {root}")
-    return sorted(runs, key=lambda r: (not r[0].startswith("full"), r[0]))
+    if not rows:
+        raise SystemExit(f"no ablation run with {ABLATION_MODEL} or {REPORT} under {root}")
+    return sorted(rows, key=lambda r: (not r[0].startswith("full"), r[0]))
+
+
+def stale(run: Path) -> bool:
+    """Whether a row must be evaluated: no report yet, or a model exported after it."""
+    report, model = run / REPORT, run / ABLATION_MODEL
+    if not report.is_file():
+        return True
+    return model.is_file() and model.stat().st_mtime > report.stat().st_mtime
+
+
+def seed_spread(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per family of seeds (``full``, ``full_s1``, …): each column's max − min over its rows,
+    for families with two rows or more: the noise a variant's difference must exceed."""
+    families: dict[str, list[dict[str, Any]]] = {}
+    for name, r in rows.items():
+        families.setdefault(re.sub(r"_s\d+$", "", name), []).append(r)
+    out: dict[str, dict[str, float]] = {}
+    for family, members in families.items():
+        if len(members) < 2:
+            continue
+        out[family] = {}
+        for col in ABLATION_COLUMNS:
+            vals = [float(v) for m in members if isinstance(v := _get(m, col), int | float)]
+            if len(vals) >= 2:
+                out[family][col] = max(vals) - min(vals)
+    return out
 
 
 def ablation_table(rows: dict[str, dict[str, Any]]) -> str:
     """A markdown table: one row per variant, the :data:`ABLATION_COLUMNS` it has."""
-    cols = [c for c in ABLATION_COLUMNS if any(c in r for r in rows.values())]
+    cols = [c for c in ABLATION_COLUMNS if any(_get(r, c) is not None for r in rows.values())]
     lines = ["| variant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in rows.items():
-        cells = [_cell(r.get(c)) for c in cols]
+        cells = [_cell(_get(r, c)) for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _get(report: dict[str, Any], key: str) -> Any:
+    """``report[key]``, ``a.b.c`` reading nested dicts; None where any level is missing."""
+    v: Any = report
+    for part in key.split("."):
+        v = v.get(part) if isinstance(v, dict) else None
+    return v
 
 
 def _cell(v: Any) -> str:
@@ -130,25 +169,34 @@ def _evaluate(engine: Any, manifest: Path, args: argparse.Namespace, grid: Path 
             stream_seconds=args.stream_seconds,
             progress=not args.no_progress,
             grid=grid,
+            beyond=not args.no_beyond,
         )
     finally:
         engine.close()
 
 
 def _run_ablations(args: argparse.Namespace) -> int:
-    """``eval --ablations DIR``: every exported run under DIR on the same clips."""
+    """``eval --ablations DIR``: every exported run under DIR on the same clips. A row keeps
+    the report it was evaluated to (``DIR/<variant>/report.json``) until its model is exported
+    again or ``--reevaluate`` is given, so rows trained in different sessions make one table."""
     from unison_stream.engine import Engine
     from unison_stream.model.checkpoint import load_model
 
-    manifest = ensure_world(Path(args.manifest))
     rows: dict[str, dict[str, Any]] = {}
-    for name, path in ablation_runs(Path(args.ablations)):
-        log.info("ablation row %s: %s", name, path)
-        model = load_model(path, overrides=args.overrides)
+    for name, run in ablation_runs(Path(args.ablations)):
+        if not (args.reevaluate or stale(run)) or not (run / ABLATION_MODEL).is_file():
+            log.info("ablation row %s: the report in %s", name, run / REPORT)
+            rows[name] = json.loads((run / REPORT).read_text())
+            continue
+        log.info("ablation row %s: evaluating %s", name, run / ABLATION_MODEL)
+        model = load_model(run / ABLATION_MODEL, overrides=args.overrides)
         engine = Engine(model.cfg, model=model, max_sessions=2, max_ahead=2)
-        rows[name] = _evaluate(engine, manifest, args, grid=None)
-    out = json.dumps({"ablations": rows, "table": ablation_table(rows)}) if args.json else None
-    sys.stdout.write((out or ablation_table(rows)) + "\n")  # the command's output
+        rows[name] = _evaluate(engine, ensure_world(Path(args.manifest)), args, grid=None)
+        (run / REPORT).write_text(json.dumps(rows[name], indent=1) + "\n")
+    table = ablation_table(rows)
+    spread = seed_spread(rows)
+    out = json.dumps({"ablations": rows, "seed_spread": spread, "table": table})
+    sys.stdout.write((out if args.json else table) + "\n")  # the command's output
     return 0
 
 
@@ -188,6 +236,11 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="random weights' seed (--checkpoint none)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
+        "--no-beyond",
+        action="store_true",
+        help="skip the out-of-grammar and other-voice figures (report key beyond_grammar)",
+    )
+    p.add_argument(
         "--grid",
         default=None,
         metavar="PATH",
@@ -198,7 +251,10 @@ def register(sub: Any) -> None:
         default=None,
         metavar="DIR",
         help="evaluate every run under DIR (runs/ablations/<variant>/model.safetensors) "
-        "and print the ablation table",
+        "and print the ablation table; a row's report.json is reused until its model changes",
+    )
+    p.add_argument(
+        "--reevaluate", action="store_true", help="with --ablations: evaluate every row again"
     )
     p.add_argument(
         "overrides", nargs="*", default=[], help="config overrides, e.g. sampler.steps=2"

@@ -26,8 +26,10 @@ from tqdm import tqdm
 from unison_stream.codecs.sentence_id import SentenceIdentifier
 from unison_stream.data.loader import ManifestDataset, Sample
 from unison_stream.engine import Engine
+from unison_stream.eval.beyond import beyond_grammar
 from unison_stream.eval.generate import drive_one, say_one, stream
 from unison_stream.eval.grid import GridCell, GridRow, write_grid
+from unison_stream.eval.harmony import clip_harmony, summarise_harmony
 from unison_stream.eval.identity import drift, nearest_reference, reference_distance
 from unison_stream.eval.intelligibility import sentence_accuracy
 from unison_stream.eval.lipsync import LipSync, lip_sync, summarise_lip_sync
@@ -36,6 +38,7 @@ from unison_stream.eval.sfx import (
     EventResult,
     audio_onset,
     false_alarm_rate,
+    summarise_by_class,
     summarise_events,
     visual_contact,
 )
@@ -52,6 +55,7 @@ BARS: tuple[tuple[str, str, float], ...] = (
     ("sfx_align_ms", "<=", 40.0),
 )
 _TAG = re.compile(r"<[^>]*>")
+BEYOND_CLIPS = 12  # test clips driven again; their people say the out-of-grammar sentences
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -96,9 +100,11 @@ def evaluate(
     stream_seconds: float = 60.0,
     progress: bool = True,
     grid: Path | None = None,
+    beyond: bool = True,
 ) -> dict[str, Any]:
     """Run every metric; returns the flat report that ``--json`` prints. With ``grid`` a PNG
-    of generated beside ground-truth frames is written there."""
+    of generated beside ground-truth frames is written there; ``beyond`` adds the
+    out-of-grammar and other-voice figures (``beyond_grammar``)."""
     t0 = time.perf_counter()
     cfg = engine.cfg
     sr, fps = cfg.media.sample_rate, cfg.media.fps
@@ -113,6 +119,7 @@ def evaluate(
     gt_speech, gen_speech, sentences, refs = [], [], [], []
     within: list[float] = []
     alarms: dict[str, list[float]] = {"gen": [], "gt": []}
+    harmony: dict[str, list[dict[str, float | None]]] = {"gen": [], "gt": []}
     visual = VisualQuality(cfg)
     text_mode: np.ndarray | None = None  # the first clip's generated frames, for the grid
     for i in tqdm(
@@ -128,12 +135,16 @@ def evaluate(
         contacts = ground_truth_events(s, fps)
         gt_ev += _events(s.frames, s.audio, contacts, sr, fps)
         _probe(alarms["gt"], s.stems.get("sfx"), [t for _, t in contacts], sr)
+        if "sfx" in s.stems:
+            harmony["gt"].append(clip_harmony(speech, s.stems["sfx"], [t for _, t in contacts], sr))
         within.append(float(reference_distance(s.frames, ref).mean()))
         u = say_one(engine, text=s.transcript, reference_frame=ref, caption=s.caption, seed=i)
         gen_speech.append(u.speech)
         gen_sync.append(lip_sync(u.frames, u.speech, sr, fps))
         gen_ev += _events(u.frames, u.mix, list(u.contacts), sr, fps)
         _probe(alarms["gen"], u.sfx, [t for _, t in u.contacts], sr)
+        if u.stems and "sfx" in s.stems:
+            harmony["gen"].append(clip_harmony(u.speech, u.sfx, [t for _, t in u.contacts], sr))
         visual.add_clip(truth=s.frames, generated=u.frames, row=s.row)
         if i == 0:
             text_mode = u.frames
@@ -191,6 +202,9 @@ def evaluate(
         "sfx_recall_gt": ev_gt["recall"],
         "sfx_align_ms_gt": ev_gt["align_ms"],
         "sfx_false_alarm_gt": float(np.mean(alarms["gt"])) if alarms["gt"] else None,
+        "sfx_by_class": summarise_by_class(gen_ev),
+        "sfx_by_class_gt": summarise_by_class(gt_ev),
+        **_harmony(harmony),
         "identity_drift": d["ratio"],
         "identity_distance_first": d["first"],
         "identity_distance_last": d["last"],
@@ -204,6 +218,19 @@ def evaluate(
         "sentence_id_ratio": ratio(acc_gen, acc_gt),
         "sentence_candidates": len(candidates),
     }
+    report["beyond_grammar"] = (
+        beyond_grammar(
+            engine,
+            [ds[i] for i in range(min(n, BEYOND_CLIPS))],
+            in_grammar=sentences,
+            in_grammar_speech=gen_speech,
+            gt_corr=ls_gt["corr"],
+            limit=limit,
+            progress=progress,
+        )
+        if beyond
+        else None
+    )
     report["bars"] = {
         key: None if report[key] is None else bool(_holds(report[key], op, value))
         for key, op, value in BARS
@@ -217,6 +244,14 @@ def evaluate(
     report["visual_bars"]["identity_verified_all_windows"] = report["identity_verified_all_windows"]
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     return report
+
+
+def _harmony(h: dict[str, list[dict[str, float | None]]]) -> dict[str, float | None]:
+    """The ``harmony_*`` keys; the generated ones None for a model without stems."""
+    if len(h["gen"]) == len(h["gt"]):
+        return summarise_harmony(h["gen"], h["gt"])
+    none = [dict.fromkeys(r, None) for r in h["gt"]]  # one-stream model: nothing to compare
+    return summarise_harmony(none, h["gt"])
 
 
 def _grid_rows(

@@ -43,6 +43,7 @@ class Utterance:
     sfx: np.ndarray  # (S,) float32 generated effects stem (zeros without one)
     mix: np.ndarray  # (S,) float32 what a client hears
     contacts: tuple[tuple[str, float], ...]  # (event class, planned contact s from the start)
+    stems: bool = True  # False: a one-stream model (speech is the mix, sfx zeros)
 
 
 def _next(s: EngineSession) -> MediaChunk:
@@ -121,6 +122,7 @@ def _utterance(chunks: list[MediaChunk], contacts: tuple[tuple[str, float], ...]
         sfx=np.concatenate([c.sfx if c.sfx is not None else 0 * c.audio for c in chunks]),
         mix=np.concatenate([c.audio for c in chunks]),
         contacts=contacts,
+        stems=chunks[0].sfx is not None,
     )
 
 

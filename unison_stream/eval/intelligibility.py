@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unison_stream.codecs.sentence_id import SentenceIdentifier, normalise
+from unison_stream.codecs.sentence_id import SentenceIdentifier
 
 __all__ = ["sentence_accuracy"]
 
@@ -19,6 +19,4 @@ def sentence_accuracy(
     identifier: SentenceIdentifier, clips: list[np.ndarray], sentences: list[str]
 ) -> float:
     """Fraction of ``clips`` (16 kHz speech) identified as their own entry of ``sentences``."""
-    index = {" ".join(s): i for i, s in enumerate(identifier.sentences)}
-    truth = [index[" ".join(normalise(s))] for s in sentences]
-    return identifier.accuracy(clips, truth)
+    return identifier.accuracy(clips, [identifier.position(s) for s in sentences])

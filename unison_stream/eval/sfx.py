@@ -40,6 +40,7 @@ __all__ = [
     "EventResult",
     "audio_onset",
     "false_alarm_rate",
+    "summarise_by_class",
     "summarise_events",
     "visual_contact",
 ]
@@ -186,3 +187,21 @@ def summarise_events(events: list[EventResult]) -> dict[str, float | int | None]
         "align_ms": float(np.median(aligned)) if aligned else None,
         "aligned": len(aligned),
     }
+
+
+def summarise_by_class(events: list[EventResult]) -> dict[str, dict[str, float | int | None]]:
+    """:func:`summarise_events` per event class (the action–sound DeSync analogue per class),
+    plus the median signed onset − contact (ms; > 0: the sound comes late)."""
+    out: dict[str, dict[str, float | int | None]] = {}
+    for name in sorted({e.name for e in events}):
+        mine = [e for e in events if e.name == name]
+        signed = [
+            1000.0 * (e.audio_onset_s - e.visual_contact_s)
+            for e in mine
+            if not np.isnan(e.align_ms)
+        ]
+        out[name] = {
+            **summarise_events(mine),
+            "align_signed_ms": float(np.median(signed)) if signed else None,
+        }
+    return out

@@ -1,0 +1,175 @@
+"""Sync beyond the training grammar and voices (issue 16; ``docs/eval.md`` "Beyond the grammar").
+
+The world's sentences come from eleven templates and small word lists, spoken by espeak-ng
+voices; the test split only holds sentences out. This set goes further:
+
+* :data:`OUT_OF_GRAMMAR`: sentences written outside the grammar (names from other languages,
+  numbers, times and money, dashes, ellipses and semicolons, long words, effect tags between
+  any words).
+* **another synthesiser**: CMU Flite (Debian package ``flite``), whose voices and prosody
+  espeak-ng never made, drives the audio-driven mode, for the in-grammar test sentences and the
+  out-of-grammar ones. Its output is scaled to the world's speech RMS, so the figure measures
+  the voice, not the level.
+
+Per set the report gives lip-sync offset, correlation and its ratio to the world's own
+correlation on the test clips (the in-grammar denominator), and, for the text mode, closed-set
+sentence identification over the test sentences *and* these (a larger candidate list).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from unison_stream.codecs.sentence_id import SentenceIdentifier
+from unison_stream.data.loader import Sample
+from unison_stream.engine import Engine
+from unison_stream.engine.audio import resample
+from unison_stream.eval.generate import drive_one, say_one
+from unison_stream.eval.intelligibility import sentence_accuracy
+from unison_stream.eval.lipsync import LipSync, lip_sync, summarise_lip_sync
+
+__all__ = ["OUT_OF_GRAMMAR", "FliteUnavailableError", "beyond_grammar", "flite", "flite_available"]
+
+log = logging.getLogger(__name__)
+
+# Written for this set; none uses a template or word list of unison_stream.data.synth.text.
+OUT_OF_GRAMMAR: tuple[str, ...] = (
+    "Doctor Okonkwo's flight, number 4417, lands at 6:45 tomorrow.",
+    "Unbelievably, the <knock> photosynthesis experiment worked on the third attempt!",
+    "Call Marguerite at extension 209; she handles the reimbursements.",
+    "Is it twenty-three or thirty-two? I honestly <snap> can't remember.",
+    "The Wolverhampton <bell> quartet performed Tchaikovsky's symphony in 1998.",
+    "Xavier, Zhang Wei and Ngozi bought 12 kilograms of <clap> strawberries.",
+    "Internationalisation requires extraordinary patience, trust me.",
+    "Wait... did the <whoosh> helicopter really cost 3.5 million dollars?",
+    "Our quarterly revenue grew by 17 percent, according to Henrietta.",
+    "Please <clap> don't refrigerate the croissants, Bartholomew!",
+    "At 7:30 the Copenhagen ferry departs from pier number nine.",
+    "Counterintuitively, smaller <knock> models sometimes generalise better.",
+)
+FLITE_VOICES = ("slt", "rms", "awb", "kal16")  # rotated over the sentences
+_TAG = re.compile(r"<[^>]*>")
+
+
+class FliteUnavailableError(RuntimeError):
+    """The ``flite`` program is not installed (Debian package ``flite``)."""
+
+
+def flite_available() -> bool:
+    return shutil.which("flite") is not None
+
+
+def flite(text: str, sample_rate: int, *, voice: str = "slt") -> np.ndarray:
+    """``text`` spoken by Flite's ``voice``: (S,) float32 at ``sample_rate``."""
+    exe = shutil.which("flite")
+    if exe is None:
+        raise FliteUnavailableError("flite is not installed (apt-get install flite)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "speech.wav"
+        subprocess.run([exe, "-voice", voice, "-t", text, "-o", str(out)], check=True)
+        with wave.open(str(out)) as w:
+            rate, n = w.getframerate(), w.getnframes()
+            pcm = np.frombuffer(w.readframes(n), np.int16).astype(np.float32) / 32768.0
+    return resample(pcm, rate, sample_rate).astype(np.float32)
+
+
+def spoken(text: str) -> str:
+    """A transcript's spoken words (tags removed)."""
+    return " ".join(_TAG.sub(" ", text).split())
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+
+
+def _summary(sync: list[LipSync], gt_corr: float | None) -> dict[str, float | int | None]:
+    s = summarise_lip_sync(sync)
+    ratio = None if s["corr"] is None or not gt_corr else float(s["corr"]) / gt_corr
+    return {
+        "offset_ms": s["offset_ms"],
+        "offset_signed_ms": s["offset_signed_ms"],
+        "corr": s["corr"],
+        "corr_ratio": ratio,
+        "clips": len(sync),
+        "unmeasured": s["unmeasured"],
+    }
+
+
+def beyond_grammar(
+    engine: Engine,
+    clips: list[Sample],
+    *,
+    in_grammar: list[str],
+    in_grammar_speech: list[np.ndarray],
+    gt_corr: float | None,
+    limit: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The ``beyond_grammar`` report: lip sync of the text mode on :data:`OUT_OF_GRAMMAR`
+    (``text``), of the audio-driven mode on them spoken by espeak-ng, the training synthesiser
+    (``espeak``), and by Flite (``flite``), and of the audio-driven mode on the in-grammar test
+    sentences: the clips' own speech (``espeak_in``) and Flite's (``flite_in``); sentence
+    identification of the text mode's speech over the test sentences plus these.
+
+    ``clips``: the first test clips, driven again with their own and Flite's speech; their
+    first frame and caption give each utterance's person (cycled); ``in_grammar``: the test
+    sentences (of ``clips`` first), ``in_grammar_speech`` the text mode's speech for them (both
+    identified again over the larger list); ``gt_corr``: the world's lip correlation on them.
+    """
+    from unison_stream.data.synth.speech import synthesize
+
+    cfg = engine.cfg
+    sr, fps = cfg.media.sample_rate, cfg.media.fps
+    ood = list(OUT_OF_GRAMMAR[:limit] if limit > 0 else OUT_OF_GRAMMAR)
+    level = float(np.mean([_rms(c.stems.get("speech", c.audio)) for c in clips]))
+    names = ("text", "espeak", "flite", "espeak_in", "flite_in")
+    sets: dict[str, list[LipSync]] = {k: [] for k in names}
+    text_speech: list[np.ndarray] = []
+    use_flite = flite_available()
+    if not use_flite:
+        log.warning("flite not installed (apt-get install flite): no other-voice figures")
+    jobs = [("ood", i, t) for i, t in enumerate(ood)]
+    jobs += [("in", i, in_grammar[i]) for i in range(min(len(ood), len(clips)))]
+    for kind, i, text in tqdm(
+        jobs, desc="eval beyond grammar", unit="sentence", disable=not progress, file=sys.stderr
+    ):
+        c = clips[i % len(clips)]
+        person = {"reference_frame": c.frames[0], "caption": c.caption, "seed": 1000 + i}
+        drivers: list[tuple[str, np.ndarray]] = []
+        if kind == "ood":
+            u = say_one(engine, text=text, **person)
+            text_speech.append(u.speech)
+            sets["text"].append(lip_sync(u.frames, u.speech, sr, fps))
+            drivers.append(("espeak", synthesize(spoken(text), sample_rate=sr).audio))
+        else:  # the clip's own speech: the training synthesiser on a test sentence
+            drivers.append(("espeak_in", c.stems.get("speech", c.audio)))
+        if use_flite:
+            voiced = flite(spoken(text), sr, voice=FLITE_VOICES[i % len(FLITE_VOICES)])
+            voiced *= level / max(_rms(voiced), 1e-6)
+            drivers.append(("flite" if kind == "ood" else "flite_in", np.clip(voiced, -1, 1)))
+        for name, speech in drivers:
+            d = drive_one(engine, speech=speech, **person)
+            sets[name].append(lip_sync(d.frames, d.speech, sr, fps))
+    candidates = sorted({*in_grammar, *(spoken(t) for t in ood)})
+    ident = SentenceIdentifier(candidates, sample_rate=sr)
+    report: dict[str, Any] = {
+        name: _summary(sync, gt_corr) if sync else None for name, sync in sets.items()
+    }
+    report["sentences"] = len(ood)
+    report["sentence_candidates"] = len(candidates)
+    report["sentence_id_accuracy"] = sentence_accuracy(ident, text_speech, [spoken(t) for t in ood])
+    report["sentence_id_accuracy_in_grammar"] = sentence_accuracy(
+        ident, in_grammar_speech, in_grammar
+    )
+    return report
