@@ -220,3 +220,44 @@ def test_importing_and_using_the_sdk_imports_no_torch() -> None:
             assert ours == [], ours
 
     asyncio.run(main())
+
+
+def test_streamed_speech_starts_before_its_end_and_an_interrupt_drops_the_rest() -> None:
+    """say_audio_stream: 20 ms PCM frames written at real time (a streaming TTS) are spoken as
+    they come; the utterance starts before the writer ends; after an interrupt the writer's
+    later frames go nowhere and the session goes on."""
+
+    async def main() -> None:
+        async with running_server() as srv, connect(srv.base, api_key=API_KEY) as avatar:
+            frame = 0.3 * np.sin(np.arange(480) * 2 * np.pi * 220 / 24000).astype(np.float32)
+            stream = await avatar.say_audio_stream(sample_rate=24000)
+            assert [e.event for e in stream.utterance.events] == ["queued"]
+            started_while_writing = False
+            async with stream:
+                for _ in range(60):  # 1.2 s
+                    await stream.write(frame)
+                    await asyncio.sleep(0.02)
+                    events = [e.event for e in stream.utterance.events]
+                    started_while_writing |= "started" in events
+            assert started_while_writing, "the avatar spoke while the TTS was still writing"
+            await asyncio.wait_for(stream.utterance, 10)
+            assert stream.utterance.outcome == "finished"
+            with pytest.raises(ValueError, match="after end"):
+                await stream.write(frame)
+
+            cut = await avatar.say_audio_stream(sample_rate=24000)
+            for _ in range(25):
+                await cut.write(frame)
+                await asyncio.sleep(0.02)
+            await asyncio.wait_for(_until(cut.utterance, "started"), 10)
+            await avatar.interrupt()
+            for _ in range(10):  # the server drops these
+                await cut.write(frame)
+            await cut.end()
+            await asyncio.wait_for(cut.utterance, 5)
+            assert cut.utterance.outcome == "interrupted"
+            after = await avatar.say("still here")
+            await asyncio.wait_for(after, 10)
+            assert after.outcome == "finished"
+
+    asyncio.run(main())

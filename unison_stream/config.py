@@ -112,6 +112,9 @@ class StreamConfig:
     chunk_latent_frames: int = 4  # video latent frames per chunk: 4 / 12.5 fps = 0.32 s
     window_chunks: int = 4  # W: chunks kept besides the permanent sink
     commit: str = "clean_pass"  # "clean_pass" (extra forward at t=0) or "last_step"
+    # streaming audio input (say_audio_stream): a chunk whose speech is this late past the
+    # stream's real-time pace is replaced by a listening chunk (the stream slips one chunk)
+    input_grace_s: float = 0.16
 
 
 @dataclass

@@ -38,6 +38,7 @@ from unison_sdk.protocol import (
     StatsEvent,
     UtteranceEvent,
 )
+from unison_sdk.speech_stream import SpeechStream
 from unison_sdk.sync import SyncAvatar, connect_sync
 from unison_sdk.utterance import Utterance
 
@@ -62,6 +63,7 @@ __all__ = [
     "Recorder",
     "ServerError",
     "SessionEnded",
+    "SpeechStream",
     "StateEvent",
     "StatsEvent",
     "Subscription",

@@ -62,6 +62,7 @@ from unison_sdk.protocol import (
     resume_url,
     ws_url_for_token,
 )
+from unison_sdk.speech_stream import SpeechStream
 from unison_sdk.utterance import Utterance
 
 __all__ = ["Avatar", "Connect", "connect"]
@@ -406,6 +407,25 @@ class Avatar:
             await self._send(*parts)
 
         return await self._start(Utterance(uid, None, send))
+
+    async def say_audio_stream(self, *, sample_rate: int) -> SpeechStream:
+        """Start an utterance whose speech is written as it is made (a streaming TTS):
+        returns its :class:`~unison_sdk.speech_stream.SpeechStream` once the server queued it.
+        ``await stream.write(pcm)`` as audio comes, then ``await stream.end()`` (or use
+        ``async with``); ``stream.utterance`` has its events."""
+        if not 8000 <= sample_rate <= 48000:
+            raise ValueError(f"sample_rate must be 8000–48000, not {sample_rate}")
+        uid = _new_id()
+        begin = self._proto.audio_begin(uid, sample_rate, stream=True)
+
+        async def send() -> None:  # resent after a reconnect: the server keeps the open stream
+            await self._send(begin)
+
+        utt = await self._start(Utterance(uid, None, send))
+        end = self._proto.audio_end(uid)
+        return SpeechStream(
+            utt, sample_rate, send=self._send, end_msg=end, part_bytes=AUDIO_PART_BYTES
+        )
 
     async def _start(self, utt: Utterance) -> Utterance:
         if self._failure is not None:

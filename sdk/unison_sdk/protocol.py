@@ -206,8 +206,9 @@ class ClientProtocol:
     def offer(self, sdp: str, uid: str) -> str:
         return self.encode({"type": "offer", "id": uid, "sdp": sdp})
 
-    def audio_begin(self, uid: str, sample_rate: int) -> str:
-        return self.encode({"type": "audio_begin", "id": uid, "sample_rate": sample_rate})
+    def audio_begin(self, uid: str, sample_rate: int, *, stream: bool = False) -> str:
+        msg = {"type": "audio_begin", "id": uid, "sample_rate": sample_rate}
+        return self.encode({**msg, "stream": True} if stream else msg)
 
     def audio_end(self, uid: str) -> str:
         return self.encode({"type": "audio_end", "id": uid})

@@ -3,7 +3,9 @@
 - :class:`Mixer`: speech and SFX stems → one mono mix with per-stem gains and a peak limiter
   whose gain is carried across chunks (instant attack ramped over the chunk, slow release),
   so loud effects never clip and chunk joins never click.
-- :func:`resample`: any input rate → the media rate (polyphase, no delay).
+- :func:`resample`: any input rate → the media rate (polyphase, no delay);
+  :class:`StreamResampler` does the same piece by piece (streaming audio input), sample for
+  sample what :func:`resample` gives for the whole waveform.
 - :class:`BandEnergySpeechEncoder`: a **fallback** speech encoder for the audio-driven mode,
   used until the trained audio codec ships its encoder (``unison_stream/codecs``): log band
   energies of each audio-latent hop, one band per latent channel. It is deterministic, so the
@@ -21,7 +23,7 @@ from scipy.signal import resample_poly
 
 from unison_stream.config import UnisonConfig
 
-__all__ = ["BandEnergySpeechEncoder", "Mixer", "resample"]
+__all__ = ["BandEnergySpeechEncoder", "Mixer", "StreamResampler", "resample"]
 
 
 def resample(pcm: np.ndarray, rate: int, target: int) -> np.ndarray:
@@ -31,6 +33,60 @@ def resample(pcm: np.ndarray, rate: int, target: int) -> np.ndarray:
         return x.copy()
     r = Fraction(target, rate)
     return resample_poly(x, r.numerator, r.denominator).astype(np.float32)
+
+
+class StreamResampler:
+    """Pieces of a waveform at ``rate`` → float32 at ``target``, bit-exact with
+    :func:`resample` of the whole.
+
+    ``resample_poly`` is shift-invariant for input offsets that are multiples of ``down`` and
+    its output sample *n* only reads inputs within ``half_len / up`` of ``n·down/up``
+    (``half_len = 10·max(up, down)``, scipy's filter). So each piece resamples a window that
+    starts ``ctx`` inputs before the first output still owed (rounded down to a multiple of
+    ``down``) and emits only the outputs whose whole support has arrived; :meth:`end` emits the
+    rest, zero-padded at the end exactly as the whole-waveform call pads it.
+    """
+
+    def __init__(self, rate: int, target: int) -> None:
+        r = Fraction(target, rate)
+        self.up, self.down = r.numerator, r.denominator
+        self.ctx = 10 * max(self.up, self.down) // self.up + 2  # inputs an output reads, each side
+        self._x = np.zeros(0, np.float32)  # inputs from ``_base`` on (earlier ones are dropped)
+        self._base = 0  # input index of ``_x[0]`` (a multiple of ``down``)
+        self._done = 0  # outputs emitted
+
+    @property
+    def identity(self) -> bool:
+        return self.up == self.down == 1
+
+    def push(self, pcm: np.ndarray) -> np.ndarray:
+        """Add (S,) input samples; returns the outputs they complete (possibly none)."""
+        x = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        if self.identity:
+            self._done += x.size
+            return x.copy()
+        self._x = np.concatenate([self._x, x])
+        n = self._base + self._x.size
+        return self._emit(max(0, (n - self.ctx) * self.up // self.down))
+
+    def end(self) -> np.ndarray:
+        """The remaining outputs, up to ``⌈S·up/down⌉`` for the S inputs pushed."""
+        if self.identity:
+            return np.zeros(0, np.float32)
+        n = self._base + self._x.size
+        return self._emit(-(-n * self.up // self.down))
+
+    def _emit(self, upto: int) -> np.ndarray:
+        if upto <= self._done:
+            return np.zeros(0, np.float32)
+        first_input = self._done * self.down // self.up
+        a = max(0, (first_input - self.ctx) // self.down * self.down)  # ≥ _base: inputs kept
+        y = resample_poly(self._x[a - self._base :], self.up, self.down).astype(np.float32)
+        off = a * self.up // self.down
+        out = y[self._done - off : upto - off]
+        self._done = upto
+        self._x, self._base = self._x[a - self._base :], a  # what later windows can still read
+        return out
 
 
 class Mixer:

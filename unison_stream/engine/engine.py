@@ -337,6 +337,19 @@ class Engine:
             lat = self.speech_encoder.encode(x[None])[0]  # (N, Ca)
         return x, lat.float().cpu().numpy()
 
+    def _encode_chunk(self, pcm: np.ndarray, k: int) -> np.ndarray:
+        """Streamed audio input: (nc, Ca) latents of chunk ``k`` of ``pcm`` (media rate, whole
+        chunks so far), encoded with the chunk before it as left context."""
+        n = round(self.cfg.chunk_seconds() * self.cfg.media.sample_rate)
+        nc = self.cfg.audio_frames_per_chunk()
+        x = pcm[max(0, k - 1) * n : (k + 1) * n]
+        if self.speech_encoder is None:
+            return self.fallback_encoder.encode(x)[-nc:]
+        with self._encoder_lock:
+            self.speech_encoder.reset()
+            lat = self.speech_encoder.encode(x[None])[0]  # (N, Ca)
+        return lat[-nc:].float().cpu().numpy()
+
     def _utterance_chunks(self, u: Utterance) -> int:
         cs = self.cfg.chunk_seconds()
         if u.speech_pcm is not None:
@@ -345,6 +358,8 @@ class Engine:
         return u.plan.result().plan.num_chunks(cs)
 
     def _utterance_seconds(self, u: Utterance) -> float:
+        if u.speech_input is not None:  # streamed: the speech written, not its padding
+            return u.speech_input.samples / self.cfg.media.sample_rate
         if u.speech_pcm is not None:
             return u.speech_pcm.size / self.cfg.media.sample_rate
         assert u.plan is not None
@@ -360,7 +375,9 @@ class Engine:
                         or bool(self._closing)
                         or any(s._wants_chunk() for s in self._sessions.values())
                     ),
-                    timeout=0.5,
+                    timeout=min(
+                        [0.5, *(w for s in self._sessions.values() if (w := s._input_wait()))]
+                    ),
                 )
                 closing, self._closing = self._closing, []
                 closed = self._closed

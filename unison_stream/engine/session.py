@@ -28,11 +28,20 @@ import numpy as np
 import torch
 
 from unison_stream.config import UnisonConfig
+from unison_stream.engine.audio import StreamResampler
 from unison_stream.engine.planner import Planner, UtterancePlan
 from unison_stream.engine.types import EngineClosedError, MediaChunk, UtteranceEvent
 from unison_stream.model.conditioning import Conditioning
 
-__all__ = ["EngineSession", "Planned", "Scheduler", "SessionLog", "Utterance"]
+__all__ = [
+    "EngineSession",
+    "Planned",
+    "Scheduler",
+    "SessionLog",
+    "SpeechInput",
+    "SpeechWriter",
+    "Utterance",
+]
 
 log = logging.getLogger(__name__)
 _IDS = itertools.count(1)
@@ -55,6 +64,69 @@ class Planned:
     at: float = field(default_factory=time.monotonic)  # when planning finished
 
 
+class SpeechInput:
+    """The speech of a streamed audio-driven utterance as it arrives (under the engine lock).
+
+    ``pcm`` grows at the media rate (:class:`StreamResampler`: bit-exact with resampling the
+    whole), ``latents`` one chunk at a time as each chunk's audio is complete. Chunk ``k`` may
+    be made once its samples are here and one more (so the last chunk is known to be last) or
+    the input has ended. ``anchor`` paces the input: chunk ``k`` is due ``k`` chunks after
+    chunk 0 was complete, plus the grace; a chunk that is later is replaced by a listening
+    chunk and the pace slips by one chunk.
+    """
+
+    def __init__(self, sample_rate: int, media_rate: int, per_chunk: int) -> None:
+        self.resampler = StreamResampler(sample_rate, media_rate)
+        self.per_chunk = per_chunk  # media samples per chunk
+        self.pcm = np.zeros(0, np.float32)  # (S,) at the media rate (padded once ended)
+        self.latents: np.ndarray | None = None  # (N, Ca) for the complete chunks
+        self.encoded = 0  # chunks whose latents exist
+        self.lock = threading.Lock()  # one writer at a time (the resampler carries state)
+        self.ended = False
+        self.samples = 0  # media samples of the speech itself (no end padding)
+        self.anchor: float | None = None  # monotonic time chunk 0 became makeable
+        self.slips = 0  # listening chunks put in for late input
+
+    def makeable(self, k: int) -> bool:
+        """Chunk ``k``'s speech and latents are here (and whether it is the last is known)."""
+        return self.encoded > k and (self.ended or self.samples > (k + 1) * self.per_chunk)
+
+    def last(self, k: int) -> bool:
+        return self.ended and (k + 1) * self.per_chunk >= self.samples
+
+    def due(self, k: int, grace_s: float, chunk_s: float) -> float:
+        """Monotonic time after which chunk ``k`` counts as late (inf before chunk 0 is here)."""
+        if self.anchor is None:
+            return float("inf")
+        return self.anchor + (k + self.slips) * chunk_s + grace_s
+
+
+class SpeechWriter:
+    """Writes a streamed audio-driven utterance (:meth:`EngineSession.say_audio_stream`):
+    :meth:`write` PCM pieces as they come (a TTS's frames), then :meth:`end`. Thread-safe;
+    writes after an interrupt dropped the utterance are ignored (:attr:`dropped`)."""
+
+    def __init__(self, session: EngineSession, utt: Utterance) -> None:
+        self._session, self._utt = session, utt
+
+    @property
+    def utterance_id(self) -> str:
+        return self._utt.utterance_id
+
+    @property
+    def dropped(self) -> bool:
+        """The utterance was interrupted (or the session closed): writes go nowhere."""
+        return self._utt.dropped
+
+    def write(self, pcm: np.ndarray) -> None:
+        """Append (S,) float speech in [-1, 1] at the stream's sample rate."""
+        self._session._stream_audio(self._utt, pcm, end=False)
+
+    def end(self) -> None:
+        """No more speech: the utterance finishes with what was written (idempotent)."""
+        self._session._stream_audio(self._utt, np.zeros(0, np.float32), end=True)
+
+
 @dataclass
 class Utterance:
     """A say request on its way through the session."""
@@ -63,6 +135,8 @@ class Utterance:
     plan: Future[Planned] | None = None  # text mode: planned off the caller's thread
     speech_latents: np.ndarray | None = None  # audio mode: (N, Ca) clean speech latents
     speech_pcm: np.ndarray | None = None  # audio mode: the caller's waveform at the media rate
+    speech_input: SpeechInput | None = None  # streamed audio mode: speech as it arrives
+    dropped: bool = False  # interrupted or its session closed
     caption: str | None = None
     chunks: int = 0  # chunks made so far
     started: bool = False
@@ -73,6 +147,8 @@ class Utterance:
         return self.plan.result().at if self.plan is not None else self.encoded_at
 
     def ready(self) -> bool:
+        if self.speech_input is not None:  # streamed: once its first chunk can be made
+            return self.speech_input.makeable(0) or self.speech_input.ended
         return self.plan is None or self.plan.done()
 
 
@@ -124,6 +200,7 @@ class Scheduler(Protocol):
     def _encode_speech(
         self, pcm: np.ndarray, sample_rate: int
     ) -> tuple[np.ndarray, np.ndarray]: ...
+    def _encode_chunk(self, pcm: np.ndarray, k: int) -> np.ndarray: ...
     def _wake(self) -> None: ...
     def _maybe_cancel(self) -> None: ...
     def _release(self, s: EngineSession) -> None: ...
@@ -173,6 +250,22 @@ class EngineSession:
         utt = Utterance(utterance_id, speech_latents=latents, speech_pcm=speech)
         utt.queued_at, utt.encoded_at = queued_at, time.monotonic()
         self._enqueue(utt, interrupt=False)
+
+    def say_audio_stream(
+        self, sample_rate: int, *, utterance_id: str, interrupt: bool = False
+    ) -> SpeechWriter:
+        """Start a streamed audio-driven utterance: speech arrives in pieces through the
+        returned writer while the avatar already speaks it. Each chunk is made once its audio
+        is here (its speech held clean, motion and effects generated around it); input later
+        than its real-time pace by ``stream.input_grace_s`` gets a listening chunk instead."""
+        if not 8000 <= sample_rate <= 48000:
+            raise ValueError(f"sample_rate must be 8000–48000, not {sample_rate}")
+        cfg = self._engine.cfg
+        per_chunk = round(cfg.chunk_seconds() * cfg.media.sample_rate)
+        inp = SpeechInput(sample_rate, cfg.media.sample_rate, per_chunk)
+        utt = Utterance(utterance_id, speech_input=inp)
+        self._enqueue(utt, interrupt=interrupt)
+        return SpeechWriter(self, utt)
 
     def interrupt(self) -> None:
         """Stop the current utterance at the next chunk boundary and drop the queued ones."""
@@ -251,6 +344,36 @@ class EngineSession:
     def closed(self) -> bool:
         return self._closed
 
+    def _stream_audio(self, utt: Utterance, pcm: np.ndarray, *, end: bool) -> None:
+        """A :class:`SpeechWriter` piece: resample, encode the chunks it completes, wake."""
+        inp = utt.speech_input
+        assert inp is not None
+        with inp.lock:
+            if inp.ended:
+                if end:
+                    return
+                raise ValueError(f"utterance {utt.utterance_id}: write after end")
+            if utt.dropped:
+                return
+            x = inp.resampler.end() if end else inp.resampler.push(pcm)
+            speech = np.concatenate([inp.pcm, np.clip(x, -1.0, 1.0)])
+            samples = speech.size
+            if end:  # pad to whole chunks (at least one: an empty stream is one silent chunk)
+                n = max(1, -(-samples // inp.per_chunk)) * inp.per_chunk
+                speech = np.pad(speech, (0, n - samples))
+            complete = speech.size // inp.per_chunk
+            new = [self._engine._encode_chunk(speech, k) for k in range(inp.encoded, complete)]
+            with self._lock:
+                if new:
+                    old = [] if inp.latents is None else [inp.latents]
+                    inp.latents = np.concatenate([*old, *new])
+                inp.pcm, inp.samples, inp.encoded, inp.ended = speech, samples, complete, end
+                utt.speech_pcm, utt.speech_latents = inp.pcm, inp.latents
+                if inp.anchor is None and (inp.makeable(0) or end):
+                    inp.anchor = time.monotonic()
+                self._engine._wake()
+                self._engine._maybe_cancel()
+
     # ---- worker side (called by the engine under or around the lock) --------------------
     def _enqueue(self, utt: Utterance, interrupt: bool) -> None:
         with self._lock:
@@ -277,6 +400,7 @@ class EngineSession:
         self._stats.dropped += len(self._queue) - len(kept)
         self._queue = collections.deque(kept)
         for u in dropped:
+            u.dropped = True
             self._utt_start.pop(u.utterance_id, None)
             self._event(u.utterance_id, "interrupted", t)
         if dropped:
@@ -292,7 +416,21 @@ class EngineSession:
         self._events.append(UtteranceEvent(uid, event, round(t, 6)))
 
     def _wants_chunk(self) -> bool:
-        return not self._closed and len(self._queue) < self._engine.max_ahead
+        return (
+            not self._closed
+            and len(self._queue) < self._engine.max_ahead
+            and self._input_wait() is None
+        )
+
+    def _input_wait(self) -> float | None:
+        """Seconds the current streamed utterance's next chunk may still be waited for (its
+        audio is not here and not late yet); None when nothing waits."""
+        u = self._current
+        if u is None or u.speech_input is None or u.speech_input.makeable(u.chunks):
+            return None
+        grace = self._engine.cfg.stream.input_grace_s
+        left = u.speech_input.due(u.chunks, grace, self._chunk_s) - time.monotonic()
+        return left if left > 0 else None
 
     def _next_job(self) -> Job:
         """What to make next (under the lock)."""
@@ -308,9 +446,16 @@ class EngineSession:
         if self._current is None:
             return Job("idle", self._state, self._epoch, self._say_epoch)
         utt = self._current
-        total = self._engine._utterance_chunks(utt)
+        inp = utt.speech_input
+        if inp is not None and not inp.makeable(utt.chunks):  # late input: listen meanwhile
+            inp.slips += 1
+            self.log.info("%s: speech input late, listening chunk", utt.utterance_id)
+            return Job("idle", "listening", self._epoch, self._say_epoch)
         job = Job("utterance", "speaking", self._epoch, self._say_epoch, utt, utt.chunks)
-        job.last = utt.chunks + 1 >= total
+        if inp is not None:
+            job.last = inp.last(utt.chunks)
+        else:
+            job.last = utt.chunks + 1 >= self._engine._utterance_chunks(utt)
         utt.chunks += 1
         if job.last:
             self._current = None

@@ -216,7 +216,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 elif msg.type == WSMsgType.BINARY:
                     if len(msg.data) > st.cfg.max_message_bytes:
                         raise BadRequest(f"binary message exceeds {st.cfg.max_message_bytes} bytes")
-                    session.handle_binary(msg.data)
+                    await session.handle_binary(msg.data)
                 elif msg.type == WSMsgType.ERROR:
                     log.info("[%s] websocket error: %r", sid, ws.exception())
                     break

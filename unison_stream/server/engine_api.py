@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["ChunkLike", "EngineLike", "EngineSessionLike", "EventLike"]
+__all__ = ["ChunkLike", "EngineLike", "EngineSessionLike", "EventLike", "SpeechWriterLike"]
 
 
 class ChunkLike(Protocol):
@@ -32,6 +32,17 @@ class EventLike(Protocol):
     media_time_s: float
 
 
+class SpeechWriterLike(Protocol):
+    """A streamed audio-driven utterance (:class:`unison_stream.engine.SpeechWriter`)."""
+
+    @property
+    def dropped(self) -> bool: ...
+
+    def write(self, pcm: np.ndarray) -> None: ...
+
+    def end(self) -> None: ...
+
+
 class EngineSessionLike(Protocol):
     session_id: str
 
@@ -40,6 +51,10 @@ class EngineSessionLike(Protocol):
     ) -> None: ...
 
     def say_audio(self, pcm: np.ndarray, sample_rate: int, *, utterance_id: str) -> None: ...
+
+    def say_audio_stream(
+        self, sample_rate: int, *, utterance_id: str, interrupt: bool = False
+    ) -> SpeechWriterLike: ...
 
     def interrupt(self) -> None: ...
 

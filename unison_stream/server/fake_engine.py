@@ -54,6 +54,29 @@ class _Utterance:
     samples: int  # speech length at the model rate
     done: int = 0
     queued_at: float = field(default_factory=time.monotonic)
+    open: bool = False  # a streamed utterance still being written: speaks what has arrived
+    dropped: bool = False
+
+
+class FakeSpeechWriter:
+    """The fake's streamed audio input: samples arrive, the tone speaks as many."""
+
+    def __init__(self, session: FakeEngineSession, u: _Utterance, rate: int) -> None:
+        self._session, self._u, self._rate = session, u, rate
+
+    @property
+    def dropped(self) -> bool:
+        return self._u.dropped
+
+    def write(self, pcm: np.ndarray) -> None:
+        with self._session._lock:
+            if self._u.open:
+                self._u.samples += round(len(pcm) * self._session._engine.sample_rate / self._rate)
+
+    def end(self) -> None:
+        with self._session._lock:
+            self._u.open = False
+            self._u.samples = max(self._u.samples, 1)
 
 
 class FakeEngineSession:
@@ -95,10 +118,22 @@ class FakeEngineSession:
             self._queue.append(_Utterance(utterance_id, max(n, 1)))
             self._events.append(FakeEvent(utterance_id, "queued", self._media_time()))
 
+    def say_audio_stream(
+        self, sample_rate: int, *, utterance_id: str, interrupt: bool = False
+    ) -> FakeSpeechWriter:
+        if interrupt:
+            self.interrupt()
+        u = _Utterance(utterance_id, 0, open=True)
+        with self._lock:
+            self._queue.append(u)
+            self._events.append(FakeEvent(utterance_id, "queued", self._media_time()))
+        return FakeSpeechWriter(self, u, sample_rate)
+
     def interrupt(self) -> None:
         with self._lock:
             t = self._media_time()
             for u in self._queue:
+                u.dropped, u.open = True, False
                 self._events.append(FakeEvent(u.uid, "interrupted", t))
             self._queue.clear()
 
@@ -146,6 +181,8 @@ class FakeEngineSession:
             pos = 0
             while pos < s and self._queue:
                 u = self._queue[0]
+                if u.open and u.done >= u.samples:
+                    break  # a streamed utterance waiting for its next samples
                 if uid is None:  # the chunk's first utterance: its hops (no planning here)
                     times.update(queued=u.queued_at, planned=u.queued_at)
                     utterance_s = u.samples / e.sample_rate
@@ -158,7 +195,7 @@ class FakeEngineSession:
                 u.done += take
                 pos += take
                 uid = u.uid
-                if u.done >= u.samples:
+                if u.done >= u.samples and not u.open:
                     self._events.append(FakeEvent(u.uid, "finished", start + pos / e.sample_rate))
                     self._queue.popleft()
             state = "speaking" if uid is not None else self._state

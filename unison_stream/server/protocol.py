@@ -100,6 +100,7 @@ class Close:
 class AudioBegin:
     id: str
     sample_rate: int
+    stream: bool = False  # True: each binary part is spoken as it arrives (streaming TTS)
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,10 @@ def parse_client_message(data: str | bytes, limits: Limits) -> ClientMessage:
         rate = obj.get("sample_rate")
         if isinstance(rate, bool) or not isinstance(rate, int) or not 8000 <= rate <= 48000:
             raise BadRequest("'sample_rate' must be an integer in [8000, 48000]", ref=ref)
-        return AudioBegin(id=ref, sample_rate=rate)
+        stream = obj.get("stream", False)
+        if not isinstance(stream, bool):
+            raise BadRequest("'stream' must be a boolean", ref=ref)
+        return AudioBegin(id=ref, sample_rate=rate, stream=stream)
     if kind == "audio_end":
         assert ref is not None
         return AudioEnd(id=ref)

@@ -18,6 +18,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,12 @@ from unison_stream.server import protocol as P
 from unison_stream.server.auth import TokenSigner
 from unison_stream.server.broadcast import SharedEncoder
 from unison_stream.server.config import ServerConfig
-from unison_stream.server.engine_api import EngineLike, EngineSessionLike, EventLike
+from unison_stream.server.engine_api import (
+    EngineLike,
+    EngineSessionLike,
+    EventLike,
+    SpeechWriterLike,
+)
 from unison_stream.server.errors import BadRequest, CapacityError, ServerError
 from unison_stream.server.media import (
     HOPS,
@@ -52,6 +58,19 @@ CLOSE_IDLE = 4408  # websocket close codes (docs/protocol.md)
 CLOSE_MAX_DURATION = 4409
 CLOSE_ENDED = 4000
 CLOSE_REPLACED = 4001  # a resumed websocket took over this session
+
+
+@dataclass
+class _AudioStream:
+    """A streamed upload: its writer (None for a retried id, whose parts are dropped)."""
+
+    uid: str
+    rate: int
+    writer: SpeechWriterLike | None
+    size: int = 0  # bytes so far
+    odd: bytes = b""  # the first byte of a sample split between two parts
+
+
 RECENT_IDS = 256  # say / audio ids remembered per session, so a retried command is not doubled
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -305,6 +324,7 @@ class Session:
         self.close_code = CLOSE_ENDED
         self.close_reason = "session ended"
         self._audio: tuple[str, int, list[bytes], int] | None = None  # id, rate, parts, bytes
+        self._stream: _AudioStream | None = None  # the streamed upload being spoken
         self._close_ws: Callable[[int, str], Awaitable[None]] | None = None
         self._writer_task: asyncio.Task[Any] | None = None
         self.closed = asyncio.Event()
@@ -439,17 +459,25 @@ class Session:
         elif isinstance(msg, P.Offer):
             sdp = await self.answer(msg.sdp)
             self.post(P.answer_msg(sdp, msg.id))
+        elif isinstance(msg, P.AudioBegin) and msg.stream:
+            self._begin_stream(msg)
         elif isinstance(msg, P.AudioBegin):
             self._audio = (msg.id, msg.sample_rate, [], 0)
+        elif isinstance(msg, P.AudioEnd) and self._stream is not None:
+            await self._end_stream(msg.id)
         elif isinstance(msg, P.AudioEnd):
             await self._finish_audio(msg.id)
         elif isinstance(msg, P.Close):
             return False
         return True
 
-    def handle_binary(self, data: bytes) -> None:
-        """A PCM16 (little-endian mono) part of the current ``audio_begin`` upload."""
+    async def handle_binary(self, data: bytes) -> None:
+        """A PCM16 (little-endian mono) part of the current ``audio_begin`` upload; of a
+        streamed one (``stream: true``), spoken as it arrives."""
         self.last_activity = time.monotonic()
+        if self._stream is not None:
+            await self._stream_part(data)
+            return
         if self._audio is None:
             raise BadRequest("binary audio outside audio_begin … audio_end")
         uid, rate, parts, size = self._audio
@@ -481,6 +509,49 @@ class Session:
             await asyncio.get_running_loop().run_in_executor(None, say_audio)
         except ValueError as e:
             raise BadRequest(f"cannot use this audio: {e}", ref=uid) from e
+
+    def _begin_stream(self, msg: P.AudioBegin) -> None:
+        """``audio_begin`` with ``stream: true``: the utterance is queued now, its speech
+        follows part by part (``docs/protocol.md``, "Streamed audio")."""
+        if self._stream is not None and self._stream.uid == msg.id:
+            return  # resent after a reconnect: the open stream goes on
+        if self._stream is not None or self._audio is not None:
+            raise BadRequest("audio_begin while another upload is open", ref=msg.id)
+        if not self._first_time(msg.id):  # a retry after a resume: its parts are dropped
+            log.info("[%s] audio %s already accepted; ignored", self.id, msg.id)
+            self._stream = _AudioStream(msg.id, msg.sample_rate, None)
+            return
+        self.bucket.take(time.monotonic(), ref=msg.id)
+        self.channel.said(msg.id)
+        self.channel.clock.drop_idle()
+        eng = self.channel.engine_session
+        writer = eng.say_audio_stream(msg.sample_rate, utterance_id=msg.id)
+        self._stream = _AudioStream(msg.id, msg.sample_rate, writer)
+
+    async def _stream_part(self, data: bytes) -> None:
+        st = self._stream
+        assert st is not None
+        st.size += len(data)
+        if st.size > self.cfg.max_audio_s * st.rate * 2:
+            self._stream = None
+            if st.writer is not None:  # what was spoken stays; the rest is refused
+                await asyncio.get_running_loop().run_in_executor(None, st.writer.end)
+            raise BadRequest(f"audio upload exceeds {self.cfg.max_audio_s:g} s", ref=st.uid)
+        raw = st.odd + data
+        st.odd = raw[len(raw) - len(raw) % 2 :]  # a sample split between parts waits
+        pcm = np.frombuffer(raw[: len(raw) - len(st.odd)], "<i2").astype(np.float32) / 32768.0
+        if st.writer is not None and pcm.size and not st.writer.dropped:
+            # resampling and the speech encoder: off the event loop, in arrival order
+            await asyncio.get_running_loop().run_in_executor(None, st.writer.write, pcm)
+
+    async def _end_stream(self, uid: str) -> None:
+        st = self._stream
+        assert st is not None
+        if st.uid != uid:
+            raise BadRequest("audio_end without a matching audio_begin", ref=uid)
+        self._stream = None
+        if st.writer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, st.writer.end)
 
     # ---- WebRTC -----------------------------------------------------------------------------
     async def answer(self, sdp: str) -> str:
