@@ -117,7 +117,7 @@ def test_late_input_gives_listening_chunks_and_no_speech_is_lost(engine: Engine)
     fillers = [c for c in during if c.utterance_id is None]
     assert fillers and all(c.state == "listening" for c in fillers), "listening, not frozen"
     assert all(c.video.std() > 0 for c in during)
-    speech = np.concatenate([c.speech for c in during if c.utterance_id == "slow"])  # type: ignore[misc]
+    speech = np.concatenate([c.speech for c in during if c.utterance_id == "slow"])
     np.testing.assert_array_equal(speech[: pcm.size], pcm)
 
 

@@ -38,6 +38,7 @@ class AudioFrame:
     samples: np.ndarray
     sample_rate: int
     time_s: float
+    pts: int = 0  # the RTP media pts (samples): what utterance events' ``audio_pts`` name
 
 
 _END = object()
@@ -149,4 +150,4 @@ def audio_frame(frame: Any, t0: list[int | None]) -> AudioFrame:
     raw = frame.to_ndarray()  # packed s16: (1, N·C); planar: (C, N)
     pcm = raw.reshape(-1, channels) if raw.shape[0] == 1 else raw.T  # (N, C)
     mono = pcm.astype(np.float32).mean(axis=1) / 32768.0
-    return AudioFrame(mono, int(frame.sample_rate), (pts - first) / float(frame.sample_rate))
+    return AudioFrame(mono, int(frame.sample_rate), (pts - first) / float(frame.sample_rate), pts)

@@ -65,6 +65,9 @@ class UtteranceEvent:
     event: str
     media_time_s: float
     seq: int = 0
+    # ``started`` / ``interrupted`` of a private session: the audio pts (48 kHz samples, as
+    # AudioFrame.pts) of the utterance's first sample / of the cut
+    audio_pts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,14 @@ class ClientProtocol:
                 last_seq=int(o.get("last_seq", 0)),
             )
         if kind == "utterance":
-            return UtteranceEvent(str(o["id"]), str(o["event"]), float(o["media_time_s"]), seq)
+            pts = o.get("audio_pts")
+            return UtteranceEvent(
+                str(o["id"]),
+                str(o["event"]),
+                float(o["media_time_s"]),
+                seq,
+                int(pts) if isinstance(pts, int | float) else None,
+            )
         if kind == "state":
             return StateEvent(str(o["state"]), seq)
         if kind == "stats":

@@ -23,6 +23,12 @@ Figures (one JSON object), all measured through the public engine API in one pro
   process (the weights do not change the cost, the schedule does); ``…_generate_ratio``: the
   same for the generation alone (the replica's step without the decode), with
   ``[teacher_]chunk_ms_mean`` / ``generate_ms_mean`` / ``decode_ms_mean`` beside;
+- ``speech_input_latency_ms_p50`` / ``_max``: streamed audio input (``say_audio_stream``),
+  24 kHz speech written in 20 ms frames at real time: for each chunk, the moment its last
+  sample (and one more) was written → the chunk decoded, median and max over the utterance;
+  ``…_chunks``: the same in chunk lengths (the bar: ≤ 1); ``speech_input_bit_exact``: the
+  speech of the delivered chunks equals the whole input resampled;
+  ``speech_input_listening_chunks``: listening chunks put in for late input (0 expected);
 - the host (``runtime.host_info``: CPU model, ISA in use, threads).
 """
 
@@ -33,16 +39,18 @@ import json
 import math
 import statistics
 import sys
+import threading
 import time
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from unison_stream.codecs import load_decoders
 from unison_stream.config import UnisonConfig, load_config
-from unison_stream.engine.audio import Mixer
+from unison_stream.engine.audio import Mixer, resample
 from unison_stream.engine.engine import Engine
 from unison_stream.engine.session import EngineSession
 from unison_stream.model.checkpoint import default_model
@@ -136,6 +144,56 @@ def _interrupt(s: EngineSession, trials: int) -> tuple[list[float], int]:
     return out, leaked
 
 
+def _speech_input(s: EngineSession, seconds: float, rate: int = 24000) -> dict[str, Any]:
+    """The ``speech_input_*`` figures (module docstring)."""
+    cs = s._chunk_s
+    t = np.arange(round(seconds * rate)) / rate
+    pcm = (0.3 * np.sin(2 * np.pi * 170 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(
+        np.float32
+    )
+    s.interrupt()  # from an idle stream
+    _paced(s, 0.5)
+    w = s.say_audio_stream(rate, utterance_id="streamed")
+    arrived: dict[int, float] = {}
+
+    def tts() -> None:  # a streaming TTS at real time, 20 ms frames
+        frame, t0 = rate // 50, time.monotonic()
+        for i in range(0, pcm.size, frame):
+            w.write(pcm[i : i + frame])
+            now = time.monotonic()
+            for k in range(len(arrived), w.chunks_ready()):
+                arrived[k] = now
+            time.sleep(max(0.0, t0 + (i + frame) / rate - time.monotonic()))
+        w.end()
+        for k in range(len(arrived), w.chunks_ready()):
+            arrived[k] = time.monotonic()
+
+    writer = threading.Thread(target=tts, name="bench-tts", daemon=True)
+    writer.start()
+    chunks, listening, k = [], 0, 0
+    while True:
+        c = s.next_chunk(timeout=60)
+        assert c is not None, "the stream stalled"
+        if c.utterance_id == "streamed":
+            chunks.append((k, c))
+            k += 1
+        elif chunks:
+            listening += int(c.state == "listening")
+        if any(e.event == "finished" and e.utterance_id == "streamed" for e in s.poll_events()):
+            break
+    writer.join()
+    lat = [1000 * (c.times["decoded"] - arrived[k]) for k, c in chunks]
+    speech = np.concatenate([c.speech for _, c in chunks if c.speech is not None])
+    want = resample(pcm, rate, s._engine.cfg.media.sample_rate)
+    return {
+        "speech_input_latency_ms_p50": statistics.median(lat),
+        "speech_input_latency_ms_max": max(lat),
+        "speech_input_latency_chunks_max": max(lat) / (1000 * cs),
+        "speech_input_bit_exact": bool(np.array_equal(speech[: want.size], want)),
+        "speech_input_listening_chunks": listening,
+    }
+
+
 def _recompute_chunk_ms(eng: Engine, decode_ms: float, repeats: int) -> float:
     """One chunk without a cache: every step re-runs sink + W history chunks + the chunk (the
     same model and dtype as the engine's replica, run here on the main thread)."""
@@ -197,6 +255,7 @@ def bench_stream(cfg: UnisonConfig, *, seconds: float = 20.0, trials: int = 5) -
         out["interrupt_ms"] = statistics.median(it)
         out["interrupt_ms_max"] = max(it)
         out["interrupt_leak_chunks"] = leaked
+        out.update(_speech_input(s, min(seconds / 2, 8.0)))
         out["chunk_seconds"] = cs
         # decode share: a chunk's decode + mix, on decoders like the replica's (main thread)
         video, speech, sfx = load_decoders(cfg, 1)

@@ -118,6 +118,13 @@ class SpeechWriter:
         """The utterance was interrupted (or the session closed): writes go nowhere."""
         return self._utt.dropped
 
+    def chunks_ready(self) -> int:
+        """Chunks whose speech has arrived whole (and can be made)."""
+        inp = self._utt.speech_input
+        assert inp is not None
+        with self._session._lock:
+            return next(k for k in itertools.count() if not inp.makeable(k))
+
     def write(self, pcm: np.ndarray) -> None:
         """Append (S,) float speech in [-1, 1] at the stream's sample rate."""
         self._session._stream_audio(self._utt, pcm, end=False)

@@ -58,6 +58,9 @@ class _Utterance:
     dropped: bool = False
 
 
+INPUT_GRACE_S = 0.16  # as the engine's stream.input_grace_s
+
+
 class FakeSpeechWriter:
     """The fake's streamed audio input: samples arrive, the tone speaks as many."""
 
@@ -158,6 +161,11 @@ class FakeEngineSession:
             self._closed = True
         self._engine._release(self)
 
+    def _waiting_for_input(self, samples: int) -> bool:
+        with self._lock:
+            u = self._queue[0] if self._queue else None
+            return u is not None and u.open and u.samples - u.done < samples
+
     def _media_time(self) -> float:
         return self._index * self._engine.chunk_s
 
@@ -171,6 +179,9 @@ class FakeEngineSession:
             raise RuntimeError("injected model failure")
         time.sleep(e.chunk_s / e.speed + self.delay_s)
         f, s = e.frames_per_chunk, e.samples_per_chunk
+        late = time.monotonic() + INPUT_GRACE_S
+        while self._waiting_for_input(s) and time.monotonic() < late:
+            time.sleep(0.005)  # like the engine: a streamed chunk waits for its speech
         audio = np.zeros(s, np.float32)
         speaking = np.zeros(f, bool)
         uid: str | None = None

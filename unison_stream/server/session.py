@@ -70,6 +70,9 @@ class _AudioStream:
     size: int = 0  # bytes so far
     odd: bytes = b""  # the first byte of a sample split between two parts
 
+    def dropped(self) -> bool:
+        return self.writer is None or self.writer.dropped
+
 
 RECENT_IDS = 256  # say / audio ids remembered per session, so a retried command is not doubled
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -515,6 +518,8 @@ class Session:
         follows part by part (``docs/protocol.md``, "Streamed audio")."""
         if self._stream is not None and self._stream.uid == msg.id:
             return  # resent after a reconnect: the open stream goes on
+        if self._stream is not None and self._stream.dropped():
+            self._stream = None  # interrupted: its audio_end is not waited for
         if self._stream is not None or self._audio is not None:
             raise BadRequest("audio_begin while another upload is open", ref=msg.id)
         if not self._first_time(msg.id):  # a retry after a resume: its parts are dropped

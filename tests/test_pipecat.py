@@ -1,0 +1,94 @@
+"""The Pipecat video service (issue 18) in a real Pipecat pipeline, against the real server
+in-process (fake engine, WebRTC on loopback): the TTS's frames become the avatar's synced
+video and audio, bot speaking frames follow the avatar's events, interruptions (five in a row
+too) cut the avatar and the pipeline goes on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pipecat", reason="pipecat-ai not installed (pip install pipecat-ai)")
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    Frame,
+    InterruptionFrame,
+    OutputImageRawFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+)
+from pipecat.tests.utils import SleepFrame, run_test
+from unison_sdk.pipecat import UnisonVideoService
+
+from tests.server_support import API_KEY, running_server
+
+TTS_RATE = 24000
+FRAME = TTS_RATE // 50  # 20 ms
+
+
+def _reply(seconds: float, *, realtime: bool = True) -> list[Frame]:
+    """A TTS reply as Pipecat carries it: started, 20 ms audio frames, stopped."""
+    t = np.arange(round(seconds * TTS_RATE)) / TTS_RATE
+    pcm = (0.3 * np.sin(2 * np.pi * 200 * t) * 32767).astype("<i2")
+    frames: list[Frame] = [TTSStartedFrame()]
+    for i in range(0, pcm.size, FRAME):
+        frames.append(TTSAudioRawFrame(pcm[i : i + FRAME].tobytes(), TTS_RATE, 1))
+        if realtime:
+            frames.append(SleepFrame(0.02))
+    return [*frames, TTSStoppedFrame()]
+
+
+def _run(frames: list[Frame]) -> tuple[list[Frame], list[Frame], UnisonVideoService]:
+    async def main() -> tuple[list[Frame], list[Frame], UnisonVideoService]:
+        async with running_server() as srv:
+            svc = UnisonVideoService(srv.base, api_key=API_KEY)
+            down, up = await run_test(svc, frames_to_send=frames, start_timeout=20.0)
+            return list(down), list(up), svc
+
+    return asyncio.run(main())
+
+
+def test_a_reply_becomes_synced_avatar_video_and_audio_with_speaking_frames() -> None:
+    down, up, svc = _run([*_reply(1.0), SleepFrame(2.0)])
+    assert svc.utterances == 1
+    audio = [f for f in down if isinstance(f, TTSAudioRawFrame)]
+    assert audio and all(f.sample_rate == 48000 for f in audio), "the avatar's audio, not the TTS's"
+    heard = sum(len(f.audio) // 2 for f in audio) / 48000
+    assert 0.8 <= heard <= 1.5, heard  # the reply (1 s, padded to whole chunks) and no idle
+    video = [f for f in down if isinstance(f, OutputImageRawFrame)]
+    assert len(video) >= 25 * 2.5, "25 fps video the whole time (idle included)"
+    kinds = [
+        type(f) for f in down if isinstance(f, BotStartedSpeakingFrame | BotStoppedSpeakingFrame)
+    ]
+    assert kinds == [BotStartedSpeakingFrame, BotStoppedSpeakingFrame]
+    first_audio = next(i for i, f in enumerate(down) if isinstance(f, TTSAudioRawFrame))
+    started = next(i for i, f in enumerate(down) if isinstance(f, BotStartedSpeakingFrame))
+    stopped = next(i for i, f in enumerate(down) if isinstance(f, BotStoppedSpeakingFrame))
+    last_audio = max(i for i, f in enumerate(down) if isinstance(f, TTSAudioRawFrame))
+    assert (
+        abs(first_audio - started) < 40 and last_audio < stopped + 40
+    )  # same moment ± a few frames
+    assert [type(f) for f in up if isinstance(f, BotStartedSpeakingFrame | BotStoppedSpeakingFrame)]
+
+
+def test_interruptions_cut_the_avatar_five_in_a_row_and_the_next_reply_plays() -> None:
+    frames: list[Frame] = []
+    for _ in range(5):  # the user barges in 0.4 s into each reply
+        reply = _reply(2.0)
+        frames += [*reply[: 1 + 2 * 20], InterruptionFrame(), SleepFrame(0.3)]
+    frames += [*_reply(0.6), SleepFrame(2.0)]
+    down, _, svc = _run(frames)
+    assert svc.utterances == 6
+    started = sum(isinstance(f, BotStartedSpeakingFrame) for f in down)
+    stopped = sum(isinstance(f, BotStoppedSpeakingFrame) for f in down)
+    assert started == stopped >= 1, (started, stopped)
+    heard = sum(len(f.audio) // 2 for f in down if isinstance(f, TTSAudioRawFrame)) / 48000
+    # each cut reply plays at most its 0.4 s and the chunk in flight; the last one whole
+    assert heard <= 5 * (0.4 + 0.5) + 1.2, heard
+    tail = down[max(i for i, f in enumerate(down) if isinstance(f, InterruptionFrame)) :]
+    assert any(isinstance(f, TTSAudioRawFrame) for f in tail), "the reply after them played"
