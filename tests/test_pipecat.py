@@ -5,8 +5,13 @@ too) cut the avatar and the pipeline goes on."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import importlib.util
+import shutil
+from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -27,6 +32,7 @@ from unison_sdk.pipecat import UnisonVideoService
 
 from tests.server_support import API_KEY, running_server
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TTS_RATE = 24000
 FRAME = TTS_RATE // 50  # 20 ms
 
@@ -92,3 +98,28 @@ def test_interruptions_cut_the_avatar_five_in_a_row_and_the_next_reply_plays() -
     assert heard <= 5 * (0.4 + 0.5) + 1.2, heard
     tail = down[max(i for i, f in enumerate(down) if isinstance(f, InterruptionFrame)) :]
     assert any(isinstance(f, TTSAudioRawFrame) for f in tail), "the reply after them played"
+
+
+def test_the_example_bot_runs_its_script_with_a_local_tts(tmp_path: Path) -> None:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed (Debian package espeak-ng)")
+    spec = importlib.util.spec_from_file_location("pipecat_bot", EXAMPLES / "pipecat_bot.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = tmp_path / "bot.mp4"
+
+    async def main() -> dict[str, object]:
+        async with running_server() as srv:
+            args = argparse.Namespace(url=srv.base, api_key=API_KEY, out=str(out), measure=False)
+            return await example.bot(args)
+
+    r = asyncio.run(main())
+    assert r["replies"] == 4 and r["video_frames"] > 25 * 8
+    speaking = r["speaking_frames"]
+    assert isinstance(speaking, list)
+    # a pair per reply that was heard: the cut one too unless the cut beat its first chunk
+    assert speaking.count("BotStartedSpeakingFrame") == speaking.count("BotStoppedSpeakingFrame")
+    assert speaking.count("BotStartedSpeakingFrame") >= 3
+    with av.open(str(out)) as f:
+        assert {s.type for s in f.streams} == {"video", "audio"}

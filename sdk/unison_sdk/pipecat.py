@@ -16,7 +16,8 @@ so the output transport plays the avatar's audio and video from one clock.
 - Audio frames are gated by their pts: those inside an utterance's span go out — from the
   ``started`` event's ``audio_pts`` to the ``interrupted`` one's, or to the start plus the
   utterance's media length at ``finished``; a short ring of recent frames covers events that
-  arrive after their first audio.
+  arrive after their first audio. Both kinds carry ``metadata["unison_time_s"]``, their
+  media time on one clock (a recorder lines audio up with video by it).
 
 The connection (``unison_sdk.connect``) resumes by itself after a dropped websocket; a say in
 flight is resent. Decisions and limits: ``docs/pipecat.md``.
@@ -156,6 +157,7 @@ class UnisonVideoService(FrameProcessor):
         async for f in self._avatar.video_frames():
             h, w = f.image.shape[:2]
             out = OutputImageRawFrame(image=f.image.tobytes(), size=(w, h), format="RGB")
+            out.metadata["unison_time_s"] = f.time_s  # media time since the stream's start
             await self.push_frame(out)
 
     async def _pump_audio(self) -> None:
@@ -193,9 +195,9 @@ class UnisonVideoService(FrameProcessor):
     async def _push_audio(self, f: AudioFrame) -> None:
         self._pushed = f.pts
         s16 = (np.clip(f.samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-        await self.push_frame(
-            TTSAudioRawFrame(audio=s16, sample_rate=f.sample_rate, num_channels=1)
-        )
+        out = TTSAudioRawFrame(audio=s16, sample_rate=f.sample_rate, num_channels=1)
+        out.metadata["unison_time_s"] = f.time_s  # on the video frames' clock
+        await self.push_frame(out)
 
     async def _both_ways(self, kind: type[Frame]) -> None:
         await self.push_frame(kind())
