@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import importlib.util
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -20,13 +21,16 @@ pytest.importorskip("pipecat", reason="pipecat-ai not installed (pip install pip
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
+    EndFrame,
     Frame,
     InterruptionFrame,
     OutputImageRawFrame,
+    SystemFrame,
     TTSAudioRawFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
 )
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.tests.utils import SleepFrame, run_test
 from unison_sdk.pipecat import UnisonVideoService
 
@@ -115,7 +119,8 @@ def test_the_example_bot_runs_its_script_with_a_local_tts(tmp_path: Path) -> Non
             return await example.bot(args)
 
     r = asyncio.run(main())
-    assert r["replies"] == 4 and r["video_frames"] > 25 * 8
+    video_frames = r["video_frames"]
+    assert r["replies"] == 4 and isinstance(video_frames, int) and video_frames > 25 * 8
     speaking = r["speaking_frames"]
     assert isinstance(speaking, list)
     # a pair per reply that was heard: the cut one too unless the cut beat its first chunk
@@ -123,3 +128,51 @@ def test_the_example_bot_runs_its_script_with_a_local_tts(tmp_path: Path) -> Non
     assert speaking.count("BotStartedSpeakingFrame") >= 3
     with av.open(str(out)) as f:
         assert {s.type for s in f.streams} == {"video", "audio"}
+
+
+@dataclass
+class _DropFrame(SystemFrame):
+    """Test-only: cut the service's websocket under it (a network drop, no close frame)."""
+
+
+class _DroppingService(UnisonVideoService):
+    resumes = 0
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, EndFrame) and self.avatar is not None:
+            self.resumes = self.avatar.resumes
+        if isinstance(frame, _DropFrame) and self.avatar is not None:
+            self.avatar._ws.transport.abort()
+            return
+        await super().process_frame(frame, direction)
+
+
+def test_a_dropped_connection_mid_reply_resumes_and_the_conversation_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import unison_sdk.client as sdk_client
+
+    monkeypatch.setattr(sdk_client, "BACKOFF_S", (0.2, 0.2))
+    first = _reply(1.5)
+    frames = [
+        *first[:30],
+        _DropFrame(),
+        *first[30:],
+        SleepFrame(1.5),
+        *_reply(0.8),
+        SleepFrame(2.0),
+    ]
+
+    async def main() -> tuple[list[Frame], UnisonVideoService]:
+        async with running_server() as srv:
+            svc = _DroppingService(srv.base, api_key=API_KEY)
+            down, _ = await run_test(svc, frames_to_send=frames, start_timeout=20.0)
+            assert svc.avatar is None  # closed at the EndFrame
+            return list(down), svc
+
+    down, svc = asyncio.run(main())
+    assert svc.utterances == 2 and isinstance(svc, _DroppingService) and svc.resumes == 1
+    assert sum(isinstance(f, BotStartedSpeakingFrame) for f in down) == 2
+    assert sum(isinstance(f, BotStoppedSpeakingFrame) for f in down) == 2
+    heard = sum(len(f.audio) // 2 for f in down if isinstance(f, TTSAudioRawFrame)) / 48000
+    assert heard >= 1.5 + 0.8 - 0.3, heard  # both replies, the dropped one included
