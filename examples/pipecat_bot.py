@@ -21,6 +21,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 import wave
 from fractions import Fraction
 from pathlib import Path
@@ -67,6 +68,7 @@ class Recorder(FrameProcessor):
         super().__init__()
         self.video: list[np.ndarray] = []
         self.audio: list[tuple[float, np.ndarray]] = []  # (media s, 48 kHz int16) while speaking
+        self.audio_wall: list[float] = []  # when each audio frame reached the end (monotonic)
         self.speaking: list[str] = []
         self.out = out
 
@@ -77,6 +79,7 @@ class Recorder(FrameProcessor):
             self.video.append(np.frombuffer(frame.image, np.uint8).reshape(h, w, 3))
         elif isinstance(frame, TTSAudioRawFrame):
             self.audio.append((frame.metadata["unison_time_s"], np.frombuffer(frame.audio, "<i2")))
+            self.audio_wall.append(time.monotonic())
         elif isinstance(frame, BotStartedSpeakingFrame | BotStoppedSpeakingFrame):
             self.speaking.append(type(frame).__name__)
         await self.push_frame(frame, direction)
@@ -121,6 +124,8 @@ async def bot(args: argparse.Namespace) -> dict[str, object]:
     async def _on_started(worker: PipelineWorker, frame: Frame) -> None:
         started.set()
 
+    cuts: list[tuple[float, float]] = []  # (interrupt queued, the next reply queued)
+
     async def speak() -> None:
         await asyncio.wait_for(started.wait(), 30)
         barge = False
@@ -130,9 +135,12 @@ async def bot(args: argparse.Namespace) -> dict[str, object]:
                 continue
             pcm, rate = espeak(line)
             frame = rate // 50
+            if cuts and cuts[-1][1] == float("inf"):
+                cuts[-1] = (cuts[-1][0], time.monotonic())
             await worker.queue_frame(TTSStartedFrame())
             for n, i in enumerate(range(0, pcm.size, frame)):  # a streaming TTS: real time
                 if barge and n == 50:  # the user barges in 1 s into the reply
+                    cuts.append((time.monotonic(), float("inf")))
                     await worker.queue_frame(InterruptionFrame())
                     break
                 await worker.queue_frame(TTSAudioRawFrame(pcm[i : i + frame].tobytes(), rate, 1))
@@ -153,6 +161,11 @@ async def bot(args: argparse.Namespace) -> dict[str, object]:
         "speaking_frames": rec.speaking,
         "replies": svc.utterances,
         "mp4": args.out,
+        # interrupt → the last audio frame of the cut reply reached the pipeline's end
+        "interrupt_to_silence_ms": [
+            round(1000 * (max([t for t in rec.audio_wall if a <= t < b], default=a) - a), 1)
+            for a, b in cuts
+        ],
     }
     if args.measure:
         from unison_stream.engine.audio import resample

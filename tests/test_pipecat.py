@@ -126,6 +126,8 @@ def test_the_example_bot_runs_its_script_with_a_local_tts(tmp_path: Path) -> Non
     # a pair per reply that was heard: the cut one too unless the cut beat its first chunk
     assert speaking.count("BotStartedSpeakingFrame") == speaking.count("BotStoppedSpeakingFrame")
     assert speaking.count("BotStartedSpeakingFrame") >= 3
+    cut = r["interrupt_to_silence_ms"]
+    assert isinstance(cut, list) and len(cut) == 1 and 0 <= cut[0] < 1000, cut
     with av.open(str(out)) as f:
         assert {s.type for s in f.streams} == {"video", "audio"}
 
