@@ -22,7 +22,8 @@ Figures (one JSON object), all measured through the public engine API in one pro
   same with the 4-step guided teacher's sampler (:data:`TEACHER_SAMPLER`), same text, same
   process (the weights do not change the cost, the schedule does); ``…_generate_ratio``: the
   same for the generation alone (the replica's step without the decode), with
-  ``[teacher_]chunk_ms_mean`` / ``generate_ms_mean`` / ``decode_ms_mean`` beside;
+  ``[teacher_]chunk_ms_mean`` / ``generate_ms_mean`` / ``decode_ms_mean`` beside; both
+  engines run side by side and are measured in alternating rounds (noise falls on both);
 - ``speech_input_latency_ms_p50`` / ``_max``: streamed audio input (``say_audio_stream``),
   24 kHz speech written in 20 ms frames at real time: for each chunk, the moment its last
   sample (and one more) was written → the chunk decoded, median and max over the utterance;
@@ -280,7 +281,7 @@ def bench_stream(cfg: UnisonConfig, *, seconds: float = 20.0, trials: int = 5) -
     out["batched_sessions_throughput_gain"] = _batched_gain(cfg, min(seconds / 2, 8.0))
     media = min(seconds / 2, 8.0)
     teacher = replace(cfg, sampler=replace(cfg.sampler, **TEACHER_SAMPLER))
-    own, ref = _mean_chunk_ms(cfg, media), _mean_chunk_ms(teacher, media)
+    own, ref = _mean_chunk_ms([cfg, teacher], media)
     for name, (chunk, gen, dec) in (("", own), ("teacher_", ref)):
         out[f"{name}chunk_ms_mean"] = chunk
         out[f"{name}generate_ms_mean"] = gen
@@ -290,21 +291,52 @@ def bench_stream(cfg: UnisonConfig, *, seconds: float = 20.0, trials: int = 5) -
     return out
 
 
-def _mean_chunk_ms(cfg: UnisonConfig, media_s: float) -> tuple[float, float, float]:
-    """Mean ms per chunk of one session speaking :data:`TEXT`: the worker's whole chunk (step,
-    decode, mix, transfer), and within the replica the generation and the decode."""
-    with Engine(cfg, max_sessions=1, max_ahead=2) as eng:
-        s = eng.open_session(identity=1, caption="a woman in a green jumper")
-        assert s.next_chunk(timeout=120) is not None
-        _drain(s, 1.0)  # warm-up
-        n0 = len(eng._group_ms)
-        eng.replica.timings()
-        _drain(s, media_s)
-        ms = eng._group_ms[n0:]
-        parts = eng.replica.timings()
-        s.close()
-    gen = statistics.fmean(g for g, _ in parts)
-    return statistics.fmean(ms), gen, statistics.fmean(d for _, d in parts)
+def _mean_chunk_ms(
+    cfgs: list[UnisonConfig], media_s: float, rounds: int = 4
+) -> list[tuple[float, float, float]]:
+    """Per config, mean ms per chunk of one session speaking :data:`TEXT`: the worker's whole
+    chunk (step, decode, mix, transfer), and within the replica the generation and the decode.
+    The configs' engines run side by side and are drained in turn, ``rounds`` times
+    ``media_s / rounds`` each, so a noisy stretch of the host falls on every config alike; an
+    engine waits with a full queue (computing nothing) while another is drained."""
+    engines = [Engine(c, max_sessions=1, max_ahead=2) for c in cfgs]
+    try:
+        sessions = []
+        for eng in engines:
+            s = eng.open_session(identity=1, caption="a woman in a green jumper")
+            assert s.next_chunk(timeout=120) is not None
+            _drain(s, 1.0)  # warm-up
+            sessions.append(s)
+        ms: list[list[float]] = [[] for _ in cfgs]
+        parts: list[list[tuple[float, float]]] = [[] for _ in cfgs]
+        for eng, s in zip(engines, sessions, strict=True):
+            _settle(s, eng.max_ahead)
+        for _ in range(rounds):
+            for i, (eng, s) in enumerate(zip(engines, sessions, strict=True)):
+                n0 = len(eng._group_ms)
+                eng.replica.timings()
+                _drain(s, media_s / rounds)
+                _settle(s, eng.max_ahead)  # the chunks that refill it are this round's too
+                ms[i] += eng._group_ms[n0:]
+                parts[i] += eng.replica.timings()
+        return [
+            (
+                statistics.fmean(m),
+                statistics.fmean(g for g, _ in p),
+                statistics.fmean(d for _, d in p),
+            )
+            for m, p in zip(ms, parts, strict=True)
+        ]
+    finally:
+        for eng in engines:
+            eng.close()
+
+
+def _settle(s: EngineSession, ahead: int, limit_s: float = 10.0) -> None:
+    """Wait until ``s`` has its queue full: its engine's worker then computes nothing."""
+    end = time.monotonic() + limit_s
+    while s.stats()["buffer_ms"] < ahead * s._chunk_s * 1000 - 1 and time.monotonic() < end:
+        time.sleep(0.02)
 
 
 def _two_sessions_rtf(cfg: UnisonConfig, batch: bool, media_s: float) -> float:
