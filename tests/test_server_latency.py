@@ -142,3 +142,26 @@ def test_buffer_policy_adds_no_latency_when_the_engine_keeps_ahead() -> None:
     at_once = _simulate(max_prebuffer_s=0.0, period_s=0.16)
     policy = _simulate(max_prebuffer_s=4.0, period_s=0.16)
     assert policy == (0, 0, at_once[2]) and at_once[0] == 0
+
+
+def test_speech_arriving_behind_buffered_idle_skips_it() -> None:
+    """Idle chunks made while a reply was on its way (planned, or its streamed speech still
+    arriving) are never shown: the reply plays at the next slot, not after them."""
+    from unison_stream.server.fake_engine import FakeChunk
+    from unison_stream.server.media import MediaClock
+
+    clock = MediaClock(fps=25.0, width=8, height=8, sample_rate=16000, buffer_s=2.0)
+
+    def chunk(uid: str | None, start_s: float) -> FakeChunk:
+        video = np.zeros((2, 8, 8, 3), np.uint8)
+        audio = np.zeros(2 * 640, np.float32)
+        return FakeChunk(0, start_s, video, audio, utterance_id=uid, state="idle")
+
+    for k in range(3):
+        clock.push(chunk(None, 0.08 * k))
+    clock.push(chunk("u1", 0.24))
+    assert clock.idle_dropped == 6
+    clock.push(chunk(None, 0.32))  # idle after the reply stays: it plays after it
+    clock.push(chunk("u2", 0.40))
+    assert clock.idle_dropped == 6
+    assert clock.buffer_ms == 3 * 2 * 40

@@ -130,6 +130,7 @@ class MediaClock:
         self._now = now  # the clock the production rate is measured on (tests inject one)
         self._last_push = now()
         self.prebuffer_slots = 0  # idle slots served while an utterance filled its prebuffer
+        self.idle_dropped = 0  # buffered idle slots skipped when speech arrived behind them
         self.wait_s = 0.0  # how long an utterance's first chunk waits (buffer policy)
         self._upsample = Upsampler(sample_rate)
         self._cond = threading.Condition()
@@ -192,6 +193,11 @@ class MediaClock:
                 return False
             if self._flushes != epoch and chunk.utterance_id is not None:
                 return True  # speech made before an interrupt that flushed while we waited
+            if chunk.utterance_id is not None and not any(
+                p.utterance_id is not None for p in self._pending
+            ):  # idle made while the speech was on its way (planned, or streamed in): unseen
+                self.idle_dropped += len(self._pending)
+                self._pending.clear()
             self._pending.extend(slots)
             self.chunks_in += 1
             self.started = True
