@@ -144,7 +144,9 @@ class _DroppingService(UnisonVideoService):
         if isinstance(frame, EndFrame) and self.avatar is not None:
             self.resumes = self.avatar.resumes
         if isinstance(frame, _DropFrame) and self.avatar is not None:
-            self.avatar._ws.transport.abort()
+            ws = self.avatar._ws
+            assert ws is not None
+            ws.transport.abort()
             return
         await super().process_frame(frame, direction)
 
