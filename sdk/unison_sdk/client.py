@@ -45,6 +45,7 @@ from unison_sdk.media import (
     VideoFrame,
     audio_frame,
     is_loopback_url,
+    pcm16,
     restrict_ice_to_loopback,
     video_frame,
 )
@@ -534,12 +535,7 @@ def _load_pcm(audio: np.ndarray | str | Path, sample_rate: int | None) -> tuple[
         return np.concatenate(out).astype(np.int16), rate
     if sample_rate is None:
         raise ValueError("give sample_rate= with a sample array")
-    a = np.asarray(audio)
-    if a.ndim != 1:
-        raise ValueError(f"audio must be mono (N,), got shape {a.shape}")
-    if a.dtype == np.int16:
-        return a, sample_rate
-    return (np.clip(a.astype(np.float32), -1.0, 1.0) * 32767).astype(np.int16), sample_rate
+    return pcm16(audio), sample_rate
 
 
 class Connect:

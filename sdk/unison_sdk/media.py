@@ -41,6 +41,16 @@ class AudioFrame:
     pts: int = 0  # the RTP media pts (samples): what utterance events' ``audio_pts`` name
 
 
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    """Mono speech as int16: an int16 array as it is, floats in [-1, 1] clipped and scaled."""
+    a = np.asarray(audio)
+    if a.ndim != 1:
+        raise ValueError(f"audio must be mono (N,), got shape {a.shape}")
+    if a.dtype == np.int16:
+        return a
+    return (np.clip(a.astype(np.float32), -1.0, 1.0) * 32767).astype(np.int16)
+
+
 _END = object()
 
 

@@ -47,7 +47,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from unison_sdk.client import Avatar, connect
-from unison_sdk.media import AudioFrame
+from unison_sdk.media import AudioFrame, pcm16
 from unison_sdk.protocol import UtteranceEvent
 from unison_sdk.speech_stream import SpeechStream
 
@@ -194,7 +194,7 @@ class UnisonVideoService(FrameProcessor):
 
     async def _push_audio(self, f: AudioFrame) -> None:
         self._pushed = f.pts
-        s16 = (np.clip(f.samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        s16 = pcm16(f.samples).astype("<i2").tobytes()
         out = TTSAudioRawFrame(audio=s16, sample_rate=f.sample_rate, num_channels=1)
         out.metadata["unison_time_s"] = f.time_s  # on the video frames' clock
         await self.push_frame(out)

@@ -14,6 +14,7 @@ from types import TracebackType
 
 import numpy as np
 
+from unison_sdk.media import pcm16
 from unison_sdk.utterance import Utterance
 
 __all__ = ["SpeechStream"]
@@ -39,12 +40,7 @@ class SpeechStream:
         """Send mono speech: float in [-1, 1] or int16, at the stream's ``sample_rate``."""
         if self.ended:
             raise ValueError("write after end()")
-        a = np.asarray(pcm)
-        if a.ndim != 1:
-            raise ValueError(f"audio must be mono (N,), got shape {a.shape}")
-        if a.dtype != np.int16:
-            a = (np.clip(a.astype(np.float32), -1.0, 1.0) * 32767).astype(np.int16)
-        raw = a.astype("<i2").tobytes()
+        raw = pcm16(pcm).astype("<i2").tobytes()
         await self._send(*(raw[i : i + self._part] for i in range(0, len(raw), self._part)))
 
     async def end(self) -> None:

@@ -330,25 +330,24 @@ class Engine:
         per_chunk = round(self.cfg.chunk_seconds() * self.cfg.media.sample_rate)
         n = math.ceil(x.size / per_chunk) * per_chunk
         x = np.pad(np.clip(x, -1.0, 1.0), (0, n - x.size))
-        if self.speech_encoder is None:
-            return x, self.fallback_encoder.encode(x)
-        with self._encoder_lock:  # the trained encoder carries state: one utterance at a time
-            self.speech_encoder.reset()
-            lat = self.speech_encoder.encode(x[None])[0]  # (N, Ca)
-        return x, lat.float().cpu().numpy()
+        return x, self._speech_latents(x)
 
     def _encode_chunk(self, pcm: np.ndarray, k: int) -> np.ndarray:
         """Streamed audio input: (nc, Ca) latents of chunk ``k`` of ``pcm`` (media rate, whole
         chunks so far), encoded with the chunk before it as left context."""
         n = round(self.cfg.chunk_seconds() * self.cfg.media.sample_rate)
         nc = self.cfg.audio_frames_per_chunk()
-        x = pcm[max(0, k - 1) * n : (k + 1) * n]
+        return self._speech_latents(pcm[max(0, k - 1) * n : (k + 1) * n])[-nc:]
+
+    def _speech_latents(self, x: np.ndarray) -> np.ndarray:
+        """(S,) speech at the media rate → (N, Ca) latents: the trained encoder, else the
+        fallback."""
         if self.speech_encoder is None:
-            return self.fallback_encoder.encode(x)[-nc:]
-        with self._encoder_lock:
+            return self.fallback_encoder.encode(x)
+        with self._encoder_lock:  # the trained encoder carries state: one utterance at a time
             self.speech_encoder.reset()
             lat = self.speech_encoder.encode(x[None])[0]  # (N, Ca)
-        return lat[-nc:].float().cpu().numpy()
+        return lat.float().cpu().numpy()
 
     def _utterance_chunks(self, u: Utterance) -> int:
         cs = self.cfg.chunk_seconds()

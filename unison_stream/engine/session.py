@@ -80,12 +80,16 @@ class SpeechInput:
         self.per_chunk = per_chunk  # media samples per chunk
         self.pcm = np.zeros(0, np.float32)  # (S,) at the media rate (padded once ended)
         self.latents: np.ndarray | None = None  # (N, Ca) for the complete chunks
-        self.encoded = 0  # chunks whose latents exist
         self.lock = threading.Lock()  # one writer at a time (the resampler carries state)
         self.ended = False
         self.samples = 0  # media samples of the speech itself (no end padding)
         self.anchor: float | None = None  # monotonic time chunk 0 became makeable
         self.slips = 0  # listening chunks put in for late input
+
+    @property
+    def encoded(self) -> int:
+        """Chunks whose latents exist: every whole chunk of ``pcm`` is encoded with it."""
+        return self.pcm.size // self.per_chunk
 
     def makeable(self, k: int) -> bool:
         """Chunk ``k``'s speech and latents are here (and whether it is the last is known)."""
@@ -368,13 +372,13 @@ class EngineSession:
             if end:  # pad to whole chunks (at least one: an empty stream is one silent chunk)
                 n = max(1, -(-samples // inp.per_chunk)) * inp.per_chunk
                 speech = np.pad(speech, (0, n - samples))
-            complete = speech.size // inp.per_chunk
-            new = [self._engine._encode_chunk(speech, k) for k in range(inp.encoded, complete)]
+            whole = speech.size // inp.per_chunk
+            new = [self._engine._encode_chunk(speech, k) for k in range(inp.encoded, whole)]
             with self._lock:
                 if new:
                     old = [] if inp.latents is None else [inp.latents]
                     inp.latents = np.concatenate([*old, *new])
-                inp.pcm, inp.samples, inp.encoded, inp.ended = speech, samples, complete, end
+                inp.pcm, inp.samples, inp.ended = speech, samples, end
                 utt.speech_pcm, utt.speech_latents = inp.pcm, inp.latents
                 if inp.anchor is None and (inp.makeable(0) or end):
                     inp.anchor = time.monotonic()

@@ -36,10 +36,18 @@ from unison_stream.data.loader import Sample
 from unison_stream.engine import Engine
 from unison_stream.engine.audio import resample
 from unison_stream.eval.generate import drive_one, say_one
+from unison_stream.eval.harmony import rms
 from unison_stream.eval.intelligibility import sentence_accuracy
 from unison_stream.eval.lipsync import LipSync, lip_sync, summarise_lip_sync
 
-__all__ = ["OUT_OF_GRAMMAR", "FliteUnavailableError", "beyond_grammar", "flite", "flite_available"]
+__all__ = [
+    "OUT_OF_GRAMMAR",
+    "FliteUnavailableError",
+    "beyond_grammar",
+    "flite",
+    "flite_available",
+    "spoken",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +97,6 @@ def spoken(text: str) -> str:
     return " ".join(_TAG.sub(" ", text).split())
 
 
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
-
-
 def _summary(sync: list[LipSync], gt_corr: float | None) -> dict[str, float | int | None]:
     s = summarise_lip_sync(sync)
     ratio = None if s["corr"] is None or not gt_corr else float(s["corr"]) / gt_corr
@@ -132,7 +136,7 @@ def beyond_grammar(
     cfg = engine.cfg
     sr, fps = cfg.media.sample_rate, cfg.media.fps
     ood = list(OUT_OF_GRAMMAR[:limit] if limit > 0 else OUT_OF_GRAMMAR)
-    level = float(np.mean([_rms(c.stems.get("speech", c.audio)) for c in clips]))
+    level = float(np.mean([rms(c.stems.get("speech", c.audio)) for c in clips]))
     names = ("text", "espeak", "flite", "espeak_in", "flite_in")
     sets: dict[str, list[LipSync]] = {k: [] for k in names}
     text_speech: list[np.ndarray] = []
@@ -156,7 +160,7 @@ def beyond_grammar(
             drivers.append(("espeak_in", c.stems.get("speech", c.audio)))
         if use_flite:
             voiced = flite(spoken(text), sr, voice=FLITE_VOICES[i % len(FLITE_VOICES)])
-            voiced *= level / max(_rms(voiced), 1e-6)
+            voiced *= level / max(rms(voiced), 1e-6)
             drivers.append(("flite" if kind == "ood" else "flite_in", np.clip(voiced, -1, 1)))
         for name, speech in drivers:
             d = drive_one(engine, speech=speech, **person)

@@ -14,7 +14,6 @@ ground-truth frames. Definitions: ``docs/eval.md``.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from tqdm import tqdm
 from unison_stream.codecs.sentence_id import SentenceIdentifier
 from unison_stream.data.loader import ManifestDataset, Sample
 from unison_stream.engine import Engine
-from unison_stream.eval.beyond import beyond_grammar
+from unison_stream.eval.beyond import beyond_grammar, spoken
 from unison_stream.eval.generate import drive_one, say_one, stream
 from unison_stream.eval.grid import GridCell, GridRow, write_grid
 from unison_stream.eval.harmony import clip_harmony, summarise_harmony
@@ -54,7 +53,6 @@ BARS: tuple[tuple[str, str, float], ...] = (
     ("sfx_recall", ">=", 0.8),
     ("sfx_align_ms", "<=", 40.0),
 )
-_TAG = re.compile(r"<[^>]*>")
 BEYOND_CLIPS = 12  # test clips driven again; their people say the out-of-grammar sentences
 
 
@@ -65,7 +63,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def _sentence(row: dict[str, Any]) -> str:
     """The spoken sentence of a manifest row (its transcript without tags)."""
-    return str(row.get("sentence") or " ".join(_TAG.sub(" ", row.get("transcript", "")).split()))
+    return str(row.get("sentence") or spoken(row.get("transcript", "")))
 
 
 def _events(

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["FLOOR_DB", "clip_harmony", "summarise_harmony"]
+__all__ = ["FLOOR_DB", "clip_harmony", "rms", "summarise_harmony"]
 
 EFFECT_WINDOW_S = 0.15  # the effect's attack and body after its contact
 GUARD_S = 0.3  # voiced frames this close to a contact are left out of speech → effects
@@ -33,7 +33,8 @@ VOICED_DBFS = -35.0  # a 20 ms speech frame above this is voiced
 FLOOR_DB = -60.0
 
 
-def _rms(x: np.ndarray) -> float:
+def rms(x: np.ndarray) -> float:
+    """Root mean square of ``x`` (0 for an empty array)."""
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
@@ -63,10 +64,10 @@ def clip_harmony(
     far = voiced & ~near
     return {
         "effect_to_speech_db": (
-            _db(_rms(fx[window]), _rms(sp[voiced])) if window.any() and voiced.any() else None
+            _db(rms(fx[window]), rms(sp[voiced])) if window.any() and voiced.any() else None
         ),
-        "speech_in_sfx_db": _db(_rms(fx[far]), _rms(sp[far])) if far.any() else None,
-        "sfx_in_speech_db": _db(_rms(sp[window]), _rms(fx[window])) if window.any() else None,
+        "speech_in_sfx_db": _db(rms(fx[far]), rms(sp[far])) if far.any() else None,
+        "sfx_in_speech_db": _db(rms(sp[window]), rms(fx[window])) if window.any() else None,
     }
 
 

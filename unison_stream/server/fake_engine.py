@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from unison_stream.config import StreamConfig
 from unison_stream.errors import EngineFullError
 
 __all__ = ["FakeChunk", "FakeEngine", "FakeEngineSession", "FakeEvent"]
@@ -58,7 +59,7 @@ class _Utterance:
     dropped: bool = False
 
 
-INPUT_GRACE_S = 0.16  # as the engine's stream.input_grace_s
+INPUT_GRACE_S = StreamConfig.input_grace_s  # as the engine waits for streamed speech
 
 
 class FakeSpeechWriter:

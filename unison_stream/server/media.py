@@ -186,6 +186,8 @@ class MediaClock:
             if self.chunks_in:  # the first chunk has no previous one to be timed from
                 self._arrivals.append((arrived - self._last_push, f / self.fps))
             self._plan_buffer(chunk.utterance_s, f)
+            if chunk.utterance_id is not None:  # idle made while the speech was on its way
+                self.idle_dropped += self._drop_idle_locked()  # (planned, or streamed in): unseen
             epoch = self._flushes
             while len(self._pending) >= self.max_pending and not self._closed:
                 self._cond.wait(0.5)
@@ -193,11 +195,6 @@ class MediaClock:
                 return False
             if self._flushes != epoch and chunk.utterance_id is not None:
                 return True  # speech made before an interrupt that flushed while we waited
-            if chunk.utterance_id is not None and not any(
-                p.utterance_id is not None for p in self._pending
-            ):  # idle made while the speech was on its way (planned, or streamed in): unseen
-                self.idle_dropped += len(self._pending)
-                self._pending.clear()
             self._pending.extend(slots)
             self.chunks_in += 1
             self.started = True
@@ -316,11 +313,14 @@ class MediaClock:
         """Drop buffered media when none of it is speech (a new ``say`` need not wait behind
         idle frames); return slots dropped."""
         with self._cond:
-            if any(s.utterance_id is not None for s in self._pending):
-                return 0
-            n = len(self._pending)
-            self._pending.clear()
-            self._cond.notify_all()
+            return self._drop_idle_locked()
+
+    def _drop_idle_locked(self) -> int:
+        if any(s.utterance_id is not None for s in self._pending):
+            return 0
+        n = len(self._pending)
+        self._pending.clear()
+        self._cond.notify_all()
         return n
 
     def close(self) -> None:

@@ -425,6 +425,11 @@ class Session:
         if self._outbox is not None:
             self._outbox.put_nowait(numbered)
 
+    def _accept(self, uid: str) -> None:
+        """A new say / audio upload: counted against the say rate, its latency trace begun."""
+        self.bucket.take(time.monotonic(), ref=uid)
+        self.channel.said(uid)
+
     def _first_time(self, uid: str) -> bool:
         """Whether a say / audio id is new to this session (a retry after a resume is not)."""
         if uid in self._recent:
@@ -444,8 +449,7 @@ class Session:
             if not self._first_time(msg.id):
                 log.info("[%s] say %s already accepted; ignored", self.id, msg.id)
                 return True
-            self.bucket.take(time.monotonic(), ref=msg.id)
-            self.channel.said(msg.id)
+            self._accept(msg.id)
             if msg.interrupt:
                 self.channel.interrupt()
             self.channel.clock.drop_idle()
@@ -502,8 +506,7 @@ class Session:
         raw = b"".join(parts)
         if size == 0 or len(raw) % 2:
             raise BadRequest("audio must be a non-empty whole number of PCM16 samples", ref=uid)
-        self.bucket.take(time.monotonic(), ref=uid)
-        self.channel.said(uid)
+        self._accept(uid)
         pcm = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
         say_audio = functools.partial(
             self.channel.engine_session.say_audio, pcm, rate, utterance_id=uid
@@ -526,8 +529,7 @@ class Session:
             log.info("[%s] audio %s already accepted; ignored", self.id, msg.id)
             self._stream = _AudioStream(msg.id, msg.sample_rate, None)
             return
-        self.bucket.take(time.monotonic(), ref=msg.id)
-        self.channel.said(msg.id)
+        self._accept(msg.id)
         self.channel.clock.drop_idle()
         eng = self.channel.engine_session
         writer = eng.say_audio_stream(msg.sample_rate, utterance_id=msg.id)
