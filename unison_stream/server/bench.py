@@ -336,3 +336,6 @@ def register(sub: Any) -> None:
     from unison_stream.server.soak import register as register_soak
 
     register_soak(sub)
+    from unison_stream.server.faults import register as register_faults
+
+    register_faults(sub)

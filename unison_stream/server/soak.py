@@ -26,7 +26,7 @@ import numpy as np
 
 from unison_stream.server.bench import _Viewer, print_figures, served, wait_healthy
 
-__all__ = ["register"]
+__all__ = ["children", "register"]
 
 SAMPLE_S = 15.0
 TEXTS = (
@@ -49,7 +49,7 @@ def _status(pid: int, field: str) -> float:
     return 0.0
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     out: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{task}/children") as f:
@@ -58,7 +58,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _sample(pid: int) -> dict[str, float]:
-    kids = _children(pid)
+    kids = children(pid)
     return {
         "t": time.monotonic(),
         "rss_server_mb": _status(pid, "VmRSS") / 1024,

@@ -1,0 +1,45 @@
+"""``bench faults`` (issue 19): the relay's network drop, the sequence-number accounting, and
+the harness end to end on a fake-engine server (websocket drops; a broker restart where
+mosquitto is installed). The full runs and their figures are in docs/reliability.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+from tests.mqtt_support import needs_mosquitto
+from tests.server_support import API_KEY, running_server
+from unison_stream.server.faults import seq_faults, ws_drops
+
+
+def test_sequence_accounting_counts_gaps_as_lost_and_repeats_as_duplicated() -> None:
+    assert seq_faults([1, 2, 3, 4]) == (0, 0)
+    assert seq_faults([1, 2, 5, 6]) == (2, 0)
+    assert seq_faults([1, 2, 2, 3, 1]) == (0, 2)
+    assert seq_faults([]) == (0, 0)
+
+
+def test_three_network_drops_mid_utterance_resume_with_nothing_lost_or_doubled() -> None:
+    async def main() -> dict[str, object]:
+        async with running_server(resume_grace_s=10.0, stats_interval_s=0.3) as srv:
+            res = await ws_drops(srv.base, 3, api_key=API_KEY)
+            assert srv.state.manager.sessions == {}, "the session closed with the client"
+            return res
+
+    res = asyncio.run(main())
+    assert res["resumes"] == 3 and res["reconnecting_events"] == 3, res
+    assert res["lost_messages"] == 0 and res["duplicated_messages"] == 0, res
+    assert res["bad_orders"] == 0 and res["session_changed"] is False, res
+
+
+@needs_mosquitto
+def test_bench_faults_broker_restart_end_to_end() -> None:
+    cmd = [sys.executable, "-m", "unison_stream.cli", "bench", "faults", "--json"]
+    cmd += ["--ws-drops", "0", "--broker-restarts", "1", "--replica-kills", "0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])["broker_restart"]
+    assert res["rounds"] == 1 and res["retained_missing"] == 0, res
+    assert res["duplicate_executions"] == 0 and res["lost_commands"] == 0, res
+    assert res["bridge_back_ms"]["max"] > 0, res
