@@ -1,6 +1,7 @@
-"""``bench faults`` (issue 19): the relay's network drop, the sequence-number accounting, and
-the harness end to end on a fake-engine server (websocket drops; a broker restart where
-mosquitto is installed). The full runs and their figures are in docs/reliability.md."""
+"""``bench faults`` and ``bench load`` (issue 19): the relay's network drop, the sequence-number
+accounting, and each harness end to end on a fake-engine server (websocket drops; a broker
+restart where mosquitto is installed; the server full, then one session over capacity). The
+full runs and their figures are in docs/reliability.md."""
 
 from __future__ import annotations
 
@@ -43,3 +44,15 @@ def test_bench_faults_broker_restart_end_to_end() -> None:
     assert res["rounds"] == 1 and res["retained_missing"] == 0, res
     assert res["duplicate_executions"] == 0 and res["lost_commands"] == 0, res
     assert res["bridge_back_ms"]["max"] > 0, res
+
+
+def test_bench_load_fills_the_server_then_one_more_is_refused() -> None:
+    cmd = [sys.executable, "-m", "unison_stream.cli", "bench", "load", "--json"]
+    cmd += ["--engine", "fake", "--minutes", "0.05", "server.max_sessions=2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["capacity"] == 2 and res["rounds"] >= 1, res
+    assert len(res["private_sessions"]) == 1 and len(res["broadcast_viewers"]) == 4, res
+    assert res["over_capacity_status"] == 503, res
+    assert res["private_sessions"][0]["first_media_ms"]["p50"] > 0, res
+    assert all(v["video_fps"] > 0 for v in res["broadcast_viewers"]), res

@@ -339,3 +339,6 @@ def register(sub: Any) -> None:
     from unison_stream.server.faults import register as register_faults
 
     register_faults(sub)
+    from unison_stream.server.load import register as register_load
+
+    register_load(sub)
