@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import threading
 from typing import Any
@@ -22,6 +23,8 @@ from unison_stream.server.errors import BadRequest
 TYPES = ["say", "offer", "interrupt", "set_state", "ping", "ack", "close", "audio_begin",
          "audio_end"]  # fmt: skip
 FIELDS = ["type", "id", "text", "caption", "interrupt", "sdp", "state", "seq", "sample_rate"]
+# the flood's size: 1,000 in make test; docs/reliability.md's 10,000-message run sets it
+FLOOD_MESSAGES = int(os.environ.get("UNISON_FUZZ_MESSAGES", "1000"))
 LIMITS = P.Limits(max_message_bytes=4096, max_text_chars=600, max_caption_chars=200)
 
 json_values = st.recursive(
@@ -151,7 +154,7 @@ def test_a_flood_of_hostile_messages_is_answered_and_disturbs_no_other_stream() 
             attacker = await connect(srv.base, media=False)
             await asyncio.sleep(1.0)
             frames0 = len(victim.video)
-            corpus = _hostile(random.Random(7), 1000)
+            corpus = _hostile(random.Random(7), FLOOD_MESSAGES)
             t0 = asyncio.get_running_loop().time()
             for data in corpus:
                 if isinstance(data, bytes):
