@@ -169,11 +169,17 @@ async def bot(args: argparse.Namespace) -> dict[str, object]:
     }
     if args.measure:
         from unison_stream.engine.audio import resample
+        from unison_stream.eval.features import load_features, mouth_open
         from unison_stream.eval.lipsync import lip_sync
 
         speech = resample(rec.track().astype(np.float32) / 32768.0, 48000, 16000)
-        ls = lip_sync(np.stack(rec.video), speech, 16000, 25.0)
+        frames = np.stack(rec.video)
+        ls = lip_sync(frames, speech, 16000, 25.0)  # eval's mouth-colour detector
         out.update(lipsync_offset_ms=ls.offset_ms, lipsync_corr=ls.corr)
+        features = load_features()
+        if features is not None:  # the learned mouth-opening head: reads through VP8 and blur
+            head = lip_sync(frames, speech, 16000, 25.0, mouth=mouth_open(features[0], frames))
+            out.update(lipsync_head_offset_ms=head.offset_ms, lipsync_head_corr=head.corr)
     return out
 
 

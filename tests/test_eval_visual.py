@@ -276,3 +276,56 @@ def test_grid_is_written_with_every_cell(tmp_path: Path) -> None:
     y2 = y + row_h
     x3 = PAD + 2 * (cell_w + GAP)
     assert (img[y2 : y2 + h, x3 : x3 + 2 * w] == 255).all(), "a short row leaves blank space"
+
+
+def _vp8(frames: np.ndarray, kbps: int) -> np.ndarray:
+    """A libvpx (VP8) round trip at ``kbps``, as a WebRTC viewer's frames go through one."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="webm") as out:
+        s = out.add_stream("libvpx", rate=25)
+        s.width, s.height, s.pix_fmt, s.bit_rate = (
+            frames.shape[2],
+            frames.shape[1],
+            "yuv420p",
+            kbps * 1000,
+        )
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    buf.seek(0)
+    with av.open(buf, "r") as inp:
+        return np.stack([fr.to_ndarray(format="rgb24") for fr in inp.decode(video=0)])
+
+
+def test_the_mouth_head_reads_lip_sync_through_blur_and_a_vp8_round_trip(
+    features: Features,
+) -> None:
+    from unison_stream.eval.features import mouth_open
+    from unison_stream.eval.lipsync import lip_sync
+
+    rng = np.random.default_rng(3)
+    person = _people(1, seed=9)[0]
+    r = FaceRenderer(
+        person, width=CFG.width, height=CFG.height, supersample=CFG.supersample, props=[]
+    )
+    visemes = [VISEMES[int(rng.integers(len(VISEMES)))] for _ in range(60)]
+    jaw = np.array([VISEME_POSES[v][0] for v in visemes], np.float32)  # (F,) the truth
+    frames = np.stack([r.render(FaceState(mouth=VISEME_POSES[v])) for v in visemes])
+    seen = _vp8(_blur(frames, 2.0), 150)
+    head = mouth_open(features[0], seen)
+    assert head.shape == (60,) and np.corrcoef(head, jaw)[0, 1] > 0.95
+    # speech whose loudness follows the jaw: in sync reads 0 ms, 3 frames late reads +120 ms
+    spf = 640
+    noise = rng.standard_normal(60 * spf).astype(np.float32)
+    for shift, want in ((0, 0.0), (3, 120.0)):
+        env = np.repeat(np.roll(jaw, shift), spf)
+        if shift:
+            env[: shift * spf] = 0.0
+        ls = lip_sync(seen, noise * (0.05 + env), 16000, 25.0, mouth=head)
+        assert ls.lag is not None and abs(ls.offset_ms - want) <= 20.0, (shift, ls)

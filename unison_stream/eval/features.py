@@ -51,6 +51,7 @@ __all__ = [
     "embed",
     "identity_embedding",
     "load_features",
+    "mouth_open",
     "save_features",
 ]
 
@@ -166,3 +167,16 @@ def identity_embedding(net: WorldFeatureNet, frames: np.ndarray, *, batch: int =
     """``(F, H, W, 3)`` uint8 → ``(F, 66)``: the nine identity heads' class probabilities side
     by side. Euclidean distance ≈ √(2 · traits that differ) between confident predictions."""
     return _run(net, frames, batch)[1]
+
+
+def mouth_open(net: WorldFeatureNet, frames: np.ndarray, *, batch: int = 256) -> np.ndarray:
+    """``(F, H, W, 3)`` uint8 → ``(F,)``: the mouth-opening head (the renderer's jaw opening,
+    0..1). A mouth signal for lip-sync that reads the mouth's shape, not its interior colour,
+    so blur and lossy video codecs move it less than the colour detector
+    (:func:`~unison_stream.data.synth.measure.mouth_opening`)."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(frames), batch):
+            _, logits = net(torch.from_numpy(np.ascontiguousarray(frames[i : i + batch])))
+            out.append(logits["mouth_open"].reshape(-1).float().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)

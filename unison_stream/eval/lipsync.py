@@ -42,14 +42,23 @@ class LipSync:
 
 
 def lip_sync(
-    frames: np.ndarray, speech: np.ndarray, sample_rate: int, fps: float, *, max_lag: int = MAX_LAG
+    frames: np.ndarray,
+    speech: np.ndarray,
+    sample_rate: int,
+    fps: float,
+    *,
+    max_lag: int = MAX_LAG,
+    mouth: np.ndarray | None = None,
 ) -> LipSync:
     """``frames (F, H, W, 3)`` uint8 and their ``speech (S,)`` → :class:`LipSync`.
 
-    A clip whose mouth never shows, that is silent, or whose best correlation is not positive
-    has no measurable sync: lag None, correlation 0 (it counts as unsynced, never as perfect).
+    ``mouth (F,)``: another per-frame mouth signal to use instead of the interior-colour
+    detector (e.g. :func:`~unison_stream.eval.features.mouth_open` for frames that went
+    through a lossy video codec). A clip whose mouth never shows, that is silent, or whose best
+    correlation is not positive has no measurable sync: lag None, correlation 0 (it counts as
+    unsynced, never as perfect).
     """
-    mouth = mouth_opening(frames)
+    mouth = mouth_opening(frames) if mouth is None else np.asarray(mouth, np.float32)
     env = speech_envelope(speech, sample_rate, fps)
     n = min(len(mouth), len(env))
     mouth, env = mouth[:n], env[:n]
