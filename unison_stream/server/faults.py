@@ -307,10 +307,10 @@ async def broker_restarts(broker: _Mosquitto, rounds: int, prefix: str) -> dict[
 
 # ---- replica_kill --------------------------------------------------------------------------
 def _replica_pid(server_pid: int) -> int | None:
-    """The server's long-lived child that is the model replica (multiprocessing spawn)."""
+    """The server's child that is the model replica (``python -c "… serve_fd(N)"``)."""
     for pid in children(server_pid):
         with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"multiprocessing" in f.read():
+            if b"serve_fd" in f.read():
                 return pid
     return None
 
@@ -404,7 +404,7 @@ def run(args: argparse.Namespace) -> int:
             out["replica_kill"] = {"skipped": "the fake engine has no replica process"}
         else:
             with served("real", ["runtime.replica=process", *args.overrides]) as (proc, base):
-                asyncio.run(wait_healthy(base, timeout_s=180))
+                out["model"] = asyncio.run(wait_healthy(base, timeout_s=180))["model"]
                 out["replica_kill"] = asyncio.run(replica_kills(base, proc.pid, args.replica_kills))
     print_figures(out, args.json)
     return 0
