@@ -137,6 +137,13 @@ class _Viewer:
         await self.http.close()
 
 
+def p50_max(xs: list[float]) -> dict[str, float]:
+    """Median and maximum of ``xs`` (NaN for none): the bench harnesses' per-figure summary."""
+    if not xs:
+        return {"p50": float("nan"), "max": float("nan")}
+    return {"p50": statistics.median(xs), "max": max(xs)}
+
+
 def _cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()

@@ -36,7 +36,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import tempfile
 import time
@@ -49,6 +48,7 @@ from unison_stream.server.bench import (
     LONG_TEXT,
     _free_port,
     _Viewer,
+    p50_max,
     print_figures,
     served,
     wait_healthy,
@@ -58,12 +58,6 @@ from unison_stream.server.soak import TEXTS, children, order_violations
 __all__ = ["Relay", "register", "seq_faults", "ws_drops"]
 
 SHORT = "Back again."
-
-
-def _p50_max(xs: list[float]) -> dict[str, float]:
-    if not xs:
-        return {"p50": float("nan"), "max": float("nan")}
-    return {"p50": statistics.median(xs), "max": max(xs)}
 
 
 class Relay:
@@ -168,7 +162,7 @@ async def ws_drops(base: str, rounds: int, api_key: str = KEY) -> dict[str, Any]
     return {
         "rounds": rounds,
         "resumes": resumes,
-        "resume_ms": _p50_max(resume_ms),
+        "resume_ms": p50_max(resume_ms),
         "lost_messages": lost,
         "duplicated_messages": duplicated,
         "bad_orders": sum(1 for o in orders if o != ["queued", "started", "finished"]),
@@ -298,7 +292,7 @@ async def broker_restarts(broker: _Mosquitto, rounds: int, prefix: str) -> dict[
     rids = [f"restart-{i}" for i in range(rounds)]
     return {
         "rounds": rounds,
-        "bridge_back_ms": _p50_max(back_ms),
+        "bridge_back_ms": p50_max(back_ms),
         "retained_missing": missing,
         "duplicate_executions": sum(max(0, queued.get(r, 0) - 1) for r in rids),
         "lost_commands": sum(1 for r in rids if r not in finished),
@@ -345,10 +339,9 @@ async def replica_kills(base: str, server_pid: int, rounds: int) -> dict[str, An
                 lambda m, u=nxt: m.get("event") in ("finished", "interrupted") and m.get("id") == u,
                 120,
             )
-            n = len(v.messages)
-            await v.send({"type": "ping"})
+            await v.send({"type": "ping", "id": f"p{i}"})
             try:
-                await v.wait(lambda m, n=n: m["type"] == "pong" and v.messages.index(m) >= n, 10)
+                await v.wait(lambda m, p=f"p{i}": m["type"] == "pong" and m.get("id") == p, 10)
             except TimeoutError:
                 alive = False
         await asyncio.sleep(1.5)  # the last stats message
@@ -358,7 +351,7 @@ async def replica_kills(base: str, server_pid: int, rounds: int) -> dict[str, An
         await v.close()
     return {
         "rounds": rounds,
-        "recovery_ms": _p50_max(recovery_ms),
+        "recovery_ms": p50_max(recovery_ms),
         "chunk_errors": chunk_errors,
         "utterances_unended": unended,
         "session_alive": alive,

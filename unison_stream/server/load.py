@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import time
 from typing import Any
 
@@ -30,6 +29,7 @@ from unison_stream.server.bench import (
     _healthz,
     _trial,
     _Viewer,
+    p50_max,
     print_figures,
     served,
     wait_healthy,
@@ -43,10 +43,6 @@ BROADCAST_VIEWERS = 4
 
 def _fps(frames: list[tuple[float, int]], t0: float, t1: float) -> float:
     return sum(1 for t, _ in frames if t0 <= t < t1) / (t1 - t0)
-
-
-def _p50_max(xs: list[float]) -> dict[str, float]:
-    return {"p50": statistics.median(xs), "max": max(xs)} if xs else {}
 
 
 async def _over_capacity(base: str) -> int:
@@ -90,8 +86,8 @@ async def load(base: str, minutes: float) -> dict[str, Any]:
         lag = (await _healthz(base))["loop_lag_ms"]
         sessions = [
             {
-                "first_media_ms": _p50_max([r["first"] for r in rs]),
-                "interrupt_ms": _p50_max([r["interrupt"] for r in rs]),
+                "first_media_ms": p50_max([r["first"] for r in rs]),
+                "interrupt_ms": p50_max([r["interrupt"] for r in rs]),
                 "served_rtf": v.stat("rtf"),
                 "underrun_slots": v.stat("underruns") - u0[0],
                 "underrun_slots_during_speech": v.stat("speech_underruns") - u0[1],
