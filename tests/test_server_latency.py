@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -64,17 +67,54 @@ def test_loop_stays_responsive_while_a_session_opens_with_the_real_engine() -> N
     assert lag["max"] < max(25.0, min(100.0, 0.5 * 1000 * open_s)), (open_s, lag)
 
 
-def test_clock_counts_silence_cut_into_an_utterance_not_after_it() -> None:
-    from unison_stream.server.fake_engine import FakeChunk
-    from unison_stream.server.media import MediaClock
+class _Source:
+    """A scripted engine session output for the clock: chunks made on a (simulated) clock,
+    taken without waiting, at most ``ahead`` waiting (``ChunkSource``)."""
 
-    clock = MediaClock(fps=25.0, width=8, height=8, sample_rate=16000, buffer_s=1.0)
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self.queue: deque[Any] = deque()
+        self.ahead = 2
+        self.now = now
+        self.starts: list[float] = []  # media times the clock placed each chunk at
 
-    def chunk(uid: str | None, frames: int = 2) -> FakeChunk:
+    def make(
+        self, uid: str | None, frames: int = 2, utterance_s: float = 0.0, took: float = 0.0
+    ) -> None:
+        from unison_stream.server.fake_engine import FakeChunk
+
         video = np.zeros((frames, 8, 8, 3), np.uint8)
         audio = np.zeros(frames * 640, np.float32)
-        return FakeChunk(0, 0.0, video, audio, utterance_id=uid, state="speaking")
+        t = self.now()
+        times = {"wanted": t - took, "decoded": t}
+        state = "speaking" if uid else "idle"
+        self.queue.append(
+            FakeChunk(0, 0.0, video, audio, None, None, uid, state, times, utterance_s)
+        )
 
+    def take_chunk(self, start_s: float | None = None) -> Any:
+        if not self.queue:
+            return None
+        self.starts.append(start_s or 0.0)
+        return self.queue.popleft()
+
+    def queued(self) -> list[Any]:
+        from unison_stream.server.fake_engine import FakeQueued
+
+        return [FakeQueued(c.utterance_id, c.times["decoded"], c.utterance_s) for c in self.queue]
+
+    def set_ahead(self, chunks: int) -> None:
+        self.ahead = chunks
+
+
+def _clock(src: _Source, buffer_s: float = 1.0, **kw: Any) -> Any:
+    from unison_stream.server.media import MediaClock
+
+    return MediaClock(src, fps=25.0, width=8, height=8, sample_rate=16000, buffer_s=buffer_s, **kw)
+
+
+def test_clock_counts_silence_cut_into_an_utterance_not_after_it() -> None:
+    src = _Source()
+    clock = _clock(src)
     n = 0
 
     def play(slots: int) -> None:
@@ -82,42 +122,37 @@ def test_clock_counts_silence_cut_into_an_utterance_not_after_it() -> None:
         clock.slot(n + slots - 1)
         n += slots
 
-    clock.push(chunk("u1"))
+    src.make("u1", utterance_s=0.16)
     play(2)
-    play(3)  # nothing buffered mid-utterance: 3 idle slots
-    clock.push(chunk("u1"))
+    play(3)  # nothing made mid-utterance: 3 idle slots
+    src.make("u1", utterance_s=0.16)
     play(2)
     assert (clock.speech_underruns, clock.underruns) == (3, 3)
     play(4)  # after the utterance's last chunk: idle, but nothing was cut
-    clock.push(chunk(None))
+    src.make(None)
     play(2)
     assert (clock.speech_underruns, clock.underruns) == (3, 7)
     assert clock.traces["u1"]["in_clock"] <= clock.traces["u1"]["played"]
+    # one timeline: each chunk is placed at the media time of the slot it starts on
+    assert src.starts == [0.0, 0.2, 0.44]
 
 
 def _simulate(max_prebuffer_s: float, period_s: float = 0.64) -> tuple[int, int, int]:
     """An engine at half real time (a 0.32 s chunk every 0.64 s) saying one 2.56 s utterance
     after six idle chunks, played out in simulated time; (speech underruns, prebuffer slots,
     slot of the utterance's first sample)."""
-    from unison_stream.server.fake_engine import FakeChunk
-    from unison_stream.server.media import MediaClock
-
     t = 0.0
-    clock = MediaClock(
-        fps=25.0, width=8, height=8, sample_rate=16000, buffer_s=1.0,
-        max_prebuffer_s=max_prebuffer_s, now=lambda: t,
-    )  # fmt: skip
+    src = _Source(now=lambda: t)
+    clock = _clock(src, max_prebuffer_s=max_prebuffer_s, now=lambda: t)
     chunks = [None] * 6 + ["u1"] * 8 + [None] * 6  # 8 chunks of 0.32 s: 2.56 s of speech
-    next_push, slot, first = 0.0, 0, -1
+    busy_from, slot, first = 0.0, 0, -1
     while chunks or slot < 25 * 16:
-        room = len(clock._pending) + 8 <= clock.max_pending  # else the engine would block
-        if chunks and t >= next_push - 1e-9 and room:
+        if len(src.queue) >= src.ahead:  # full: the engine waits for room
+            busy_from = t
+        elif chunks and t >= busy_from + period_s - 1e-9:
             uid = chunks.pop(0)
-            video = np.zeros((8, 8, 8, 3), np.uint8)
-            audio = np.zeros(8 * 640, np.float32)
-            dur = 2.56 if uid else 0.0
-            clock.push(FakeChunk(0, 0.0, video, audio, utterance_id=uid, utterance_s=dur))
-            next_push = t + period_s
+            src.make(uid, frames=8, utterance_s=2.56 if uid else 0.0, took=t - busy_from)
+            busy_from = t
         s = clock.slot(slot)
         if s.utterance_id == "u1" and first < 0:
             first = slot
@@ -144,24 +179,18 @@ def test_buffer_policy_adds_no_latency_when_the_engine_keeps_ahead() -> None:
     assert policy == (0, 0, at_once[2]) and at_once[0] == 0
 
 
-def test_speech_arriving_behind_buffered_idle_skips_it() -> None:
-    """Idle chunks made while a reply was on its way (planned, or its streamed speech still
-    arriving) are never shown: the reply plays at the next slot, not after them."""
-    from unison_stream.server.fake_engine import FakeChunk
-    from unison_stream.server.media import MediaClock
-
-    clock = MediaClock(fps=25.0, width=8, height=8, sample_rate=16000, buffer_s=2.0)
-
-    def chunk(uid: str | None, start_s: float) -> FakeChunk:
-        video = np.zeros((2, 8, 8, 3), np.uint8)
-        audio = np.zeros(2 * 640, np.float32)
-        return FakeChunk(0, start_s, video, audio, utterance_id=uid, state="idle")
-
-    for k in range(3):
-        clock.push(chunk(None, 0.08 * k))
-    clock.push(chunk("u1", 0.24))
-    assert clock.idle_dropped == 6
-    clock.push(chunk(None, 0.32))  # idle after the reply stays: it plays after it
-    clock.push(chunk("u2", 0.40))
-    assert clock.idle_dropped == 6
-    assert clock.buffer_ms == 3 * 2 * 40
+def test_speech_arriving_behind_idle_skips_it() -> None:
+    """The idle chunk in playout when a reply's first chunk is made is cut short: the reply
+    plays at the next slot, not after it (the engine drops idle chunks queued before it)."""
+    src = _Source()
+    clock = _clock(src, buffer_s=2.0)
+    src.make(None, frames=4)
+    clock.slot(0)  # the idle chunk plays
+    src.make("u1", utterance_s=0.08)
+    assert clock.slot(1).utterance_id == "u1"
+    assert clock.idle_dropped == 3
+    src.make(None)  # idle after the reply stays: it plays after it
+    src.make("u2", utterance_s=0.08)
+    assert [clock.slot(k).utterance_id for k in range(2, 5)] == ["u1", None, "u2"]
+    assert clock.idle_dropped == 3 + 1
+    assert clock.buffer_ms == 1 * 40  # the rest of u2's chunk

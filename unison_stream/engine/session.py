@@ -4,12 +4,17 @@
 under the engine's one lock; the engine's worker reads the session's next job
 (:meth:`EngineSession._next_job`) and hands decoded chunks back (:meth:`EngineSession._push`).
 
-The media clock: chunks are numbered when they are *delivered* by :meth:`next_chunk`, so the
-clock stays contiguous and gap-free even when chunks made ahead are dropped (an interrupt drops
-the interrupted utterance's queued chunks; a ``say`` drops queued idle chunks so the new
-utterance starts as soon as it is made). Utterance events carry media times of that clock:
-``queued`` (the clock's current end), ``started`` (its first chunk), ``finished`` (the end of
-its plan), ``interrupted`` (the boundary where the interrupt takes effect).
+The output queue is the stream's only buffer: a consumer takes chunks from it — blocking with
+:meth:`next_chunk`, or without waiting with :meth:`~EngineSession.take_chunk` (the server's
+media clock, on its event loop, which also reads :meth:`~EngineSession.queued` and sets how far
+ahead the worker may make chunks with :meth:`~EngineSession.set_ahead`). Chunks are numbered and
+placed on the media timeline when they are *delivered*, so the timeline stays contiguous even
+when chunks made ahead are dropped (an interrupt drops the interrupted utterance's queued
+chunks; a ``say`` drops queued idle chunks so the new utterance starts as soon as it is made).
+A consumer that plays idle frames between chunks passes the media time a chunk starts at, and
+the events then carry that timeline's times: ``queued`` (the timeline's end when it was
+queued), ``started`` (its first sample), ``finished`` (the end of its speech),
+``interrupted`` (the end of what was delivered when the interrupt came).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 from unison_stream.config import UnisonConfig
 from unison_stream.engine.audio import StreamResampler
 from unison_stream.engine.planner import Planner, UtterancePlan
-from unison_stream.engine.types import EngineClosedError, MediaChunk, UtteranceEvent
+from unison_stream.engine.types import EngineClosedError, MediaChunk, QueuedChunk, UtteranceEvent
 from unison_stream.model.conditioning import Conditioning
 
 __all__ = [
@@ -182,6 +187,7 @@ class _Pending:
     first: bool
     last: bool
     duration_s: float = 0.0  # utterance plan length (for the finished event's media time)
+    k: int = 0  # chunk of its utterance
 
 
 @dataclass
@@ -239,9 +245,11 @@ class EngineSession:
         self._say_epoch = 0
         self._needs_sink = True
         self._closed = False
-        self._utt_start: dict[str, float] = {}
         self._opened = time.perf_counter()
         self._stats = _Stats()
+        self._ahead = engine.max_ahead  # chunks the worker may make ahead of the consumer
+        self._room_at = time.monotonic()  # when the output queue last got room (rate figures)
+        self._end_s = 0.0  # media time where the delivered timeline ends
 
     # ---- public API ---------------------------------------------------------------------
     def say(
@@ -293,27 +301,54 @@ class EngineSession:
             self._state = state
 
     def next_chunk(self, timeout: float | None = None) -> MediaChunk | None:
-        """The next chunk on the media clock; None on timeout or once closed."""
+        """The next chunk, right after the previous one on the media timeline; None on timeout
+        or once closed."""
         with self._lock:
             if not self._ready.wait_for(lambda: bool(self._queue) or self._closed, timeout):
                 self._stats.underflows += 1
                 return None
-            if not self._queue:
-                return None
-            p = self._queue.popleft()
-            self._engine._wake()  # room in the queue: the worker may make the next chunk
-            n = self._stats.delivered
-            self._stats.delivered += 1
-            chunk = replace(p.chunk, index=n, start_s=n * self._chunk_s)
-            uid = chunk.utterance_id
-            if uid is not None and p.first:
-                self._utt_start[uid] = chunk.start_s
-                self._event(uid, "started", chunk.start_s)
-            if uid is not None and p.last:
-                start = self._utt_start.pop(uid, chunk.start_s)
-                end = min(start + p.duration_s, chunk.start_s + self._chunk_s)
-                self._event(uid, "finished", end)
-            return chunk
+            return self._deliver(None) if self._queue else None
+
+    def take_chunk(self, start_s: float | None = None) -> MediaChunk | None:
+        """The next chunk if one is made, else None, without waiting. ``start_s`` places it on
+        the consumer's media timeline (default: right after the previous chunk)."""
+        with self._lock:
+            return self._deliver(start_s) if self._queue else None
+
+    def queued(self) -> list[QueuedChunk]:
+        """The chunks made and not yet taken, oldest first."""
+        with self._lock:
+            return [
+                QueuedChunk(
+                    p.chunk.utterance_id, p.chunk.times.get("decoded", 0.0), p.chunk.utterance_s
+                )
+                for p in self._queue
+            ]
+
+    def set_ahead(self, chunks: int) -> None:
+        """How many chunks the worker may make ahead of the consumer (at least 1)."""
+        with self._lock:
+            self._ahead = max(1, chunks)
+            self._engine._wake()
+
+    def _deliver(self, start_s: float | None) -> MediaChunk:
+        """Pop the oldest chunk onto the timeline at ``start_s`` (under the lock)."""
+        if len(self._queue) >= self._ahead:
+            self._room_at = time.monotonic()
+        p = self._queue.popleft()
+        self._engine._wake()  # room in the queue: the worker may make the next chunk
+        n = self._stats.delivered
+        self._stats.delivered += 1
+        start = self._end_s if start_s is None else start_s
+        chunk = replace(p.chunk, index=n, start_s=start)
+        self._end_s = start + self._chunk_s
+        uid = chunk.utterance_id
+        if uid is not None and p.first:
+            self._event(uid, "started", start)
+        if uid is not None and p.last:  # where its speech ends inside this chunk
+            spoken = min(self._chunk_s, max(0.0, p.duration_s - p.k * self._chunk_s))
+            self._event(uid, "finished", start + spoken)
+        return chunk
 
     def poll_events(self) -> list[UtteranceEvent]:
         """Utterance events since the last call, in order."""
@@ -330,6 +365,7 @@ class EngineSession:
             return {
                 "rtf": media / s.compute_s if s.compute_s > 0 else 0.0,
                 "buffer_ms": len(self._queue) * self._chunk_s * 1000,
+                "ahead": float(self._ahead),
                 "chunks": float(s.delivered),
                 "generated": float(s.generated),
                 "dropped": float(s.dropped),
@@ -402,7 +438,7 @@ class EngineSession:
             self._engine._maybe_cancel()
 
     def _interrupt_locked(self) -> None:
-        t = self._clock_end_delivered()
+        t = self._clock_end()
         dropped = [u for u in [self._current, *self._utterances] if u is not None]
         self._current = None
         self._utterances.clear()
@@ -412,26 +448,18 @@ class EngineSession:
         self._queue = collections.deque(kept)
         for u in dropped:
             u.dropped = True
-            self._utt_start.pop(u.utterance_id, None)
             self._event(u.utterance_id, "interrupted", t)
         if dropped:
             self.log.info("interrupted %s", ", ".join(u.utterance_id for u in dropped))
 
-    def _clock_end_delivered(self) -> float:
-        return self._stats.delivered * self._chunk_s
-
     def _clock_end(self) -> float:
-        return self._clock_end_delivered()
+        return self._end_s
 
     def _event(self, uid: str, event: str, t: float) -> None:
         self._events.append(UtteranceEvent(uid, event, round(t, 6)))
 
     def _wants_chunk(self) -> bool:
-        return (
-            not self._closed
-            and len(self._queue) < self._engine.max_ahead
-            and self._input_wait() is None
-        )
+        return not self._closed and len(self._queue) < self._ahead and self._input_wait() is None
 
     def _input_wait(self) -> float | None:
         """Seconds the current streamed utterance's next chunk may still be waited for (its
@@ -485,7 +513,10 @@ class EngineSession:
         dur = 0.0
         if job.utterance is not None and job.last:
             dur = self._engine._utterance_seconds(job.utterance)
-        self._queue.append(_Pending(chunk, first, job.last, dur))
+        chunk.times["wanted"] = self._room_at  # since when this chunk was waited for
+        self._queue.append(_Pending(chunk, first, job.last, dur, job.k))
+        if len(self._queue) < self._ahead:
+            self._room_at = time.monotonic()
         self._ready.notify_all()
 
     def _has_pending(self) -> bool:
@@ -514,6 +545,5 @@ class EngineSession:
             uid = job.utterance.utterance_id
             if self._current is job.utterance:
                 self._current = None
-            self._utt_start.pop(uid, None)
             self._event(uid, "failed", self._clock_end())
         self.log.error("chunk failed (%s: %s); back to idle", type(error).__name__, error)

@@ -28,6 +28,7 @@ __all__ = [
     "EngineError",
     "EngineFullError",
     "MediaChunk",
+    "QueuedChunk",
     "UtteranceEvent",
 ]
 
@@ -53,6 +54,15 @@ class MediaChunk:
     # timed and embedded) of its utterance, then "generated" and "decoded"
     times: dict[str, float] = field(default_factory=dict)
     utterance_s: float = 0.0  # planned length of the chunk's utterance (0 for idle chunks)
+
+
+@dataclass(frozen=True)
+class QueuedChunk:
+    """What a consumer may know of a chunk made but not yet taken (its prebuffer policy)."""
+
+    utterance_id: str | None
+    made_at: float  # time.monotonic() the chunk was decoded
+    utterance_s: float  # planned length of its utterance (0 for idle chunks)
 
 
 @dataclass

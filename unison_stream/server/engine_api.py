@@ -2,7 +2,9 @@
 
 The server is written against these shapes only, so the real engine and the deterministic
 :mod:`~unison_stream.server.fake_engine` (tests, fault injection, UI work without a model) are
-interchangeable. Every method except ``next_chunk`` is non-blocking and thread-safe.
+interchangeable. Every method except ``next_chunk`` is non-blocking and thread-safe. The
+server's media clock takes chunks with ``take_chunk`` on its event loop: the engine session's
+output queue is the stream's only buffer.
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["ChunkLike", "EngineLike", "EngineSessionLike", "EventLike", "SpeechWriterLike"]
+__all__ = [
+    "ChunkLike",
+    "ChunkSource",
+    "EngineLike",
+    "EngineSessionLike",
+    "EventLike",
+    "QueuedLike",
+    "SpeechWriterLike",
+]
 
 
 class ChunkLike(Protocol):
@@ -22,8 +32,21 @@ class ChunkLike(Protocol):
     audio: np.ndarray  # (S,) float32 mono at media.sample_rate, in [-1, 1]
     utterance_id: str | None
     state: str  # "speaking" | "idle" | "listening"
-    times: dict[str, float]  # time.monotonic() per hop: "queued", "planned", "generated", …
+    # time.monotonic() per hop: "queued", "planned", "wanted" (the engine could start on it),
+    # "generated", "decoded"
+    times: dict[str, float]
     utterance_s: float  # planned length of the chunk's utterance (0 for idle chunks)
+
+
+class QueuedLike(Protocol):
+    """A chunk made and not yet taken."""
+
+    @property
+    def utterance_id(self) -> str | None: ...
+    @property
+    def made_at(self) -> float: ...  # time.monotonic() it was decoded
+    @property
+    def utterance_s(self) -> float: ...
 
 
 class EventLike(Protocol):
@@ -43,7 +66,17 @@ class SpeechWriterLike(Protocol):
     def end(self) -> None: ...
 
 
-class EngineSessionLike(Protocol):
+class ChunkSource(Protocol):
+    """The output side of an engine session, read by the media clock (non-blocking)."""
+
+    def take_chunk(self, start_s: float | None = None) -> ChunkLike | None: ...
+
+    def queued(self) -> Sequence[QueuedLike]: ...
+
+    def set_ahead(self, chunks: int) -> None: ...
+
+
+class EngineSessionLike(ChunkSource, Protocol):
     session_id: str
 
     def say(

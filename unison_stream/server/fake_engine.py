@@ -1,9 +1,10 @@
 """A deterministic stand-in engine that honours the engine contract (``engine_api.py``).
 
 Speech is a 440 Hz tone (audible, easy to detect), silence is zeros; video is a grey frame
-with a moving marker, a bright "mouth" bar while speaking and a blue tint while listening. Chunks
-are made in the caller's thread (the server's puller) at ``speed`` × real time. Faults can be
-injected: ``fail_next`` makes the next ``next_chunk`` calls raise, ``delay_s`` slows each chunk.
+with a moving marker, a bright "mouth" bar while speaking and a blue tint while listening. A
+virtual worker makes chunks at ``speed`` × real time, at most ``ahead`` ahead of the consumer,
+and a chunk's content is drawn when it is taken (no thread). Faults can be injected:
+``fail_next`` makes the next ``take_chunk`` calls raise, ``delay_s`` slows each chunk.
 Used by the server tests, ``bench serve --engine fake`` and ``serve --engine fake`` (UI work
 without a model).
 """
@@ -21,7 +22,7 @@ import numpy as np
 from unison_stream.config import StreamConfig
 from unison_stream.errors import EngineFullError
 
-__all__ = ["FakeChunk", "FakeEngine", "FakeEngineSession", "FakeEvent"]
+__all__ = ["FakeChunk", "FakeEngine", "FakeEngineSession", "FakeEvent", "FakeQueued"]
 
 TONE_HZ = 440.0
 SECONDS_PER_CHAR = 0.05  # speech duration of one character of text
@@ -42,6 +43,13 @@ class FakeChunk:
     utterance_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class FakeQueued:
+    utterance_id: str | None
+    made_at: float
+    utterance_s: float
+
+
 @dataclass
 class FakeEvent:
     utterance_id: str
@@ -59,7 +67,7 @@ class _Utterance:
     dropped: bool = False
 
 
-INPUT_GRACE_S = StreamConfig.input_grace_s  # as the engine waits for streamed speech
+GRACE = StreamConfig.input_grace_s  # as the engine waits for streamed speech
 
 
 class FakeSpeechWriter:
@@ -84,7 +92,9 @@ class FakeSpeechWriter:
 
 
 class FakeEngineSession:
-    """Thread-safe; ``next_chunk`` blocks for ``chunk_s / speed`` (+ ``delay_s``)."""
+    """Thread-safe, non-blocking but ``next_chunk``. A virtual worker makes one chunk per
+    ``chunk_s / speed`` (+ ``delay_s``) while fewer than ``ahead`` are waiting; a chunk's
+    content is drawn when it is taken."""
 
     _ids = itertools.count()
 
@@ -96,9 +106,13 @@ class FakeEngineSession:
         self._events: list[FakeEvent] = []
         self._state = "idle"
         self._index = 0
+        self._end_s = 0.0  # media time where the delivered timeline ends
         self._closed = False
         self._identity = identity
-        self.fail_next = 0  # fault injection: this many next_chunk calls raise RuntimeError
+        self._ahead = 2
+        self._made: deque[float] = deque()  # when each chunk made and not taken was done
+        self._free_at = self._room_at = time.monotonic()  # the virtual worker's clock
+        self.fail_next = 0  # fault injection: this many take_chunk calls raise RuntimeError
         self.delay_s = 0.0  # fault injection: extra compute time per chunk
         self.chunks_made = 0
 
@@ -114,13 +128,13 @@ class FakeEngineSession:
         n = int(max(MIN_UTTERANCE_S, SECONDS_PER_CHAR * len(text)) * rate)
         with self._lock:
             self._queue.append(_Utterance(utterance_id, n))
-            self._events.append(FakeEvent(utterance_id, "queued", self._media_time()))
+            self._events.append(FakeEvent(utterance_id, "queued", self._end_s))
 
     def say_audio(self, pcm: np.ndarray, sample_rate: int, *, utterance_id: str) -> None:
         n = int(len(pcm) / sample_rate * self._engine.sample_rate)
         with self._lock:
             self._queue.append(_Utterance(utterance_id, max(n, 1)))
-            self._events.append(FakeEvent(utterance_id, "queued", self._media_time()))
+            self._events.append(FakeEvent(utterance_id, "queued", self._end_s))
 
     def say_audio_stream(
         self, sample_rate: int, *, utterance_id: str, interrupt: bool = False
@@ -130,15 +144,14 @@ class FakeEngineSession:
         u = _Utterance(utterance_id, 0, open=True)
         with self._lock:
             self._queue.append(u)
-            self._events.append(FakeEvent(utterance_id, "queued", self._media_time()))
+            self._events.append(FakeEvent(utterance_id, "queued", self._end_s))
         return FakeSpeechWriter(self, u, sample_rate)
 
     def interrupt(self) -> None:
         with self._lock:
-            t = self._media_time()
             for u in self._queue:
                 u.dropped, u.open = True, False
-                self._events.append(FakeEvent(u.uid, "interrupted", t))
+                self._events.append(FakeEvent(u.uid, "interrupted", self._end_s))
             self._queue.clear()
 
     def set_state(self, state: str) -> None:
@@ -146,6 +159,11 @@ class FakeEngineSession:
             raise ValueError(f"state must be idle or listening, got {state!r}")
         with self._lock:
             self._state = state
+
+    def set_ahead(self, chunks: int) -> None:
+        with self._lock:
+            self._produce(time.monotonic())
+            self._ahead = max(1, chunks)
 
     def poll_events(self) -> list[FakeEvent]:
         with self._lock:
@@ -162,57 +180,91 @@ class FakeEngineSession:
             self._closed = True
         self._engine._release(self)
 
-    def _waiting_for_input(self, samples: int) -> bool:
-        with self._lock:
-            u = self._queue[0] if self._queue else None
-            return u is not None and u.open and u.samples - u.done < samples
-
-    def _media_time(self) -> float:
-        return self._index * self._engine.chunk_s
-
-    # -- generation (blocking) --
-    def next_chunk(self, timeout: float | None = None) -> FakeChunk | None:
+    # -- output --
+    def _produce(self, now: float) -> None:
+        """Advance the virtual worker to ``now`` (under the lock)."""
         e = self._engine
-        if self._closed:
-            return None
-        if self.fail_next > 0:
-            self.fail_next -= 1
-            raise RuntimeError("injected model failure")
-        time.sleep(e.chunk_s / e.speed + self.delay_s)
+        while len(self._made) < self._ahead:
+            done = max(self._free_at, self._room_at) + e.chunk_s / e.speed + self.delay_s
+            if done > now:
+                return
+            self._made.append(done)
+            self._free_at = done
+
+    def queued(self) -> list[FakeQueued]:
+        """The chunks made and not taken (each drawn from the utterance at the queue's head)."""
+        with self._lock:
+            self._produce(time.monotonic())
+            u = self._queue[0] if self._queue else None
+            uid = u.uid if u is not None else None
+            dur = u.samples / self._engine.sample_rate if u is not None else 0.0
+            return [FakeQueued(uid, t, dur) for t in self._made]
+
+    def next_chunk(self, timeout: float | None = None) -> FakeChunk | None:
+        """Wait up to ``timeout`` for :meth:`take_chunk`."""
+        end = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while not self._closed:
+            if (c := self.take_chunk()) is not None or time.monotonic() >= end:
+                return c
+            time.sleep(0.005)
+        return None
+
+    def take_chunk(self, start_s: float | None = None) -> FakeChunk | None:
+        e = self._engine
+        with self._lock:
+            if self._closed:
+                return None
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                raise RuntimeError("injected model failure")
+            now = time.monotonic()
+            self._produce(now)
+            if not self._made:
+                return None
+            u = self._queue[0] if self._queue else None
+            if u is not None and u.open and u.done >= u.samples and now < self._made[0] + GRACE:
+                return None  # like the engine: a streamed chunk waits for its speech
+            if len(self._made) >= self._ahead:
+                self._room_at = now
+            made = self._made.popleft()
+            start = self._end_s if start_s is None else start_s
+            chunk = self._draw(start, made)
+            self._end_s = start + e.chunk_s
+        return chunk
+
+    def _draw(self, start: float, made: float) -> FakeChunk:
+        """The content of a chunk taken now, at media time ``start`` (under the lock)."""
+        e = self._engine
         f, s = e.frames_per_chunk, e.samples_per_chunk
-        late = time.monotonic() + INPUT_GRACE_S
-        while self._waiting_for_input(s) and time.monotonic() < late:
-            time.sleep(0.005)  # like the engine: a streamed chunk waits for its speech
         audio = np.zeros(s, np.float32)
         speaking = np.zeros(f, bool)
         uid: str | None = None
         utterance_s = 0.0
-        times = {"generated": time.monotonic(), "decoded": time.monotonic()}
-        with self._lock:
-            start = self._media_time()
-            pos = 0
-            while pos < s and self._queue:
-                u = self._queue[0]
-                if u.open and u.done >= u.samples:
-                    break  # a streamed utterance waiting for its next samples
-                if uid is None:  # the chunk's first utterance: its hops (no planning here)
-                    times.update(queued=u.queued_at, planned=u.queued_at)
-                    utterance_s = u.samples / e.sample_rate
-                if u.done == 0:
-                    self._events.append(FakeEvent(u.uid, "started", start + pos / e.sample_rate))
-                take = min(s - pos, u.samples - u.done)
-                t = (u.done + np.arange(take)) / e.sample_rate
-                audio[pos : pos + take] = 0.5 * np.sin(2 * np.pi * TONE_HZ * t)
-                speaking[pos * f // s : (pos + take + s // f - 1) * f // s] = True
-                u.done += take
-                pos += take
-                uid = u.uid
-                if u.done >= u.samples and not u.open:
-                    self._events.append(FakeEvent(u.uid, "finished", start + pos / e.sample_rate))
-                    self._queue.popleft()
-            state = "speaking" if uid is not None else self._state
-            index = self._index
-            self._index += 1
+        wanted = made - e.chunk_s / e.speed - self.delay_s
+        times = {"wanted": wanted, "generated": made, "decoded": made}
+        pos = 0
+        while pos < s and self._queue:
+            u = self._queue[0]
+            if u.open and u.done >= u.samples:
+                break  # a streamed utterance waiting for its next samples
+            if uid is None:  # the chunk's first utterance: its hops (no planning here)
+                times.update(queued=u.queued_at, planned=u.queued_at)
+                utterance_s = u.samples / e.sample_rate
+            if u.done == 0:
+                self._events.append(FakeEvent(u.uid, "started", start + pos / e.sample_rate))
+            take = min(s - pos, u.samples - u.done)
+            t = (u.done + np.arange(take)) / e.sample_rate
+            audio[pos : pos + take] = 0.5 * np.sin(2 * np.pi * TONE_HZ * t)
+            speaking[pos * f // s : (pos + take + s // f - 1) * f // s] = True
+            u.done += take
+            pos += take
+            uid = u.uid
+            if u.done >= u.samples and not u.open:
+                self._events.append(FakeEvent(u.uid, "finished", start + pos / e.sample_rate))
+                self._queue.popleft()
+        state = "speaking" if uid is not None else self._state
+        index = self._index
+        self._index += 1
         self.chunks_made += 1
         video = np.full((f, e.height, e.width, 3), 96 + 8 * (self._identity % 8), np.uint8)
         if state == "listening":

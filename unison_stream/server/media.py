@@ -1,37 +1,36 @@
-"""One media clock per session, the thread that feeds it, and the aiortc tracks it paces.
+"""One media clock per session and the aiortc tracks it paces.
 
 DESIGN.md §4: video at 25 fps on a 90 kHz clock (pts step 3600), audio as 48 kHz ``s16`` mono
 frames of 960 samples (pts = sample index). Both tracks read one timeline of *slots* (one video
 frame + the audio of the same 1/fps span), so an underrun never moves audio against video:
 when no decoded media is buffered, the clock materialises an idle slot (last frame repeated,
 silence) and counts it. ``recv()`` only sleeps until its pts is due and reads the timeline; it
-never waits on the model. Generation stays off the event loop: :class:`ChunkPuller` blocks in
-``EngineSession.next_chunk`` on its own thread and pushes into the clock's bounded buffer.
+never waits on the model. The clock reads the engine session's output queue directly and
+without waiting (``take_chunk``): one buffer, one timeline, no thread between them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TypeVar
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
-from unison_stream.server.engine_api import ChunkLike, EngineSessionLike
+from unison_stream.server.engine_api import ChunkSource, QueuedLike
 
 __all__ = [
     "AUDIO_FRAME_SAMPLES",
     "AUDIO_RATE",
     "HOPS",
     "VIDEO_CLOCK_RATE",
-    "ChunkPuller",
     "ClockAudioTrack",
     "ClockVideoTrack",
     "MediaClock",
@@ -41,6 +40,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 VIDEO_CLOCK_RATE = 90_000  # RTP video clock (Hz)
 AUDIO_RATE = 48_000  # Opus clock (Hz)
@@ -95,20 +95,29 @@ class Slot:
     state: str = "idle"
     times: dict[str, float] | None = None  # first slot of a chunk: its hops (ChunkLike.times)
     utterance_s: float = 0.0  # planned length of the slot's utterance
-    arrived: float = 0.0  # when its chunk reached the clock (the clock's ``now``)
 
 
 # hops of an utterance's first chunk, in order (time.monotonic instants; docs/server.md)
 HOPS: tuple[str, ...] = ("queued", "planned", "generated", "decoded", "in_clock", "played")
 KEEP_TRACES = 32  # utterances whose first-slot hops are kept for the started event
-RATE_WINDOW = 12  # chunk arrivals the production rate and its jitter are measured over
+RATE_WINDOW = 12  # chunks the production rate and its jitter are measured over
+MAX_BACKOFF_S = 2.0  # the longest pause in reading a source that raised
 
 
 class MediaClock:
-    """A session's output timeline. Thread side: :meth:`push`. Loop side: everything else."""
+    """A session's output timeline, on the event loop only.
+
+    It reads the engine session's output queue directly — the stream's one buffer — taking a
+    chunk (``take_chunk``, non-blocking) when the chunk in playout is used up, and placing it at
+    the media time of the slot it starts on; it tells the engine how far ahead to make chunks
+    (``set_ahead``: ``buffer_s`` of media, more while an utterance prebuffers). A source that
+    raises is reported through ``on_error`` and read again after a backoff; idle slots keep
+    the stream going meanwhile.
+    """
 
     def __init__(
         self,
+        source: ChunkSource,
         *,
         fps: float,
         width: int,
@@ -117,29 +126,34 @@ class MediaClock:
         buffer_s: float,
         max_prebuffer_s: float = 4.0,
         label: str = "",
+        on_error: Callable[[BaseException], None] | None = None,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         spf = AUDIO_RATE / fps
         assert spf == int(spf), f"48 kHz / fps must be a whole number of samples, got {spf}"
         self.fps, self.width, self.height, self.label = fps, width, height, label
         self.samples_per_slot = int(spf)
-        self.base_pending = self.max_pending = max(1, round(buffer_s * fps))
+        self._source, self._on_error = source, on_error
+        self.base_slots = max(1, round(buffer_s * fps))  # media the engine makes ahead
         self.max_prebuffer_s = max_prebuffer_s
-        # chunk arrivals: (seconds the puller waited for the chunk, media seconds it holds)
-        self._arrivals: deque[tuple[float, float]] = deque(maxlen=RATE_WINDOW)
-        self._now = now  # the clock the production rate is measured on (tests inject one)
-        self._last_push = now()
+        self._frames = 0  # frames per chunk (known from the first chunk)
+        self._ahead = 0  # chunks the source was last asked to make ahead (0: not yet)
+        # taken chunks: (seconds the engine took for the chunk, media seconds it holds)
+        self._rates: deque[tuple[float, float]] = deque(maxlen=RATE_WINDOW)
+        self._now = now  # the clock prebuffer waits are measured on (tests inject one)
+        self._retry_at, self._backoff = 0.0, 0.0  # after a source fault
+        self.errors = 0  # source faults
         self.prebuffer_slots = 0  # idle slots served while an utterance filled its prebuffer
-        self.idle_dropped = 0  # buffered idle slots skipped when speech arrived behind them
+        self.idle_dropped = 0  # idle slots of the chunk in playout skipped for speech
         self.wait_s = 0.0  # how long an utterance's first chunk waits (buffer policy)
+        self._planned: str | None = None  # the utterance the prebuffer was planned for
+        self._waiting = False  # the slot being materialised stands in for a prebuffer
         self._upsample = Upsampler(sample_rate)
-        self._cond = threading.Condition()
-        self._pending: deque[Slot] = deque()  # decoded, not yet on the timeline
+        self._current: deque[Slot] = deque()  # the rest of the chunk in playout
         self._timeline: dict[int, Slot] = {}
         self._next = 0  # next slot index to materialise
         self._last_frame = np.full((height, width, 3), IDLE_GREY, np.uint8)
         self._closed = False
-        self._flushes = 0  # flush() count: speech waiting in push() across one is dropped
         self.started = False  # a decoded chunk has arrived
         self.underruns = 0  # idle slots served after the first chunk because nothing was ready
         # idle slots inside an utterance (between two of its slots): silence cut into speech
@@ -150,26 +164,53 @@ class MediaClock:
         self.flushed_slots = 0
         self.state = "idle"
         self.utterance_id: str | None = None
-        self.played_media_s = -1.0  # engine media time reached by playout (end of last slot)
+        self.played_media_s = 0.0  # media time reached by playout (end of the last slot)
         self.traces: dict[str, dict[str, float]] = {}  # utterance id → hops of its first slot
         # utterance id → (index, time.time()) of its first slot: where a client finds it
         self.first_slots: dict[str, tuple[int, float]] = {}
 
-    # ---- thread side ------------------------------------------------------------------------
-    def push(self, chunk: ChunkLike) -> bool:
-        """Split a decoded chunk into slots and buffer them; block while the buffer is full.
+    # ---- reading the source -----------------------------------------------------------------
+    def _call(self, fn: Callable[[], _T], default: _T) -> _T:
+        """``fn()`` on the source; ``default`` while backing off after a fault."""
+        if self._closed or time.monotonic() < self._retry_at:
+            return default
+        try:
+            out = fn()
+        except Exception as e:  # a model/decoder fault: report, back off, keep serving idle
+            self.errors += 1
+            self._backoff = min(MAX_BACKOFF_S, max(0.05, self._backoff * 2))
+            self._retry_at = time.monotonic() + self._backoff
+            if self._on_error is not None:
+                self._on_error(e)
+            return default
+        self._backoff = 0.0
+        return out
 
-        Returns False once the clock is closed. Called from the puller thread only.
-        """
+    def _queued(self) -> Sequence[QueuedLike]:
+        empty: Sequence[QueuedLike] = ()
+        return self._call(self._source.queued, empty)
+
+    def _set_ahead(self, slots: int) -> None:
+        if not self._frames:
+            return
+        chunks = -(-slots // self._frames)
+        if chunks != self._ahead:
+            self._ahead = chunks
+            self._call(lambda: self._source.set_ahead(chunks), None)
+
+    def _take(self) -> bool:
+        """Take the next chunk into playout at the current slot's media time."""
+        chunk = self._call(lambda: self._source.take_chunk(self._next / self.fps), None)
+        if chunk is None:
+            return False
         video = np.asarray(chunk.video)
         f = video.shape[0]  # (F, H, W, 3)
         audio = self._upsample(np.asarray(chunk.audio, np.float32))  # (S·48k/rate,)
         need = f * self.samples_per_slot
         if len(audio) < need:
             audio = np.pad(audio, (0, need - len(audio)))
-        arrived = self._now()
         times = {**chunk.times, "in_clock": time.monotonic()}
-        slots = [
+        self._current.extend(
             Slot(
                 frame=video[i],
                 audio=audio[i * self.samples_per_slot : (i + 1) * self.samples_per_slot],
@@ -178,47 +219,41 @@ class MediaClock:
                 state=chunk.state,
                 times=times if i == 0 else None,
                 utterance_s=chunk.utterance_s,
-                arrived=arrived,
             )
             for i in range(f)
-        ]
-        with self._cond:
-            if self.chunks_in:  # the first chunk has no previous one to be timed from
-                self._arrivals.append((arrived - self._last_push, f / self.fps))
-            self._plan_buffer(chunk.utterance_s, f)
-            if chunk.utterance_id is not None:  # idle made while the speech was on its way
-                self.idle_dropped += self._drop_idle_locked()  # (planned, or streamed in): unseen
-            epoch = self._flushes
-            while len(self._pending) >= self.max_pending and not self._closed:
-                self._cond.wait(0.5)
-            if self._closed:
-                return False
-            if self._flushes != epoch and chunk.utterance_id is not None:
-                return True  # speech made before an interrupt that flushed while we waited
-            self._pending.extend(slots)
-            self.chunks_in += 1
-            self.started = True
-        self._last_push = self._now()
+        )
+        if "wanted" in chunk.times and "decoded" in chunk.times:
+            self._rates.append((chunk.times["decoded"] - chunk.times["wanted"], f / self.fps))
+        self.chunks_in += 1
+        self.started = True
+        if not self._frames:
+            self._frames = f
+            self._set_ahead(self.base_slots)
+        if chunk.utterance_id is None:
+            self._planned = None
+            self._set_ahead(self.base_slots)
         return True
 
     def production(self) -> tuple[float, float]:
         """(rate, jitter_s) of the engine's output for this session: media seconds made per
-        second the puller waited, and how much later than the steady pace the slowest chunk of
-        the window came (0 for an engine that keeps ahead or runs at an even pace)."""
-        if not self._arrivals:
+        second of making them (time from the moment the engine could start on a chunk to the
+        moment it was decoded), and how much longer than it lasts the slowest chunk of the
+        window took beyond the mean (0 for an engine that keeps an even pace)."""
+        if not self._rates:
             return 1.0, 0.0
-        waited = sum(w for w, _ in self._arrivals)
-        made = sum(d for _, d in self._arrivals)
-        rate = made / waited if waited > 1e-6 else float("inf")
-        late = [w - d for w, d in self._arrivals]  # > 0: came later than it lasts
+        took = sum(w for w, _ in self._rates)
+        made = sum(d for _, d in self._rates)
+        rate = made / took if took > 1e-6 else float("inf")
+        late = [w - d for w, d in self._rates]  # > 0: took longer than it lasts
         jitter = max(0.0, max(late) - max(0.0, sum(late) / len(late)))
         return rate, jitter
 
-    def _plan_buffer(self, utterance_s: float, frames: int) -> None:
-        """The wait before an utterance of ``utterance_s`` starts (under the lock): long
-        enough that the measured production rate and jitter play it through without a gap, at
-        most ``max_prebuffer_s``; the pending limit grows to hold what arrives meanwhile."""
+    def _plan_buffer(self, utterance_s: float) -> None:
+        """The wait before an utterance of ``utterance_s`` starts: long enough that the
+        measured production rate and jitter play it through without a gap, at most
+        ``max_prebuffer_s``; the engine is let make ahead what arrives meanwhile."""
         rate, jitter = self.production()
+        frames = self._frames or 1
         chunk_s = frames / self.fps
         # chunk k (of length d) comes k·d/rate after the first and plays k·d after the start:
         # the start waits (D − d)(1/rate − 1) after the first chunk came, plus the jitter
@@ -226,56 +261,72 @@ class MediaClock:
         self.wait_s = min(self.max_prebuffer_s, slow + jitter)
         hold_s = chunk_s + self.wait_s * min(rate, 1e3)  # media that arrives meanwhile
         need_slots = int(np.ceil(hold_s * self.fps)) + frames
-        self.max_pending = max(self.base_pending, min(need_slots, 60 * round(self.fps)))
+        self._set_ahead(max(self.base_slots, min(need_slots, 60 * round(self.fps))))
 
-    def _may_start(self, head: Slot) -> bool:
-        """Whether the utterance whose first slot is ``head`` may start playing (under the
-        lock): its first chunk has waited long enough, the whole utterance is there, or nothing
-        more fits."""
+    def _may_start(self, queued: Sequence[QueuedLike]) -> bool:
+        """Whether the utterance whose first chunk heads ``queued`` may start playing: that
+        chunk has waited long enough, the whole utterance is made, or no more may be made."""
+        head = queued[0]
+        if head.utterance_id != self._planned:
+            self._planned = head.utterance_id
+            self._plan_buffer(head.utterance_s)
         n = 0
-        for s in self._pending:
-            if s.utterance_id != head.utterance_id:
+        for q in queued:
+            if q.utterance_id != head.utterance_id:
                 break
             n += 1
+        frames = self._frames or 1
         return (
-            self._now() - head.arrived >= self.wait_s - 1e-9
-            or n / self.fps >= head.utterance_s - 0.5 / self.fps
-            or len(self._pending) >= self.max_pending
+            self._now() - head.made_at >= self.wait_s - 1e-9
+            or n * frames / self.fps >= head.utterance_s - 0.5 / self.fps
+            or len(queued) >= max(1, self._ahead)
         )
 
-    # ---- loop side --------------------------------------------------------------------------
+    def _materialise(self) -> Slot | None:
+        """The next slot's media, or None when an idle slot must stand in (``wait``: the
+        utterance ahead is prebuffering)."""
+        queued = self._queued()
+        head = queued[0] if queued else None
+        speech_next = head is not None and head.utterance_id not in (None, self.utterance_id)
+        in_speech = bool(self._current) and self._current[0].utterance_id is not None
+        if self._current and (in_speech or not speech_next):
+            return self._current.popleft()
+        if speech_next and not self._may_start(queued):
+            if self._current:  # the idle motion goes on while the words prebuffer
+                return self._current.popleft()
+            self.prebuffer_slots += 1
+            self._waiting = True
+            return None
+        if head is None:
+            return None
+        self.idle_dropped += len(self._current)  # speech need not wait behind idle frames
+        self._current.clear()
+        return self._current.popleft() if self._take() else None
+
+    # ---- the timeline -----------------------------------------------------------------------
     @property
     def next_slot(self) -> int:
         return self._next
 
     @property
     def buffer_ms(self) -> float:
-        return 1000.0 * len(self._pending) / self.fps
+        """Media made and not yet played: the chunk in playout and the engine's queue."""
+        queued = len(self._queued()) * self._frames
+        return 1000.0 * (len(self._current) + queued) / self.fps
 
     def slot(self, n: int) -> Slot:
         """The slot at index ``n``, materialising the timeline up to it (never blocks)."""
         while self._next <= n:
-            wait = False
-            with self._cond:
-                s = self._pending[0] if self._pending else None
-                if s is not None and s.utterance_id not in (None, self.utterance_id):
-                    wait = not self._may_start(s)  # a new utterance: its prebuffer first
-                if s is not None and not wait:
-                    self._pending.popleft()
-                else:
-                    s = None
-                self._cond.notify()
-            if wait:  # the idle motion stretches; the words are not cut later
-                self.prebuffer_slots += 1
+            self._waiting = False
+            s = self._materialise()
+            if s is None:  # the idle motion stretches; the words are not cut later
                 s = Slot(self._last_frame, np.zeros(self.samples_per_slot, np.float32), None)
                 s.state = self.state
-            elif s is None:
-                s = Slot(self._last_frame, np.zeros(self.samples_per_slot, np.float32), None)
-                s.state = "speaking" if self.state == "speaking" else self.state
-                if self.started:
-                    self.underruns += 1
-                if self.utterance_id is not None:
-                    self._gap += 1
+                if not self._waiting:
+                    if self.started:
+                        self.underruns += 1
+                    if self.utterance_id is not None:
+                        self._gap += 1
             else:
                 self._last_frame = s.frame
                 uid = s.utterance_id
@@ -289,46 +340,29 @@ class MediaClock:
                         self.first_slots.pop(next(iter(self.traces)), None)
                         self.traces.pop(next(iter(self.traces)))
                 self.state, self.utterance_id = s.state, uid
-                assert s.media_s is not None
-                self.played_media_s = s.media_s + 1.0 / self.fps
             self._timeline[self._next] = s
             self._timeline.pop(self._next - KEEP_SLOTS, None)
             self._next += 1
+            self.played_media_s = self._next / self.fps
             self.slots_served += 1
         return self._timeline.get(n) or Slot(
             self._last_frame, np.zeros(self.samples_per_slot, np.float32), None
         )
 
     def flush(self) -> int:
-        """Drop buffered (not yet played) media, e.g. on interrupt; return slots dropped."""
-        with self._cond:
-            n = len(self._pending)
-            self._pending.clear()
-            self._flushes += 1
-            self._cond.notify_all()
+        """Drop the speech left in the chunk in playout (an interrupt: the engine drops the
+        queued rest); return the slots dropped."""
+        if not self._current or self._current[0].utterance_id is None:
+            return 0
+        n = len(self._current)
+        self._current.clear()
         self.flushed_slots += n
         return n
 
-    def drop_idle(self) -> int:
-        """Drop buffered media when none of it is speech (a new ``say`` need not wait behind
-        idle frames); return slots dropped."""
-        with self._cond:
-            return self._drop_idle_locked()
-
-    def _drop_idle_locked(self) -> int:
-        if any(s.utterance_id is not None for s in self._pending):
-            return 0
-        n = len(self._pending)
-        self._pending.clear()
-        self._cond.notify_all()
-        return n
-
     def close(self) -> None:
-        """Release a puller blocked in :meth:`push`; idempotent."""
-        with self._cond:
-            self._closed = True
-            self._pending.clear()
-            self._cond.notify_all()
+        """Stop reading the source; idempotent."""
+        self._closed = True
+        self._current.clear()
 
     def stats(self) -> dict[str, float]:
         return {
@@ -436,58 +470,3 @@ class ClockAudioTrack(MediaStreamTrack):
         frame.pts = start
         frame.time_base = self._time_base
         return frame
-
-
-class ChunkPuller:
-    """One thread per engine session: ``next_chunk`` → :meth:`MediaClock.push`.
-
-    ``on_error`` is called (from this thread) with each exception ``next_chunk`` raises; the
-    caller hands it to the event loop. After an error the puller backs off and keeps pulling,
-    so an engine that recovers streams again; the clock serves idle slots meanwhile.
-    """
-
-    def __init__(
-        self,
-        session: EngineSessionLike,
-        clock: MediaClock,
-        *,
-        on_error: Callable[[BaseException], None],
-        label: str = "",
-        poll_s: float = 0.2,
-    ) -> None:
-        self._session, self._clock, self._on_error = session, clock, on_error
-        self._stop = threading.Event()
-        self._poll_s = poll_s
-        self.errors = 0
-        self._thread = threading.Thread(target=self._run, name=f"puller-{label}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        backoff = 0.0
-        while not self._stop.is_set():
-            try:
-                chunk = self._session.next_chunk(timeout=self._poll_s)
-            except Exception as e:  # a model/decoder fault: report, back off, keep serving idle
-                self.errors += 1
-                self._on_error(e)
-                backoff = min(2.0, max(0.05, backoff * 2))
-                self._stop.wait(backoff)
-                continue
-            backoff = 0.0
-            if chunk is not None and not self._clock.push(chunk):
-                break
-
-    def close(self, timeout: float = 2.0) -> None:
-        """Stop and join the thread; idempotent (``next_chunk`` returns within poll_s)."""
-        self._stop.set()
-        self._clock.close()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("[%s] puller did not stop in %.1f s", self._thread.name, timeout)

@@ -1,7 +1,7 @@
 """Session lifecycle: channels (engine session + media clock), sessions (a client), reaping.
 
-A :class:`Channel` owns one engine session, its :class:`~.media.MediaClock`, the puller thread
-and, for broadcast, the shared encoder. A :class:`Session` is one client: its websocket, its
+A :class:`Channel` owns one engine session, the :class:`~.media.MediaClock` that reads it and,
+for broadcast, the shared encoder. A :class:`Session` is one client: its websocket, its
 peer connection, its say-rate bucket and its deadlines. A private session has a channel of its
 own; broadcast sessions with the same ``channel`` name share one. :class:`SessionManager`
 creates and ends both, enforces capacity, and reaps sessions whose client vanished, went idle,
@@ -39,7 +39,6 @@ from unison_stream.server.errors import BadRequest, CapacityError, ServerError
 from unison_stream.server.media import (
     HOPS,
     KEEP_TRACES,
-    ChunkPuller,
     ClockAudioTrack,
     ClockVideoTrack,
     MediaClock,
@@ -101,6 +100,7 @@ class Channel:
         self.broadcast = broadcast
         self.label = name
         self.clock = MediaClock(
+            engine_session,
             fps=media.fps,
             width=media.width,
             height=media.height,
@@ -108,6 +108,7 @@ class Channel:
             buffer_s=cfg.buffer_s,
             max_prebuffer_s=cfg.max_prebuffer_s,
             label=name,
+            on_error=self._on_engine_error,
         )
         self.tasks = TaskManager(f"channel:{name}")
         self.members: set[Session] = set()
@@ -122,10 +123,6 @@ class Channel:
             if broadcast
             else None
         )
-        self._loop = asyncio.get_running_loop()
-        self.puller = ChunkPuller(
-            engine_session, self.clock, on_error=self._error_from_thread, label=name
-        )
         self._due: list[EventLike] = []  # started/finished events waiting for playout
         self._said: dict[str, float] = {}  # utterance id → time.monotonic() the say arrived
         self._cut_slot: int | None = None  # clock slot at the last interrupt
@@ -137,14 +134,9 @@ class Channel:
         self._closed = False
 
     def start(self) -> None:
-        self.puller.start()
         self.tasks.create(self._tick_loop(), name="clock")
 
-    # ---- engine faults (from the puller thread) ---------------------------------------------
-    def _error_from_thread(self, e: BaseException) -> None:
-        if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._on_engine_error, e)
-
+    # ---- engine faults (the clock reports what reading the engine session raised) -----------
     def _on_engine_error(self, e: BaseException) -> None:
         self.errors += 1
         log.error("[%s] engine error mid-stream: %r; falling back to idle", self.label, e)
@@ -194,7 +186,7 @@ class Channel:
             log.warning("[%s] poll_events failed: %r", self.label, e)
             events = []
         for ev in events:
-            if ev.event == "queued":
+            if ev.event == "queued":  # now, on the clock's timeline
                 self.publish(P.utterance_msg(ev.utterance_id, ev.event, self.media_time()))
             elif ev.event == "interrupted":
                 self._publish_interrupted(ev.utterance_id)
@@ -212,22 +204,24 @@ class Channel:
         played = self.clock.played_media_s
         keep: list[EventLike] = []
         for ev in self._due:
-            # released once the slot holding its media time has played: ``started`` at T with
-            # the slot that starts at T, ``finished`` at T (an end) with the slot ending at T
+            # the clock placed the chunks, so an event's time is that of the sample it names on
+            # the clock's timeline; released once the slot holding it has played: ``started``
+            # at T with the slot that starts at T, ``finished`` at T (an end) with the slot
+            # ending at T
             t = ev.media_time_s
             if (t < played - 1e-6) if ev.event == "started" else (t <= played + 1e-6):
                 if ev.event == "started":
-                    self._publish_started(ev.utterance_id)
+                    self._publish_started(ev.utterance_id, t)
                 else:
-                    self.publish(P.utterance_msg(ev.utterance_id, ev.event, self.media_time()))
+                    self.publish(P.utterance_msg(ev.utterance_id, ev.event, t))
             else:
                 keep.append(ev)
         self._due = keep
 
-    def _publish_started(self, uid: str) -> None:
+    def _publish_started(self, uid: str, media_s: float) -> None:
         """``started`` with its hop trace and, per member, where its first sample is: the
         member's audio pts (private sessions) and the wall time its first slot was sent."""
-        msg = P.utterance_msg(uid, "started", self.media_time(), self._trace(uid))
+        msg = P.utterance_msg(uid, "started", media_s, self._trace(uid))
         first = self.clock.first_slots.get(uid)
         if first is not None:
             msg["sent_at_unix_s"] = round(first[1], 4)
@@ -235,7 +229,8 @@ class Channel:
 
     def _publish_interrupted(self, uid: str) -> None:
         """``interrupted`` with where the cut is: the first slot after the last interrupt."""
-        msg = P.utterance_msg(uid, "interrupted", self.media_time())
+        at = self._cut_slot / self.clock.fps if self._cut_slot is not None else self.media_time()
+        msg = P.utterance_msg(uid, "interrupted", at)
         msg["sent_at_unix_s"] = round(self._cut_unix_s, 4)
         self._publish_at(msg, self._cut_slot)
 
@@ -285,16 +280,16 @@ class Channel:
         return out
 
     async def close(self) -> None:
-        """Stop the clock task, the puller thread and the engine session; idempotent."""
+        """Stop the clock task and the engine session; idempotent."""
         if self._closed:
             return
         self._closed = True
         await self.tasks.close()
-        try:  # first, so a puller blocked in next_chunk returns promptly
+        self.clock.close()
+        try:
             self.engine_session.close()
         except Exception as e:
             log.warning("[%s] engine session close failed: %r", self.label, e)
-        await asyncio.get_running_loop().run_in_executor(None, self.puller.close)
         log.info("[%s] channel closed", self.label)
 
 
@@ -452,7 +447,6 @@ class Session:
             self._accept(msg.id)
             if msg.interrupt:
                 self.channel.interrupt()
-            self.channel.clock.drop_idle()
             try:
                 eng.say(msg.text, utterance_id=msg.id, caption=msg.caption)
             except ValueError as e:
@@ -530,7 +524,6 @@ class Session:
             self._stream = _AudioStream(msg.id, msg.sample_rate, None)
             return
         self._accept(msg.id)
-        self.channel.clock.drop_idle()
         eng = self.channel.engine_session
         writer = eng.say_audio_stream(msg.sample_rate, utterance_id=msg.id)
         self._stream = _AudioStream(msg.id, msg.sample_rate, writer)
