@@ -46,11 +46,11 @@ def test_reference_frame_becomes_the_sink_latent(engine: Engine) -> None:
     s = engine.open_session(reference_frame=pic, caption="a person")
     ENCODER.reset()
     want = ENCODER.encode(np.stack([pic, pic])[None])[:, :1]  # (1, 1, C, h, w)
-    ref = engine._slots[s.session_id].ref
+    ref = engine._streams[s.session_id].ref
     assert ref.shape == (1, 1, CFG.latent.video_channels, 16, 16)
     assert torch.allclose(ref, want.float(), atol=1e-5)
     other = engine.open_session(reference_frame=_picture(2))
-    assert not torch.allclose(engine._slots[other.session_id].ref, ref)
+    assert not torch.allclose(engine._streams[other.session_id].ref, ref)
     chunk = s.next_chunk(timeout=60)  # the stream runs from that sink
     assert chunk is not None and chunk.video.shape[1:] == (128, 128, 3)
 
@@ -59,7 +59,7 @@ def test_without_a_reference_frame_the_identity_seed_gives_its_portrait(engine: 
     from unison_stream.engine.engine import _portrait
 
     s = engine.open_session(identity=7)
-    ref = engine._slots[s.session_id].ref
+    ref = engine._streams[s.session_id].ref
     torch.testing.assert_close(ref, engine._encode_reference(_portrait(7, 128, 128)))
     other = engine._reference(8)
     assert (other - ref).abs().mean() > 1e-3, "another seed, another person"

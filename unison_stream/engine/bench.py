@@ -85,10 +85,10 @@ def _pids(eng: Engine) -> list[str]:
 
 def _drain(s: EngineSession, media_s: float, bar: tqdm | None = None) -> float:
     """Consume ``media_s`` of media as fast as it comes, keeping the session speaking."""
-    cs = s._chunk_s
+    cs = s.stream.chunk_s
     t0, got, n = time.perf_counter(), 0.0, 0
     while got < media_s - 1e-9:
-        if s.stats()["buffer_ms"] == 0 and not s._has_pending():
+        if s.stats()["buffer_ms"] == 0 and not s.stream.has_pending():
             s.say(TEXT, utterance_id=f"b{n}")
             n += 1
         c = s.next_chunk(timeout=60)
@@ -104,8 +104,8 @@ def _paced(s: EngineSession, seconds: float) -> None:
     t0, got = time.perf_counter(), 0.0
     while got < seconds:
         if s.next_chunk(timeout=60) is not None:
-            got += s._chunk_s
-        lag = t0 + got - s._chunk_s - time.perf_counter()  # hold one chunk of buffer
+            got += s.stream.chunk_s
+        lag = t0 + got - s.stream.chunk_s - time.perf_counter()  # hold one chunk of buffer
         if lag > 0:
             time.sleep(lag)
 
@@ -147,7 +147,7 @@ def _interrupt(s: EngineSession, trials: int) -> tuple[list[float], int]:
 
 def _speech_input(s: EngineSession, seconds: float, rate: int = 24000) -> dict[str, Any]:
     """The ``speech_input_*`` figures (module docstring)."""
-    cs = s._chunk_s
+    cs = s.stream.chunk_s
     t = np.arange(round(seconds * rate)) / rate
     pcm = (0.3 * np.sin(2 * np.pi * 170 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(
         np.float32
@@ -212,8 +212,8 @@ def _recompute_chunk_ms(eng: Engine, decode_ms: float, repeats: int) -> float:
     tv = torch.zeros(1, k * fc, device=dev)
     ta = torch.zeros(1, cfg.audio_streams(), k * nc, device=dev)
     tv[:, -fc:], ta[:, :, -nc:] = 0.5, 0.5
-    slot = next(iter(eng._slots.values()))
-    cond = slot.idle.with_tracks([TimedTrack()]).to(dev)
+    stream = next(iter(eng._streams.values()))
+    cond = stream.idle.with_tracks([TimedTrack()]).to(dev)
     times = []
     with torch.inference_mode():
         for _ in range(repeats):
@@ -335,7 +335,7 @@ def _mean_chunk_ms(
 def _settle(s: EngineSession, ahead: int, limit_s: float = 10.0) -> None:
     """Wait until ``s`` has its queue full: its engine's worker then computes nothing."""
     end = time.monotonic() + limit_s
-    while s.stats()["buffer_ms"] < ahead * s._chunk_s * 1000 - 1 and time.monotonic() < end:
+    while s.stats()["buffer_ms"] < ahead * s.stream.chunk_s * 1000 - 1 and time.monotonic() < end:
         time.sleep(0.02)
 
 

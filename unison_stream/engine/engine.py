@@ -25,7 +25,6 @@ import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +38,17 @@ from unison_stream.codecs import (
     silence_latent,
 )
 from unison_stream.config import UnisonConfig
-from unison_stream.engine.audio import BandEnergySpeechEncoder, Mixer, resample
+from unison_stream.engine.audio import BandEnergySpeechEncoder, resample
 from unison_stream.engine.batching import cat_conditioning, window_fill
 from unison_stream.engine.planner import LEAD_POLICIES, Planner, TimingProvider
 from unison_stream.engine.replica import (
-    Decoded,
     ReplicaError,
     StepRequest,
     make_replica,
 )
-from unison_stream.engine.session import EngineSession, Job, Planned, Utterance
-from unison_stream.engine.types import EngineClosedError, EngineFullError, MediaChunk
+from unison_stream.engine.session import EngineSession
+from unison_stream.engine.stream import Job, Planned, Stream, with_identity
+from unison_stream.engine.types import EngineClosedError, EngineFullError
 from unison_stream.model.conditioning import Conditioning, TimedTrack
 from unison_stream.model.dit import UnisonDiT, patchify
 from unison_stream.model.generator import ChunkCancelled, PlanSlice
@@ -61,18 +60,6 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 10.0  # how long ``close`` waits for the worker's step in flight
 LISTENING_CAPTION = "{caption}, listening attentively"
-
-
-@dataclass
-class _Slot:
-    """Engine-side state of a session: conditioning, mixer, and its row's chunk index (the
-    replica holds the cache row and decoders)."""
-
-    idle: Conditioning  # (1, …) session caption, empty transcript
-    listening: Conditioning
-    ref: torch.Tensor  # (1, 1, C, h, w) identity reference latent frame
-    mixer: Mixer
-    index: int = 0  # the row's next model chunk index (0 = its sink)
 
 
 class Engine:
@@ -110,11 +97,10 @@ class Engine:
         self._work = threading.Condition(self._lock)
         self._encoder_lock = threading.Lock()
         self._video_encoder: VideoEncoder | None = None  # loaded on the first reference frame
-        self._sessions: dict[str, EngineSession] = {}
-        self._slots: dict[str, _Slot] = {}
+        self._streams: dict[str, Stream] = {}  # by session id
         self._closing: list[str] = []  # released sessions whose replica rows are to be freed
         self._step_id = 0
-        self._inflight: tuple[int, list[tuple[EngineSession, Job]]] | None = None
+        self._inflight: tuple[int, list[tuple[Stream, Job]]] | None = None
         self._cancelled_steps = 0
         self._restarts = 0  # replica process restarts seen by the worker
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="unison-planner")
@@ -146,7 +132,7 @@ class Engine:
     @property
     def sessions(self) -> int:
         with self._lock:
-            return len(self._sessions)
+            return len(self._streams)
 
     def open_session(
         self,
@@ -170,27 +156,32 @@ class Engine:
         with self._lock:
             if self._closed:
                 raise EngineClosedError("engine is closed")
-            if len(self._sessions) >= self.max_sessions:
+            if len(self._streams) >= self.max_sessions:
                 raise EngineFullError(f"all {self.max_sessions} sessions of this replica in use")
         caption = caption or "a person talking in a quiet room"
         idle, listening = self._pool.submit(
             self._encode, [caption, LISTENING_CAPTION.format(caption=caption)]
         ).result()
-        s = EngineSession(self, identity=identity, caption=caption, seed=seed)
         identity_tokens = patchify(ref, self.cfg.latent.patch)[:, 0]  # (1, P, C·p²)
-        slot = _Slot(
-            _with_identity(idle, identity_tokens),
-            _with_identity(listening, identity_tokens),
-            ref,
-            Mixer(),
+        stream = Stream(
+            self.cfg,
+            idle=with_identity(idle, identity_tokens),
+            listening=with_identity(listening, identity_tokens),
+            ref=ref,
+            silence=self.silence,
+            lead_policy=self.lead_policy,
+            max_ahead=self.max_ahead,
+            identity=identity,
+            caption=caption,
+            seed=seed,
         )
+        s = EngineSession(self, stream)
         with self._lock:
-            if len(self._sessions) >= self.max_sessions:
+            if len(self._streams) >= self.max_sessions:
                 raise EngineFullError(f"all {self.max_sessions} sessions of this replica in use")
         self.replica.open(s.session_id, seed)  # its cache row and decoders
         with self._lock:
-            self._sessions[s.session_id] = s
-            self._slots[s.session_id] = slot
+            self._streams[s.session_id] = stream
             self._work.notify_all()
         s.log.info(
             "opened: identity %s, caption %r",
@@ -218,10 +209,11 @@ class Engine:
             if self._closed:
                 return
             self._closed = True
-            sessions = list(self._sessions.values())
+            streams = list(self._streams.values())
             self._work.notify_all()
-        for s in sessions:
-            s.close()
+        for st in streams:
+            if st.close():
+                self._release_id(st.session_id)
         self._worker.join(timeout=CLOSE_TIMEOUT_S)
         if self._worker.is_alive():  # a step that never returns: do not hang the caller too
             log.error("engine worker still busy after %g s; closing without it", CLOSE_TIMEOUT_S)
@@ -247,15 +239,17 @@ class Engine:
             if self._inflight is None:
                 return
             step_id, jobs = self._inflight
-            if all(s._stale(job, cancel=True) for s, job in jobs):
+            if all(st.stale(job, cancel=True) for st, job in jobs):
                 self._inflight = None
                 self.replica.cancel(step_id)
 
     def _release(self, s: EngineSession) -> None:
+        self._release_id(s.session_id)
+
+    def _release_id(self, session_id: str) -> None:
         with self._lock:
-            self._sessions.pop(s.session_id, None)
-            if self._slots.pop(s.session_id, None) is not None:
-                self._closing.append(s.session_id)  # freed by the worker, between steps
+            if self._streams.pop(session_id, None) is not None:
+                self._closing.append(session_id)  # freed by the worker, between steps
             self._work.notify_all()
 
     def _plan_async(self, text: str, caption: str | None = None) -> Future[Planned]:
@@ -349,21 +343,6 @@ class Engine:
             lat = self.speech_encoder.encode(x[None])[0]  # (N, Ca)
         return lat.float().cpu().numpy()
 
-    def _utterance_chunks(self, u: Utterance) -> int:
-        cs = self.cfg.chunk_seconds()
-        if u.speech_pcm is not None:
-            return round(u.speech_pcm.size / (cs * self.cfg.media.sample_rate))
-        assert u.plan is not None
-        return u.plan.result().plan.num_chunks(cs)
-
-    def _utterance_seconds(self, u: Utterance) -> float:
-        if u.speech_input is not None:  # streamed: the speech written, not its padding
-            return u.speech_input.samples / self.cfg.media.sample_rate
-        if u.speech_pcm is not None:
-            return u.speech_pcm.size / self.cfg.media.sample_rate
-        assert u.plan is not None
-        return u.plan.result().plan.duration_s
-
     # ---- the worker ---------------------------------------------------------------------
     def _run(self) -> None:
         while True:
@@ -372,19 +351,17 @@ class Engine:
                     lambda: (
                         self._closed
                         or bool(self._closing)
-                        or any(s._wants_chunk() for s in self._sessions.values())
+                        or any(st.wants_chunk() for st in self._streams.values())
                     ),
                     timeout=min(
-                        [0.5, *(w for s in self._sessions.values() if (w := s._input_wait()))]
+                        [0.5, *(w for st in self._streams.values() if (w := st.input_wait()))]
                     ),
                 )
                 closing, self._closing = self._closing, []
                 closed = self._closed
                 if not closed:
                     jobs = [
-                        (s, self._slots[sid], s._next_job())
-                        for sid, s in self._sessions.items()
-                        if s._wants_chunk()
+                        (st, st.next_job()) for st in self._streams.values() if st.wants_chunk()
                     ]
             for sid in closing:
                 try:
@@ -396,14 +373,12 @@ class Engine:
             for group in self._groups(jobs):
                 self._run_group(group)
 
-    def _groups(
-        self, jobs: list[tuple[EngineSession, _Slot, Job]]
-    ) -> list[list[tuple[EngineSession, _Slot, Job, PlanSlice]]]:
+    def _groups(self, jobs: list[tuple[Stream, Job]]) -> list[list[tuple[Stream, Job, PlanSlice]]]:
         """Jobs that may share one forward, with their batch-1 plan slices."""
-        groups: dict[tuple[object, ...], list[tuple[EngineSession, _Slot, Job, PlanSlice]]] = {}
-        for n, (s, slot, job) in enumerate(jobs):
-            plan = self._plan_slice(slot, job)
-            fill = window_fill(slot.index, self.cfg.stream.window_chunks)
+        groups: dict[tuple[object, ...], list[tuple[Stream, Job, PlanSlice]]] = {}
+        for n, (st, job) in enumerate(jobs):
+            plan = st.plan_slice(job)
+            fill = window_fill(st.index, self.cfg.stream.window_chunks)
             key: tuple[object, ...] = (
                 job.kind,
                 plan.lead or "none",
@@ -413,43 +388,12 @@ class Engine:
             )
             if not self.batch_sessions or job.kind == "sink":
                 key = (*key, n)
-            groups.setdefault(key, []).append((s, slot, job, plan))
+            groups.setdefault(key, []).append((st, job, plan))
         return list(groups.values())
 
-    def _plan_slice(self, slot: _Slot, job: Job) -> PlanSlice:
-        """Batch-1 plan slice of ``job`` (track times relative to the chunk)."""
-        cfg = self.cfg
-        cs, fc = cfg.chunk_seconds(), cfg.stream.chunk_latent_frames
-        nc = cfg.audio_frames_per_chunk()
-        base = slot.listening if job.state == "listening" else slot.idle
-        if job.kind == "sink":  # identity held clean, silence: costs one commit pass
-            silence = self.silence.expand(1, cfg.audio_streams(), nc, -1)
-            return PlanSlice(
-                base.with_tracks([TimedTrack()]),
-                clean_video=slot.ref.expand(1, fc, -1, -1, -1),
-                clean_audio=silence,
-            )
-        u = job.utterance
-        if u is None:
-            return PlanSlice(base.with_tracks([TimedTrack()]), lead="none", lead_steps=0)
-        if u.speech_latents is not None:  # audio-driven: speech held clean, SFX + motion made
-            a = torch.zeros(1, cfg.audio_streams(), nc, cfg.latent.audio_channels)
-            a[0, 0] = torch.from_numpy(u.speech_latents[job.k * nc : (job.k + 1) * nc])
-            mask = (True, False) if cfg.audio_streams() == 2 else (True,)
-            return PlanSlice(base.with_tracks([TimedTrack()]), clean_audio=a, clean_audio_mask=mask)
-        assert u.plan is not None
-        planned = u.plan.result()
-        p = planned.plan
-        if planned.caption is not None:  # this utterance's own caption
-            base = _with_identity(planned.caption, slot.idle.identity)
-        base = replace(base, transcript_pooled=planned.transcript_pooled)
-        window = p.window(job.k, cs, cfg.model.track_window_s)
-        lead, steps = p.lead(job.k, cs, self.lead_policy, cfg.sampler.lead_steps)
-        return PlanSlice(base.with_tracks([window]), lead=lead, lead_steps=steps)
-
-    def _run_group(self, group: list[tuple[EngineSession, _Slot, Job, PlanSlice]]) -> None:
+    def _run_group(self, group: list[tuple[Stream, Job, PlanSlice]]) -> None:
         t0 = time.perf_counter()
-        p0 = group[0][3]
+        p0 = group[0][2]
         plan = PlanSlice(
             cat_conditioning([p.cond for *_, p in group], [_track(p.cond) for *_, p in group]),
             clean_video=_cat([p.clean_video for *_, p in group]),
@@ -461,17 +405,17 @@ class Engine:
         with self._lock:
             self._step_id += 1
             req = StepRequest(
-                [s.session_id for s, *_ in group],
+                [st.session_id for st, *_ in group],
                 plan,
-                [job.kind != "sink" for _, _, job, _ in group],
+                [job.kind != "sink" for _, job, _ in group],
                 self._step_id,
             )
-            self._inflight = (self._step_id, [(s, job) for s, _, job, _ in group])
+            self._inflight = (self._step_id, [(st, job) for st, job, _ in group])
         try:
             decoded = self.replica.step(req)  # the replica resets the group's rows on failure
             chunks = [
-                None if d is None else self._media(slot, job, d)
-                for (_, slot, job, _), d in zip(group, decoded, strict=True)
+                None if d is None else st.media(job, d)
+                for (st, job, _), d in zip(group, decoded, strict=True)
             ]
         except ChunkCancelled:  # nothing was committed; every job of it is stale
             with self._lock:
@@ -483,10 +427,8 @@ class Engine:
                     with contextlib.suppress(Exception):
                         self.replica.reset(sid)
             with self._lock:
-                for s, slot, job, _ in group:
-                    s._fail(job, e)
-                    slot.index = 0
-                    slot.mixer.reset()
+                for st, job, _ in group:
+                    st.fail(job, e)
                 self._resink_after_restart()
             log.error("group of %d failed: %s", len(group), e)
             return
@@ -497,12 +439,11 @@ class Engine:
         with self._lock:
             self._group_ms.append(dt * 1000)
             self._batched_steps += len(group) > 1
-            for (s, slot, job, _), chunk in zip(group, chunks, strict=True):
-                slot.index += 1
-                if chunk is None:
-                    s._needs_sink = False
-                else:
-                    s._push(job, chunk, dt / len(group))
+        for (st, job, _), chunk in zip(group, chunks, strict=True):
+            if chunk is None:
+                st.sunk()
+            else:
+                st.push(job, chunk, dt / len(group))
 
     def _resink_after_restart(self) -> None:
         """After the replica process was restarted every row is empty: all sessions re-sink
@@ -510,34 +451,8 @@ class Engine:
         if self.replica.restarts == self._restarts:
             return
         self._restarts = self.replica.restarts
-        for sid, s in self._sessions.items():
-            s._needs_sink = True
-            self._slots[sid].index = 0
-            self._slots[sid].mixer.reset()
-
-    def _media(self, slot: _Slot, job: Job, d: Decoded) -> MediaChunk:
-        """The replica's decoded chunk, mixed (audio-driven: the caller's speech, untouched)."""
-        u = job.utterance
-        speech = d.speech
-        if u is not None and u.speech_pcm is not None:
-            n = round(self.cfg.chunk_seconds() * self.cfg.media.sample_rate)
-            speech = u.speech_pcm[job.k * n : (job.k + 1) * n].copy()
-        return MediaChunk(
-            index=-1,  # numbered on delivery (the session's media clock)
-            start_s=0.0,
-            video=d.video,
-            audio=slot.mixer.mix(speech, d.sfx),
-            speech=speech,
-            sfx=d.sfx,
-            utterance_id=u.utterance_id if u is not None else None,
-            state=job.state,
-            times={
-                **({"queued": u.queued_at, "planned": u.planned_at()} if u is not None else {}),
-                "generated": d.generated_at,
-                "decoded": d.decoded_at,
-            },
-            utterance_s=self._utterance_seconds(u) if u is not None else 0.0,
-        )
+        for st in self._streams.values():
+            st.resink()
 
 
 def _portrait(seed: int, width: int, height: int) -> np.ndarray:
@@ -561,10 +476,6 @@ def _trained_speech_encoder(cfg: UnisonConfig) -> AudioEncoder | None:
         log.info("audio-driven mode uses the band-energy fallback encoder: %s", e)
         return None
     return audio
-
-
-def _with_identity(c: Conditioning, identity: torch.Tensor) -> Conditioning:
-    return Conditioning(**{**vars(c), "identity": identity})
 
 
 def _track(c: Conditioning) -> TimedTrack:
