@@ -175,6 +175,7 @@ def test_churn_of_50_sessions_leaves_nothing_behind() -> None:
     async def main() -> None:
         async with running_server(eng) as srv:
             base_tasks = len(asyncio.all_tasks())
+            threads0 = {t.name for t in threading.enumerate()}
             for i in range(50):
                 c = await connect(srv.base, media=i % 2 == 0)  # half with a peer connection
                 if i % 5 == 0:
@@ -198,7 +199,8 @@ def test_churn_of_50_sessions_leaves_nothing_behind() -> None:
             assert len(asyncio.all_tasks()) <= base_tasks + 1, [
                 t.get_name() for t in asyncio.all_tasks()
             ]
-        pullers = [t for t in threading.enumerate() if t.name.startswith("puller-")]
-        assert not pullers, pullers
+        # no thread per session (the loop's bounded executor pool aside)
+        left = {t.name for t in threading.enumerate()} - threads0
+        assert not [n for n in left if not n.startswith("asyncio_")], left
 
     asyncio.run(main())

@@ -61,7 +61,7 @@ class ServerConfig:
     resume_grace_s: float = 30.0  # 0 → a lost websocket ends the session at once
     resume_buffer: int = 2048  # unacknowledged events kept per session for replay
     # media
-    buffer_s: float = 1.0  # decoded media held ahead of playout (puller waits beyond this)
+    buffer_s: float = 1.0  # media the engine makes ahead of playout (its queue: the one buffer)
     # an utterance starts once the measured production rate and jitter can play it through
     # without a gap, waiting at most this long (docs/server.md "Buffer policy")
     max_prebuffer_s: float = 4.0
