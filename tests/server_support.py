@@ -17,7 +17,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from unison_stream.server.app import create_app, state_of
+from unison_stream.server.app import create_app, make_runner, state_of
 from unison_stream.server.config import ServerConfig, validate_server
 from unison_stream.server.engine_api import EngineLike
 from unison_stream.server.fake_engine import FakeEngine
@@ -54,7 +54,7 @@ async def running_server(
     eng: EngineLike = engine if engine is not None else fake_engine()
     media = media or MediaSpec(fps=FPS, width=W, height=H, sample_rate=RATE)
     app = create_app(eng, server_config(**cfg_kw), media, model="fake")
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = make_runner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

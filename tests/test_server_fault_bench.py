@@ -56,3 +56,22 @@ def test_bench_load_fills_the_server_then_one_more_is_refused() -> None:
     assert res["over_capacity_status"] == 503, res
     assert res["private_sessions"][0]["first_media_ms"]["p50"] > 0, res
     assert all(v["video_fps"] > 0 for v in res["broadcast_viewers"]), res
+
+
+def test_bench_hostile_every_attack_answered_and_the_victim_undisturbed() -> None:
+    cmd = [sys.executable, "-m", "unison_stream.cli", "bench", "hostile", "--json"]
+    cmd += ["--sdp", "16", "--tokens", "12", "--bodies", "6", "--header-drips", "2"]
+    cmd += ["--ws-drips", "1", "--hold", "8", "server.http_idle_timeout_s=3"]
+    cmd += ["server.idle_timeout_s=5"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    sdp = res["sdp"]
+    assert sdp["unanswered"] == 0 and set(sdp["answers"]) <= {"answer", "error:bad_request"}, sdp
+    assert all(set(v) == {"401"} for v in res["tokens"]["statuses"].values()), res["tokens"]
+    bodies = res["bodies"]["statuses"]
+    assert set(bodies["length"]) == {"413"} and set(bodies["nested"]) == {"400"}, bodies
+    drip = res["drip"]
+    assert drip["header_drips_closed"] == 2 and drip["ws_drips_closed"] == 1, drip
+    assert res["victim_alive"] and res["victim_video_fps"] > 20, res
+    assert res["server"]["sessions"][1] == 0 and res["server"]["peer_connections"][1] == 0, res
+    assert res["server_alive"], res

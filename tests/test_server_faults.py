@@ -204,3 +204,29 @@ def test_churn_of_50_sessions_leaves_nothing_behind() -> None:
         assert not [n for n in left if not n.startswith("asyncio_")], left
 
     asyncio.run(main())
+
+
+def test_offers_aiortc_cannot_answer_are_bad_requests_and_leave_no_peer_connection() -> None:
+    """Found by ``bench hostile``: an offer whose first media section lost its ``a=mid`` line
+    made aiortc fail in createAnswer and then again in closing the half-built connection,
+    answered ``internal``."""
+    from unison_stream.server.hostile import _offer
+
+    async def main() -> None:
+        async with running_server() as srv:
+            good = await _offer(srv.base)
+            lines = good.strip().split("\r\n")
+            lines.remove("a=mid:0")
+            bad = "\r\n".join(lines)
+            c = await connect(srv.base)
+            for i in range(3):
+                await c.send({"type": "offer", "id": f"o{i}", "sdp": bad + "\r\n"})
+                err = await c.wait_for(lambda m: m.get("type") == "error", 10)
+                assert err["code"] == "bad_request", err
+                c.messages.remove(err)
+            await c.send({"type": "ping", "id": "p"})
+            await c.wait_for(lambda m: m.get("type") == "pong", 10)
+            assert srv.state.manager.peer_connections() == 0
+            await c.close()
+
+    asyncio.run(main())

@@ -22,7 +22,7 @@ from unison_stream.server.errors import BadRequest, ServerError, Unauthorized
 from unison_stream.server.looplag import LoopLag
 from unison_stream.server.session import MediaSpec, SessionManager
 
-__all__ = ["STATIC_DIR", "ServerState", "create_app", "state_of"]
+__all__ = ["STATIC_DIR", "ServerState", "create_app", "make_runner", "state_of"]
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +273,13 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The runner every server uses: no signal handling of its own, and connections that send
+    no complete request within ``server.http_idle_timeout_s`` closed."""
+    cfg = app[STATE_KEY].cfg
+    return web.AppRunner(app, handle_signals=False, keepalive_timeout=cfg.http_idle_timeout_s)
 
 
 def state_of(app: web.Application) -> ServerState:

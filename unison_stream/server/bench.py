@@ -349,3 +349,6 @@ def register(sub: Any) -> None:
     from unison_stream.server.load import register as register_load
 
     register_load(sub)
+    from unison_stream.server.hostile import register as register_hostile
+
+    register_hostile(sub)

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from unison_stream.server.app import create_app
+from unison_stream.server.app import create_app, make_runner
 from unison_stream.server.config import ServerConfig, load_server_config
 from unison_stream.server.engine_api import EngineLike
 from unison_stream.server.session import MediaSpec
@@ -81,7 +81,7 @@ async def serve(
         from unison_stream.mqtt import attach_mqtt
 
         attach_mqtt(app, mqtt)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = make_runner(app)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port)
     await site.start()

@@ -56,6 +56,9 @@ class ServerConfig:
     idle_timeout_s: float = 300.0  # no client message for this long → session ends
     max_duration_s: float = 3600.0  # hard cap on a session's life
     keepalive_s: float = 20.0  # websocket ping interval; a missing pong closes the socket
+    # an HTTP connection with no complete request for this long is closed (idle keep-alive
+    # connections, and slow-drip clients that never finish their headers)
+    http_idle_timeout_s: float = 15.0
     # resume: a websocket lost without a close frame keeps its session this long, so the client
     # can reconnect (``?resume=…&last_seq=N``) and get every event it missed exactly once
     resume_grace_s: float = 30.0  # 0 → a lost websocket ends the session at once
@@ -90,6 +93,7 @@ def validate_server(cfg: ServerConfig) -> ServerConfig:
     need(cfg.say_rate_per_s > 0 and cfg.say_burst >= 1, "say_rate_per_s", "rate > 0, burst ≥ 1")
     need(cfg.idle_timeout_s > 0, "idle_timeout_s", "must be > 0")
     need(cfg.max_duration_s > 0, "max_duration_s", "must be > 0")
+    need(cfg.http_idle_timeout_s > 0, "http_idle_timeout_s", "must be > 0")
     need(cfg.resume_grace_s >= 0, "resume_grace_s", "must be ≥ 0")
     need(cfg.resume_buffer >= 16, "resume_buffer", "must be ≥ 16")
     need(cfg.buffer_s > 0, "buffer_s", "must be > 0")

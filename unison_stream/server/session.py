@@ -595,7 +595,10 @@ class Session:
         for sender in pc.getSenders():
             if sender.track is not None:
                 sender.track.stop()
-        await pc.close()
+        try:
+            await pc.close()
+        except Exception as e:  # aiortc cannot close a connection a bad offer left half built
+            log.info("[%s] closing a half-built peer connection: %r", self.id, e)
 
     async def close(self, *, code: int = CLOSE_ENDED, reason: str = "session ended") -> None:
         """End the session: peer connection, tasks, websocket writer; idempotent."""

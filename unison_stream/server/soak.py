@@ -57,7 +57,7 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def _sample(pid: int) -> dict[str, float]:
+def sample(pid: int) -> dict[str, float]:
     kids = children(pid)
     return {
         "t": time.monotonic(),
@@ -94,7 +94,7 @@ async def soak(base: str, pid: int, minutes: float, say_every: float) -> dict[st
         await asyncio.sleep(3.0)
         t0 = time.monotonic()
         end = t0 + 60 * minutes
-        samples = [_sample(pid)]
+        samples = [sample(pid)]
         said: list[str] = []
         next_say, next_sample = t0, t0 + SAMPLE_S
         while time.monotonic() < end:
@@ -111,11 +111,11 @@ async def soak(base: str, pid: int, minutes: float, say_every: float) -> dict[st
                     await v.send({"type": "interrupt"})
                 next_say = now + say_every
             if now >= next_sample:
-                samples.append(_sample(pid))
+                samples.append(sample(pid))
                 next_sample = now + SAMPLE_S
             await asyncio.sleep(0.2)
         await asyncio.sleep(say_every)  # the last utterance ends
-        samples.append(_sample(pid))
+        samples.append(sample(pid))
     finally:
         await v.close()
     warm = next(s for s in samples if s["t"] >= t0 + 0.1 * (end - t0))
