@@ -73,12 +73,32 @@ def test_dropped_websocket_resumes_same_session_without_lost_or_doubled_events(
 def test_no_resume_when_the_server_keeps_no_grace() -> None:
     async def main() -> None:
         async with running_server(resume_grace_s=0.0) as srv:
-            avatar = await connect(srv.base, api_key=API_KEY, media=False, reconnect_timeout_s=3)
+            avatar = await connect(
+                srv.base, api_key=API_KEY, media=False, reconnect_timeout_s=3, failover=False
+            )
             _drop(avatar)
             await asyncio.wait_for(avatar.wait_closed(), 5)
             with pytest.raises(ConnectionLost):
                 await avatar.say("anyone?")
             assert srv.state.manager.sessions == {}
+            await avatar.close()
+
+    asyncio.run(main())
+
+
+def test_with_failover_a_session_the_server_ended_is_replaced_by_a_new_one() -> None:
+    async def main() -> None:
+        async with running_server(resume_grace_s=0.0) as srv:
+            avatar = await connect(srv.base, api_key=API_KEY, media=False, reconnect_timeout_s=3)
+            first = avatar.session_id
+            _drop(avatar)
+            for _ in range(100):
+                if avatar.moves:
+                    break
+                await asyncio.sleep(0.05)
+            assert avatar.moves == 1 and avatar.session_id != first
+            await asyncio.wait_for(await avatar.say("still here"), 10)
+            assert list(srv.state.manager.sessions) == [avatar.session_id]
             await avatar.close()
 
     asyncio.run(main())

@@ -5,8 +5,13 @@ its websocket and, unless ``media=False``, a receive-only WebRTC connection. One
 feeds websocket text to the sans-I/O :class:`~unison_sdk.protocol.ClientProtocol`; when the
 websocket drops without a clean close, it resumes the same session (``?resume=…&last_seq=N``)
 with back-off for up to ``reconnect_timeout_s``: the server replays what was missed and the
-protocol drops duplicates, so events are neither lost nor doubled. Every background task goes
-through one :class:`~unison_sdk._tasks.TaskManager`; :meth:`Avatar.close` is idempotent.
+protocol drops duplicates, so events are neither lost nor doubled. When the session itself is
+gone — its server refuses the connection (the process or cluster replica died) or answers that
+the session ended — and the client opened it with an API key, it *moves*: a new session with
+the same body (identity, caption, mode, channel) at ``url`` (a cluster's front door places it
+on a live replica), the utterance in flight reported ``interrupted``, the ones not yet queued
+sent again, media renegotiated. Every background task goes through one
+:class:`~unison_sdk._tasks.TaskManager`; :meth:`Avatar.close` is idempotent.
 """
 
 from __future__ import annotations
@@ -117,12 +122,14 @@ class Avatar:
         reconnect: bool,
         reconnect_timeout_s: float,
         timeout_s: float,
+        failover: bool = True,
     ) -> None:
         if (api_key is None) == (token is None):
             raise ValueError("give exactly one of api_key= or token=")
         self.url, self._api_key, self._token = url, api_key, token
         self._session_body, self._media_on = session, media
         self._reconnect, self.reconnect_timeout_s = reconnect, reconnect_timeout_s
+        self._failover = failover and api_key is not None  # a new session needs the key
         self.timeout_s = timeout_s
         self._proto = ClientProtocol()
         self._tasks = TaskManager("unison-avatar")
@@ -146,6 +153,8 @@ class Avatar:
         self.stats: dict[str, float] = {}
         self.resumes = 0  # successful resumes so far
         self.last_resume_s: float | None = None  # drop noticed → session resumed
+        self.moves = 0  # times the session was lost and a new one opened in its place
+        self.last_move_s: float | None = None  # drop noticed → the new session ready
 
     # ---- opening ---------------------------------------------------------------------------
     async def _open(self) -> None:
@@ -238,6 +247,9 @@ class Avatar:
                 ws, ready = await self._dial(url)
             except ConnectionFailed as e:
                 last = e
+                gone = e.status in (400, 401) or isinstance(e.__cause__, ConnectionRefusedError)
+                if gone and self._failover:  # the session (or its server) is no more
+                    return await self._move(t0, deadline)
                 if e.status in (400, 401):  # the session is gone or cannot be replayed
                     break
                 continue
@@ -251,13 +263,56 @@ class Avatar:
         self._fail(ConnectionLost(f"could not resume session {self.session_id}: {last!r}"))
         return False
 
-    async def _after_resume(self) -> None:
+    async def _move(self, t0: float, deadline: float) -> bool:
+        """Open a new session in place of a lost one (module docstring)."""
+        old = self.session_id
+        attempt, last = 0, None
+        while time.monotonic() < deadline and not self._closing:
+            try:
+                assert self._api_key is not None
+                info = await asyncio.to_thread(
+                    _post_session, self.url, self._api_key, self._session_body, self.timeout_s
+                )
+                self._proto = ClientProtocol()  # a new session numbers its messages anew
+                ws, ready = await self._dial(str(info["ws_url"]))
+                break
+            except ConnectionFailed as e:
+                last = e
+                if e.code not in (None, "capacity"):  # refused for good (bad key, bad body)
+                    break
+                await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+                attempt += 1
+        else:
+            self._fail(ConnectionLost(f"session {old} was lost and no new one opened: {last!r}"))
+            return False
+        self._ws_url = str(info["ws_url"])
+        self._on_ready(ws, ready)
+        again: list[Utterance] = []
+        for utt in list(self._utterances.values()):
+            started = any(ev.event == "started" for ev in utt.events)
+            if started and not utt.done():  # in flight on the lost session: cut there
+                ev = UtteranceEvent(utt.id, "interrupted", 0.0)
+                utt._event(ev)
+                self._events.publish(ev)
+                self._utterances.pop(utt.id, None)
+            elif utt.queued:  # queued there but never heard: said again on the new one
+                again.append(utt)
+        self.moves += 1
+        self.last_move_s = time.monotonic() - t0
+        log.info("session %s lost; moved to %s in %.3f s", old, self.session_id, self.last_move_s)
+        self._events.publish(ConnectionEvent("moved", f"{old} → {self.session_id}"))
+        self._tasks.create(self._after_resume(moved=True, again=tuple(again)), name="after-move")
+        return True
+
+    async def _after_resume(
+        self, *, moved: bool = False, again: tuple[Utterance, ...] = ()
+    ) -> None:
         # say / audio the server may never have received: resend (it ignores ids it has)
         for utt in list(self._utterances.values()):
-            if not utt.queued and not utt.done():
+            if (utt in again or not utt.queued) and not utt.done():
                 await utt._resend()
         pc = self._pc
-        if self._media_on and (pc is None or pc.connectionState in ("failed", "closed")):
+        if self._media_on and (moved or pc is None or pc.connectionState in ("failed", "closed")):
             await self._negotiate()
 
     def _dispatch(self, raw: str | bytes) -> None:
@@ -581,13 +636,17 @@ def connect(
     reconnect: bool = True,
     reconnect_timeout_s: float = 15.0,
     timeout_s: float = 10.0,
+    failover: bool = True,
 ) -> Connect:
     """Open a session on the server at ``url`` (``http://127.0.0.1:8080``).
 
     ``api_key`` creates a new session (``mode``, ``channel``, ``identity``, ``caption`` go to
     ``POST /v1/sessions``); ``token`` uses one made elsewhere. ``media=False`` skips WebRTC
     (control and events only). A dropped websocket is resumed for up to
-    ``reconnect_timeout_s`` when ``reconnect``. Cancelling the connect is safe."""
+    ``reconnect_timeout_s`` when ``reconnect``; a session that is gone (its server died, or it
+    ended) is replaced by a new one at ``url`` when ``failover`` and an ``api_key`` (the
+    utterance in flight ``interrupted``; ``ConnectionEvent("moved")``). Cancelling the connect
+    is safe."""
     body: dict[str, Any] = {"mode": mode, "identity": identity}
     if caption:
         body["caption"] = caption
@@ -603,5 +662,6 @@ def connect(
             "reconnect": reconnect,
             "reconnect_timeout_s": reconnect_timeout_s,
             "timeout_s": timeout_s,
+            "failover": failover,
         }
     )

@@ -105,7 +105,8 @@ class Pong:
 
 @dataclass(frozen=True)
 class ConnectionEvent:
-    """Made by the client itself: ``reconnecting`` | ``resumed`` | ``closed``."""
+    """Made by the client itself: ``reconnecting`` | ``resumed`` | ``moved`` (a new session in
+    place of a lost one) | ``closed``."""
 
     status: str
     detail: str = ""
