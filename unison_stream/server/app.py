@@ -22,7 +22,7 @@ from unison_stream.server.errors import BadRequest, ServerError, Unauthorized
 from unison_stream.server.looplag import LoopLag
 from unison_stream.server.session import MediaSpec, SessionManager
 
-__all__ = ["STATIC_DIR", "ServerState", "create_app", "make_runner", "state_of"]
+__all__ = ["STATIC_DIR", "ServerState", "create_app", "error_response", "make_runner", "state_of"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ class ServerState:
 STATE_KEY = web.AppKey("unison_state", ServerState)
 
 
-def _error(err: ServerError) -> web.Response:
+def error_response(err: ServerError) -> web.Response:
+    """The JSON body and status of an HTTP error (docs/protocol.md)."""
     body = {"error": {"code": err.code, "message": err.message}}
     return web.json_response(body, status=err.http_status)
 
@@ -68,7 +69,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         resp: web.StreamResponse = await handler(request)
         return resp
     except ServerError as e:
-        return _error(e)
+        return error_response(e)
 
 
 def _state(request: web.Request) -> ServerState:
@@ -113,6 +114,7 @@ async def healthz(request: web.Request) -> web.Response:
             "sessions": len(m.sessions),
             "channels": len(m.channels),
             "capacity": m.capacity,
+            "draining": m.draining,
             "peer_connections": m.peer_connections(),
             "loop_lag_ms": {k: round(v, 2) for k, v in st.loop_lag.summary().items()},
         }

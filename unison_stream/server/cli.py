@@ -107,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
     generated = not cfg.api_keys
     if generated:
         cfg.api_keys = [secrets.token_urlsafe(12)]
+    if args.cluster == "ray":
+        if generated:
+            print(f"local API key: {cfg.api_keys[0]}", flush=True)
+        return _run_ray(args, cfg, [*server_over, f"api_keys=[{','.join(cfg.api_keys)}]"])
     ckpt = Path(args.checkpoint) if args.checkpoint else None
     engine, media, model = build_engine(
         args.engine,
@@ -130,6 +134,43 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_ray(args: argparse.Namespace, cfg: ServerConfig, server_over: list[str]) -> int:
+    """``serve --cluster ray``: replicas on Ray Serve, the front door here (docs/cluster.md)."""
+    import ray
+
+    from unison_stream.cluster.ray_serve import serve_front_door, start_replicas
+
+    model_over, _ = split_overrides(list(args.overrides))
+    local = args.ray_address == "local"
+    init: dict[str, Any] = {"address": args.ray_address, "include_dashboard": False}
+    if local and cfg.loopback_only:
+        init["_node_ip_address"] = "127.0.0.1"
+    ray.init(**init, logging_level=logging.WARNING)
+    overrides = [*model_over, *(f"server.{o}" for o in server_over)]
+    opts: dict[str, Any] = {"num_cpus": args.replica_cpus, "num_gpus": args.replica_gpus}
+    print(f"starting {args.replicas} replicas on Ray ({args.ray_address})", flush=True)
+    directory = start_replicas(
+        args.engine,
+        overrides,
+        host=cfg.host,
+        replicas=args.replicas,
+        actor_options=opts,
+        preset=args.preset,
+        checkpoint=args.checkpoint,
+    )
+    print(f"unison-stream cluster front door at http://{cfg.host}:{cfg.port}/", flush=True)
+    try:
+        asyncio.run(serve_front_door(directory, cfg.api_keys, cfg.host, cfg.port))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("serve", help="the streaming server: WebRTC media, websocket, page")
     p.add_argument("--engine", choices=("real", "fake"), default="real")
@@ -141,5 +182,16 @@ def register(sub: Any) -> None:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--server-config", default=None, help="YAML file of ServerConfig keys")
     p.add_argument("--mqtt-config", default=None, help="MqttConfig YAML: run the bridge")
+    p.add_argument(
+        "--cluster", choices=("none", "ray"), default="none",
+        help="ray: engine replicas on Ray Serve behind a front door on server.host:port",
+    )  # fmt: skip
+    p.add_argument("--replicas", type=int, default=2, help="--cluster ray: Serve replicas")
+    p.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs reserved per replica")
+    p.add_argument("--replica-gpus", type=float, default=0.0, help="GPUs per replica")
+    p.add_argument(
+        "--ray-address", default="local",
+        help="local: a Ray cluster of this machine; auto or ray://host:port: join one",
+    )  # fmt: skip
     p.add_argument("overrides", nargs="*", help="key=value (server keys: server.KEY=value)")
     p.set_defaults(func=run)

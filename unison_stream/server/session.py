@@ -636,6 +636,8 @@ class SessionManager:
         # counters of channels already closed, so the totals in /metrics never go down
         self.closed_underruns = 0
         self.closed_engine_errors = 0
+        # draining (a cluster replica being emptied): no new engine session, live ones go on
+        self.draining = False
 
     def start(self) -> None:
         self.tasks.create(self._reaper(), name="reaper")
@@ -661,6 +663,8 @@ class SessionManager:
                     n = self.cfg.max_viewers
                     raise CapacityError(f"channel {req.channel!r} already has {n} viewers")
             else:
+                if self.draining:
+                    raise CapacityError("this server is draining: no new sessions")
                 if len(self.channels) >= self.cfg.max_sessions:
                     raise CapacityError(f"server at capacity ({self.cfg.max_sessions} sessions)")
                 open_session = functools.partial(

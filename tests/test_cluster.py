@@ -1,0 +1,180 @@
+"""Scale-out (issue 17): the front door places sessions on replicas with room, keeps each
+session on its replica, answers 503 when all are full, drains; and the same on a local Ray
+cluster (Serve replicas, the directory actor) with the fake engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.server_support import API_KEY, running_server
+from unison_stream.cluster.front_door import REPORT_S, FrontDoor, Replica, place
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def _r(
+    rid: str, sessions: int, *, cap: int = 4, draining: bool = False, age: float = 0.0
+) -> Replica:
+    return Replica(rid, f"http://{rid}", sessions, cap, draining, time.time() - age)
+
+
+def test_place_prefers_the_least_loaded_and_skips_full_draining_and_silent_replicas() -> None:
+    now = time.time()
+    rs = [_r("a", 2), _r("b", 1), _r("c", 0, draining=True), _r("d", 4), _r("e", 0, age=10)]
+    assert [r.replica for r in place(rs, {}, now)] == ["b", "a"]
+    assert [r.replica for r in place(rs, {"b": 2}, now)] == ["a", "b"]  # b holds 3 now
+    assert [r.replica for r in place(rs, {"b": 3}, now)] == ["a"]  # placed since: b is full
+    assert place([_r("a", 4), _r("b", 4)], {}, now) == []
+
+
+class _LocalDirectory:
+    """Rows made from in-process servers, as their reports would say: at most every
+    ``REPORT_S``, so the front door must count what it placed since (as with Ray)."""
+
+    def __init__(self, servers: dict[str, Any]) -> None:
+        self.servers, self.draining = servers, set[str]()
+        self._rows: list[dict[str, Any]] = []
+        self._at = -1e9
+
+    async def rows(self) -> list[dict[str, Any]]:
+        if time.monotonic() - self._at >= REPORT_S:
+            self._rows, self._at = self._report(), time.monotonic()
+        return self._rows
+
+    def _report(self) -> list[dict[str, Any]]:
+        out = []
+        for rid, srv in self.servers.items():
+            m = srv.state.manager
+            m.draining = rid in self.draining
+            row = {"replica": rid, "base_url": srv.base, "sessions": len(m.channels),
+                   "session_ids": list(m.sessions)}  # fmt: skip
+            out.append({**row, "capacity": m.capacity, "draining": m.draining, "seen": time.time()})
+        return out
+
+    async def forget(self, replica: str) -> None:
+        self.servers.pop(replica, None)
+
+    async def drain(self, replica: str) -> bool:
+        self.draining.add(replica)
+        self._at = -1e9  # the replica learns it at once here
+        return replica in self.servers
+
+
+@contextlib.asynccontextmanager
+async def _cluster(n: int, capacity: int) -> AsyncIterator[tuple[str, dict[str, Any], Any]]:
+    async with contextlib.AsyncExitStack() as stack:
+        servers = {
+            f"r{i}": await stack.enter_async_context(running_server(max_sessions=capacity))
+            for i in range(n)
+        }
+        directory = _LocalDirectory(servers)
+        runner = web.AppRunner(FrontDoor(directory, [API_KEY]).app())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            yield f"http://127.0.0.1:{port}", servers, directory
+        finally:
+            await runner.cleanup()
+
+
+async def _create(http: aiohttp.ClientSession, door: str) -> tuple[int, dict[str, Any]]:
+    r = await http.post(f"{door}/v1/sessions", json={"identity": 1}, headers=AUTH)
+    return r.status, await r.json()
+
+
+def test_front_door_places_evenly_keeps_affinity_refuses_when_full_and_drains() -> None:
+    async def main() -> dict[str, Any]:
+        async with _cluster(2, 2) as (door, servers, _), aiohttp.ClientSession() as http:
+            made = [await _create(http, door) for _ in range(4)]
+            over = await _create(http, door)
+            per = {rid: sorted(srv.state.manager.sessions) for rid, srv in servers.items()}
+            # affinity: each answer's ws_url is the port of the replica that holds the session
+            owner = {sid: rid for rid, sids in per.items() for sid in sids}
+            ports_ok = all(
+                servers[owner[a["session_id"]]].base.split(":")[-1] in a["ws_url"].split("/")[2]
+                for _, a in made
+            )
+            unauth = (await http.post(f"{door}/v1/sessions", json={})).status
+            await asyncio.sleep(REPORT_S)  # the next reports
+            health = await (await http.get(f"{door}/healthz")).json()
+            metrics = await (await http.get(f"{door}/metrics")).text()
+            for _, a in made[:2]:
+                await http.delete(f"{door}/v1/sessions/{a['session_id']}", headers=AUTH)
+            await asyncio.sleep(REPORT_S)
+            r = await http.post(f"{door}/v1/replicas/r0/drain", headers=AUTH)
+            drained = [await _create(http, door) for _ in range(3)]
+            return {"statuses": [s for s, _ in made], "over": over, "per": per,
+                    "ports_ok": ports_ok, "unauth": unauth, "health": health,
+                    "metrics": metrics, "drain": r.status,
+                    "drained": [(s, a.get("replica")) for s, a in drained]}  # fmt: skip
+
+    r = asyncio.run(main())
+    assert r["statuses"] == [201] * 4 and [len(v) for v in r["per"].values()] == [2, 2], r
+    assert r["over"][0] == 503 and r["over"][1]["error"]["code"] == "capacity", r["over"]
+    assert r["ports_ok"] and r["unauth"] == 401, r
+    assert r["health"]["sessions"] == 4 and r["health"]["capacity"] == 4, r["health"]
+    assert 'unison_sessions{replica="r0"} 2' in r["metrics"], r["metrics"]
+    assert "unison_cluster_sessions 4" in r["metrics"], r["metrics"]
+    # two sessions ended (one on each replica), r0 drained: only r1's free slot takes one
+    assert r["drain"] == 200 and r["drained"][0] == (201, "r1"), r["drained"]
+    assert [s for s, _ in r["drained"][1:]] == [503, 503], r["drained"]
+
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.mark.slow
+def test_on_a_local_ray_cluster_two_serve_replicas_take_the_sessions() -> None:
+    from unison_stream.cluster.ray_serve import start_replicas
+
+    os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+        logging_level="ERROR", namespace="unison",
+    )  # fmt: skip
+    try:
+        overrides = [f"server.api_keys=[{API_KEY}]", "server.max_sessions=2"]
+        directory = start_replicas("fake", overrides, replicas=2, actor_options={"num_cpus": 0})
+
+        async def main() -> dict[str, Any]:
+            door_app = FrontDoor(directory, [API_KEY]).app()
+            runner = web.AppRunner(door_app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            door = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+            try:
+                for _ in range(100):  # both replicas reported
+                    if len(await directory.rows()) == 2:
+                        break
+                    await asyncio.sleep(0.1)
+                async with aiohttp.ClientSession() as http:
+                    made = [await _create(http, door) for _ in range(4)]
+                    over = await _create(http, door)
+                    async with http.ws_connect(made[0][1]["ws_url"]) as ws:
+                        ready = await ws.receive_json(timeout=10)
+                return {"made": made, "over": over[0], "ready": ready}
+            finally:
+                await runner.cleanup()
+
+        r = asyncio.run(main())
+        replicas = [a["replica"] for _, a in r["made"]]
+        assert sorted(replicas.count(x) for x in set(replicas)) == [2, 2], replicas
+        assert r["over"] == 503, r
+        assert r["ready"]["type"] == "ready", r["ready"]
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()

@@ -1,0 +1,216 @@
+"""Many replicas on Ray Serve (issue 17; docs/cluster.md).
+
+Each Serve replica of :class:`AvatarReplica` runs one engine behind its own unison-stream
+server (websocket, WebRTC, ``/healthz``, ``/metrics``) on a free port of the node, in a thread
+with its own event loop, and reports itself to the :class:`Directory` actor every
+``REPORT_S``; the :class:`~unison_stream.cluster.front_door.FrontDoor` (an aiohttp app in the
+driver, or any number of them) places sessions from that directory. Ray's own HTTP proxy is
+not used (``proxy_location="Disabled"``): no byte of a session passes through Ray, and each
+replica holds its sessions' state whole. CPUs / GPUs per replica come from the config
+(``ray_actor_options``); Serve restarts a replica that dies, on a new port, and the SDK's
+failover moves the lost sessions through the front door.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from aiohttp import web
+from ray import serve
+
+from unison_stream.cluster.front_door import REPORT_S, STALE_S, Directory, FrontDoor
+from unison_stream.server.app import create_app, make_runner, state_of
+from unison_stream.server.cli import build_engine, split_overrides
+from unison_stream.server.config import load_server_config
+
+__all__ = ["APP", "AvatarReplica", "RayDirectory", "start_replicas"]
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "unison"
+DIRECTORY = "unison-directory"
+APP = "unison"
+
+
+@ray.remote(num_cpus=0)
+class _DirectoryActor:
+    """Replica rows by id, and which replicas are told to drain."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._drain: set[str] = set()
+
+    def report(self, row: dict[str, Any]) -> bool:
+        """Store a replica's report; return whether it is to drain."""
+        self._rows[row["replica"]] = {**row, "seen": time.time()}
+        return row["replica"] in self._drain
+
+    def rows(self) -> list[dict[str, Any]]:
+        now = time.time()
+        self._rows = {k: r for k, r in self._rows.items() if now - r["seen"] < 10 * STALE_S}
+        return [{**r, "draining": r["draining"] or k in self._drain} for k, r in self._rows.items()]
+
+    def forget(self, replica: str) -> None:
+        self._rows.pop(replica, None)
+
+    def drain(self, replica: str) -> bool:
+        if replica not in self._rows:
+            return False
+        self._drain.add(replica)
+        return True
+
+
+class RayDirectory(Directory):
+    """The front door's view of the directory actor."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+
+    @classmethod
+    def get_or_create(cls) -> RayDirectory:
+        actor = _DirectoryActor.options(  # type: ignore[attr-defined]
+            name=DIRECTORY, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
+        ).remote()
+        return cls(actor)
+
+    async def rows(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._actor.rows.remote()
+        return rows
+
+    async def forget(self, replica: str) -> None:
+        await self._actor.forget.remote(replica)
+
+    async def drain(self, replica: str) -> bool:
+        ok: bool = await self._actor.drain.remote(replica)
+        return ok
+
+
+@serve.deployment
+class AvatarReplica:
+    """One engine and its server (module docstring)."""
+
+    def __init__(
+        self,
+        engine: str,
+        overrides: list[str],
+        host: str,
+        preset: str = "tiny",
+        checkpoint: str | None = None,
+    ) -> None:
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        model_over, server_over = split_overrides(overrides)
+        cfg = load_server_config(None, [*server_over, f"host={host}", "port=0"])
+        self._engine, media, model = build_engine(
+            engine,
+            preset=preset,
+            checkpoint=Path(checkpoint) if checkpoint else None,
+            overrides=model_over,
+            max_sessions=cfg.max_sessions,
+        )
+        self._app = create_app(self._engine, cfg, media, model=model)
+        self._host, self.base_url = host, ""
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._serve, args=(ready,), name="unison-replica-server", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(120) or not self.base_url:
+            raise RuntimeError("the replica's server did not start")
+        log.info("replica %s serving at %s", self.replica, self.base_url)
+
+    def _serve(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def start() -> None:
+            runner = make_runner(self._app)
+            await runner.setup()
+            site = web.TCPSite(runner, self._host, 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.base_url = f"http://{self._host}:{port}"
+            ready.set()
+            self._loop.create_task(self._report_loop())
+
+        self._loop.run_until_complete(start())
+        self._loop.run_forever()
+
+    def _row(self) -> dict[str, Any]:
+        m = state_of(self._app).manager
+        return {
+            "replica": self.replica,
+            "base_url": self.base_url,
+            "sessions": len(m.channels),
+            "capacity": m.capacity,
+            "draining": m.draining,
+            "pid": os.getpid(),
+            "session_ids": list(m.sessions),
+        }
+
+    async def _report_loop(self) -> None:
+        directory = ray.get_actor(DIRECTORY, namespace=NAMESPACE)
+        manager = state_of(self._app).manager
+        while True:
+            try:
+                if await directory.report.remote(self._row()):
+                    if not manager.draining:
+                        log.info("replica %s draining", self.replica)
+                    manager.draining = True
+            except Exception as e:  # the directory restarting: report again next time
+                log.warning("replica %s could not report: %r", self.replica, e)
+            await asyncio.sleep(REPORT_S)
+
+    def info(self) -> dict[str, Any]:
+        return self._row()
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Active engine sessions: what :func:`sessions_policy` scales on."""
+        return {"sessions": float(self._row()["sessions"])}
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._engine.close()
+
+
+def start_replicas(
+    engine: str,
+    overrides: list[str],
+    *,
+    host: str = "127.0.0.1",
+    replicas: int = 2,
+    actor_options: dict[str, Any] | None = None,
+    preset: str = "tiny",
+    checkpoint: str | None = None,
+) -> RayDirectory:
+    """Start (or update) the replicas on the connected Ray cluster; return the directory the
+    front door reads. Blocks until every replica serves."""
+    serve.start(proxy_location="Disabled")
+    directory = RayDirectory.get_or_create()
+    opts = {"num_cpus": 1, **(actor_options or {})}
+    deployment = AvatarReplica.options(  # type: ignore[attr-defined]
+        num_replicas=replicas, ray_actor_options=opts
+    )
+    app = deployment.bind(engine, overrides, host, preset, checkpoint)
+    serve.run(app, name=APP, route_prefix=None)
+    return directory
+
+
+async def serve_front_door(directory: Directory, api_keys: list[str], host: str, port: int) -> None:
+    """Run the front door until cancelled."""
+    runner = web.AppRunner(FrontDoor(directory, api_keys).app(), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
