@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -131,50 +133,18 @@ def test_front_door_places_evenly_keeps_affinity_refuses_when_full_and_drains() 
     assert [s for s, _ in r["drained"][1:]] == [503, 503], r["drained"]
 
 
-ray = pytest.importorskip("ray")
-
-
 @pytest.mark.slow
-def test_on_a_local_ray_cluster_two_serve_replicas_take_the_sessions() -> None:
-    from unison_stream.cluster.ray_serve import start_replicas
-
-    os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-        logging_level="ERROR", namespace="unison",
-    )  # fmt: skip
-    try:
-        overrides = [f"server.api_keys=[{API_KEY}]", "server.max_sessions=2"]
-        directory = start_replicas("fake", overrides, replicas=2, actor_options={"num_cpus": 0})
-
-        async def main() -> dict[str, Any]:
-            door_app = FrontDoor(directory, [API_KEY]).app()
-            runner = web.AppRunner(door_app)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            door = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-            try:
-                for _ in range(100):  # both replicas reported
-                    if len(await directory.rows()) == 2:
-                        break
-                    await asyncio.sleep(0.1)
-                async with aiohttp.ClientSession() as http:
-                    made = [await _create(http, door) for _ in range(4)]
-                    over = await _create(http, door)
-                    async with http.ws_connect(made[0][1]["ws_url"]) as ws:
-                        ready = await ws.receive_json(timeout=10)
-                return {"made": made, "over": over[0], "ready": ready}
-            finally:
-                await runner.cleanup()
-
-        r = asyncio.run(main())
-        replicas = [a["replica"] for _, a in r["made"]]
-        assert sorted(replicas.count(x) for x in set(replicas)) == [2, 2], replicas
-        assert r["over"] == 503, r
-        assert r["ready"]["type"] == "ready", r["ready"]
-    finally:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
+def test_bench_cluster_on_local_ray_places_keeps_affinity_and_survives_a_replica_kill() -> None:
+    """``bench cluster`` end to end: two Serve replicas (fake engine) on a local Ray cluster,
+    eight sessions through the front door, a ninth refused, then the replica of an SDK client
+    SIGKILLed mid-utterance."""
+    pytest.importorskip("ray")
+    cmd = [sys.executable, "-m", "unison_stream.cli", "bench", "cluster", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["sessions_placed_even"] and r["over_capacity_status"] == 503, r
+    assert r["affinity_violations"] == 0, r
+    assert r["moved_to_another_session"] and r["in_flight_outcome"] == "interrupted", r
+    assert r["next_say_outcome"] == "finished" and r["events_in_order"], r
+    assert r["lost_messages"] == 0 and r["duplicated_messages"] == 0, r
+    assert 0 < r["resume_after_replica_loss_ms"] < 10_000, r

@@ -17,6 +17,7 @@ BENCHMARKS: tuple[str, ...] = (
     "unison_stream.engine.bench",
     "unison_stream.codecs.bench",
     "unison_stream.server.bench",
+    "unison_stream.cluster.bench",
 )
 
 

@@ -136,7 +136,10 @@ class AvatarReplica:
             site = web.TCPSite(runner, self._host, 0)
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self.base_url = f"http://{self._host}:{port}"
+            # bound to every interface: advertise the node's address (clients dial it)
+            wild = self._host in ("0.0.0.0", "::", "")
+            advertise = ray.util.get_node_ip_address() if wild else self._host
+            self.base_url = f"http://{advertise}:{port}"
             ready.set()
             self._loop.create_task(self._report_loop())
 
