@@ -133,13 +133,35 @@ def test_front_door_places_evenly_keeps_affinity_refuses_when_full_and_drains() 
     assert [s for s, _ in r["drained"][1:]] == [503, 503], r["drained"]
 
 
+def test_sessions_policy_keeps_headroom_within_the_bounds() -> None:
+    pytest.importorskip("ray")
+    from types import SimpleNamespace
+
+    from unison_stream.cluster.ray_serve import sessions_policy
+
+    def ctx(sessions: list[float], lo: int = 1, hi: int = 8) -> Any:
+        m = {
+            "sessions": dict(enumerate(sessions)),
+            "capacity": dict.fromkeys(range(len(sessions)), 4.0),
+        }
+        return SimpleNamespace(aggregated_metrics=m, capacity_adjusted_min_replicas=lo,
+                               capacity_adjusted_max_replicas=hi)  # fmt: skip
+
+    assert sessions_policy(ctx([0.0, 0.0]))[0] == 1  # idle: the minimum
+    assert sessions_policy(ctx([3.0]))[0] == 1  # 3 of 4 is 75 %, room for one more
+    assert sessions_policy(ctx([4.0]))[0] == 2  # full: one more replica
+    assert sessions_policy(ctx([4.0, 4.0, 4.0]))[0] == 4  # 12 sessions: 16 slots
+    assert sessions_policy(ctx([4.0] * 8))[0] == 8  # capped at max
+    assert sessions_policy(ctx([], lo=2))[0] == 2  # no metrics yet
+
+
 @pytest.mark.slow
 def test_bench_cluster_on_local_ray_places_keeps_affinity_and_survives_a_replica_kill() -> None:
     """``bench cluster`` end to end: two Serve replicas (fake engine) on a local Ray cluster,
     eight sessions through the front door, a ninth refused, then the replica of an SDK client
     SIGKILLed mid-utterance."""
     pytest.importorskip("ray")
-    cmd = [sys.executable, "-m", "unison_stream.cli", "bench", "cluster", "--json"]
+    cmd = [sys.executable, "-m", "unison_stream.cli", "bench", "cluster", "--json", "--window", "3"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, check=True)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["sessions_placed_even"] and r["over_capacity_status"] == 503, r
@@ -148,3 +170,4 @@ def test_bench_cluster_on_local_ray_places_keeps_affinity_and_survives_a_replica
     assert r["next_say_outcome"] == "finished" and r["events_in_order"], r
     assert r["lost_messages"] == 0 and r["duplicated_messages"] == 0, r
     assert 0 < r["resume_after_replica_loss_ms"] < 10_000, r
+    assert r["chunks_per_s_1_replica"] > 0 and r["throughput_2_over_1"] > 0, r

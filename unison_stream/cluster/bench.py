@@ -14,7 +14,11 @@ this process, all on 127.0.0.1. Figures:
   in-flight utterance's outcome (``interrupted`` expected) and the next ``say``'s;
   ``lost_messages`` / ``duplicated_messages``: utterance events the client must see (the cut
   one ``interrupted``, the next ``queued → started → finished``) missing / seen twice;
-  ``replicas_after`` (Serve starts a new one).
+  ``replicas_after`` (Serve starts a new one);
+- ``throughput_2_over_1``: chunks per second the engines make with 8 sessions on 2 replicas ÷
+  with 4 on 1 (the other drained), on a compute-bound fake (``fake.cpu_s``: CPU seconds of
+  pure Python per chunk, one core per replica; a session wants more than a replica makes).
+  On a 2-core host 2.0 is the ceiling, less when anything else runs.
 """
 
 from __future__ import annotations
@@ -135,7 +139,51 @@ async def _replica_loss(door: str, directory: Directory) -> dict[str, Any]:
         }
 
 
-async def _bench(directory: Directory, replicas: int) -> dict[str, Any]:
+async def _chunks_total(http: aiohttp.ClientSession, door: str) -> float:
+    """Chunks taken from the engines, summed over the replicas (their ``/metrics``)."""
+    text = await (await http.get(f"{door}/metrics")).text()
+    return sum(
+        float(ln.rsplit(" ", 1)[1])
+        for ln in text.splitlines()
+        if ln.startswith("unison_chunks_total{")
+    )
+
+
+async def _rate(door: str, sessions: int, window_s: float) -> float:
+    """Chunks per second the cluster makes with ``sessions`` sessions open (each wants one
+    chunk per chunk length: more than a compute-bound replica makes)."""
+    async with aiohttp.ClientSession() as http:
+        made = [
+            await http.post(f"{door}/v1/sessions", json={}, headers=AUTH) for _ in range(sessions)
+        ]
+        sids = [(await r.json())["session_id"] for r in made if r.status == 201]
+        await asyncio.sleep(2.0)  # every session running
+        c0, t0 = await _chunks_total(http, door), time.monotonic()
+        await asyncio.sleep(window_s)
+        rate = (await _chunks_total(http, door) - c0) / (time.monotonic() - t0)
+        for sid in sids:
+            await http.delete(f"{door}/v1/sessions/{sid}", headers=AUTH)
+    return rate if len(sids) == sessions else -1.0
+
+
+async def _throughput(door: str, directory: Directory, window_s: float) -> dict[str, Any]:
+    """2 replicas ÷ 1 on the compute-bound fake (``fake.cpu_s``): 8 sessions on both, then
+    one replica drained and 4 sessions on the other."""
+    await asyncio.sleep(2 * REPORT_S)
+    two = await _rate(door, 8, window_s)
+    rows = await _rows(directory, 2)
+    async with aiohttp.ClientSession() as http:
+        await http.post(f"{door}/v1/replicas/{rows[0].replica}/drain", headers=AUTH)
+    await asyncio.sleep(2 * REPORT_S)
+    one = await _rate(door, 4, window_s)
+    return {
+        "chunks_per_s_2_replicas": two,
+        "chunks_per_s_1_replica": one,
+        "throughput_2_over_1": two / one if one > 0 else -1.0,
+    }
+
+
+async def _bench(directory: Directory, replicas: int, window_s: float) -> dict[str, Any]:
     runner = web.AppRunner(FrontDoor(directory, [KEY]).app(), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -146,7 +194,8 @@ async def _bench(directory: Directory, replicas: int) -> dict[str, Any]:
         out = await _placement(door, directory)
         out.update(await _replica_loss(door, directory))
         await asyncio.sleep(5.0)  # Serve notices the death and starts a replica
-        out["replicas_after"] = len(await _rows(directory, replicas, timeout_s=60))
+        out["replicas_after"] = len(await _rows(directory, replicas, timeout_s=120))
+        out.update(await _throughput(door, directory, window_s))
         return out
     finally:
         await runner.cleanup()
@@ -164,12 +213,14 @@ def run(args: argparse.Namespace) -> int:
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
              _node_ip_address="127.0.0.1", logging_level=logging.ERROR)  # fmt: skip
     try:
-        overrides = [f"server.api_keys=[{KEY}]", "server.max_sessions=4", *args.overrides]
+        overrides = [f"server.api_keys=[{KEY}]", "server.max_sessions=4"]
+        overrides += [f"fake.cpu_s={args.cpu_s}", *args.overrides]
         t = time.perf_counter()
         directory = start_replicas("fake", overrides, replicas=2, actor_options={"num_cpus": 0})
         res: dict[str, Any] = {"host": host_info(), "replicas": 2}
         res["start_s"] = time.perf_counter() - t
-        res.update(asyncio.run(_bench(directory, 2)))
+        res["fake_cpu_s_per_chunk"] = args.cpu_s
+        res.update(asyncio.run(_bench(directory, 2, args.window)))
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -181,5 +232,7 @@ def register(sub: Any) -> None:
     """Called by ``unison_stream.bench`` for ``bench cluster``."""
     p = sub.add_parser("cluster", help="Ray Serve replicas: placement, affinity, replica loss")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--cpu-s", type=float, default=0.1, help="fake engine CPU s per chunk")
+    p.add_argument("--window", type=float, default=10.0, help="throughput window (s)")
     p.add_argument("overrides", nargs="*", help="key=value passed to every replica")
     p.set_defaults(func=run)

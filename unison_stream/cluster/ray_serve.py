@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -31,13 +32,29 @@ from unison_stream.server.app import create_app, make_runner, state_of
 from unison_stream.server.cli import build_engine, split_overrides
 from unison_stream.server.config import load_server_config
 
-__all__ = ["APP", "AvatarReplica", "RayDirectory", "start_replicas"]
+__all__ = ["APP", "AvatarReplica", "RayDirectory", "sessions_policy", "start_replicas"]
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "unison"
 DIRECTORY = "unison-directory"
 APP = "unison"
+TARGET_LOAD = 0.75  # autoscaling keeps engine sessions at about this share of capacity
+DRAIN_S = 60.0  # a replica being stopped waits this long for its sessions to end
+
+
+def sessions_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
+    """Serve custom autoscaling policy on active engine sessions: enough replicas that the
+    sessions fill ``TARGET_LOAD`` of their capacity, always one free session's room, within
+    the deployment's min / max. ``ctx``: Serve's ``AutoscalingContext``; the replicas report
+    ``sessions`` and ``capacity`` (:meth:`AvatarReplica.record_autoscaling_stats`)."""
+    metrics = ctx.aggregated_metrics or {}
+    sessions = sum(metrics.get("sessions", {}).values())
+    caps = list(metrics.get("capacity", {}).values())
+    cap = max(1.0, sum(caps) / len(caps)) if caps else 1.0
+    want = max(math.ceil(sessions / (cap * TARGET_LOAD)), math.ceil((sessions + 1) / cap))
+    lo, hi = ctx.capacity_adjusted_min_replicas, ctx.capacity_adjusted_max_replicas
+    return max(lo, min(hi, want)), {"sessions": sessions}
 
 
 @ray.remote(num_cpus=0)
@@ -175,10 +192,19 @@ class AvatarReplica:
         return self._row()
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """Active engine sessions: what :func:`sessions_policy` scales on."""
-        return {"sessions": float(self._row()["sessions"])}
+        """Active engine sessions and capacity: what :func:`sessions_policy` scales on."""
+        row = self._row()
+        return {"sessions": float(row["sessions"]), "capacity": float(row["capacity"])}
 
-    def __del__(self) -> None:
+    async def __del__(self) -> None:
+        """Serve stops this replica (downscale, redeploy, delete): drain first — no new
+        sessions, the live ones get up to ``DRAIN_S`` to end (then their clients move)."""
+        manager = state_of(self._app).manager
+        manager.draining = True
+        end = time.monotonic() + DRAIN_S
+        while manager.channels and time.monotonic() < end:
+            await asyncio.sleep(0.2)
+        log.info("replica %s stopping with %d sessions", self.replica, len(manager.channels))
         with contextlib.suppress(Exception):
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._engine.close()
@@ -190,17 +216,30 @@ def start_replicas(
     *,
     host: str = "127.0.0.1",
     replicas: int = 2,
+    max_replicas: int | None = None,
     actor_options: dict[str, Any] | None = None,
     preset: str = "tiny",
     checkpoint: str | None = None,
 ) -> RayDirectory:
     """Start (or update) the replicas on the connected Ray cluster; return the directory the
-    front door reads. Blocks until every replica serves."""
+    front door reads. Blocks until every replica serves. ``max_replicas`` above ``replicas``
+    autoscales between the two on active sessions (:func:`sessions_policy`)."""
     serve.start(proxy_location="Disabled")
     directory = RayDirectory.get_or_create()
     opts = {"num_cpus": 1, **(actor_options or {})}
+    scale: dict[str, Any] = {"num_replicas": replicas}
+    if max_replicas is not None and max_replicas > replicas:
+        policy = {"policy_function": f"{__name__}:sessions_policy"}
+        scale = {
+            "autoscaling_config": {
+                "min_replicas": replicas, "max_replicas": max_replicas,
+                "initial_replicas": replicas, "policy": policy,
+                "metrics_interval_s": 2.0, "look_back_period_s": 10.0,
+                "upscale_delay_s": 5.0, "downscale_delay_s": 120.0,
+            }
+        }  # fmt: skip
     deployment = AvatarReplica.options(  # type: ignore[attr-defined]
-        num_replicas=replicas, ray_actor_options=opts
+        ray_actor_options=opts, graceful_shutdown_timeout_s=DRAIN_S + 10, **scale
     )
     app = deployment.bind(engine, overrides, host, preset, checkpoint)
     serve.run(app, name=APP, route_prefix=None)

@@ -136,7 +136,9 @@ async def metrics(request: web.Request) -> web.Response:
     ch = list(m.channels.values())
     underruns = m.closed_underruns + sum(c.clock.underruns for c in ch)
     errors = m.closed_engine_errors + sum(c.errors for c in ch)
+    chunks = m.closed_chunks + sum(c.clock.chunks_in for c in ch)
     rows += [
+        ("unison_chunks_total", "counter", "chunks taken from the engine", chunks),
         ("unison_underruns_total", "counter", "idle slots", underruns),
         ("unison_engine_errors_total", "counter", "engine faults", errors),
     ]

@@ -49,7 +49,9 @@ def build_engine(
     if kind == "fake":
         from unison_stream.server.fake_engine import FakeEngine
 
-        fake = FakeEngine(max_sessions=max_sessions)
+        # ``fake.cpu_s=S``: a compute-bound fake, S CPU seconds per chunk (bench cluster)
+        cpu = [float(o.split("=", 1)[1]) for o in overrides or [] if o.startswith("fake.cpu_s=")]
+        fake = FakeEngine(max_sessions=max_sessions, cpu_s=cpu[-1] if cpu else 0.0)
         spec = MediaSpec(
             fps=fake.fps, width=fake.width, height=fake.height, sample_rate=fake.sample_rate
         )
@@ -154,6 +156,7 @@ def _run_ray(args: argparse.Namespace, cfg: ServerConfig, server_over: list[str]
         overrides,
         host=cfg.host,
         replicas=args.replicas,
+        max_replicas=args.max_replicas,
         actor_options=opts,
         preset=args.preset,
         checkpoint=args.checkpoint,
@@ -187,6 +190,10 @@ def register(sub: Any) -> None:
         help="ray: engine replicas on Ray Serve behind a front door on server.host:port",
     )  # fmt: skip
     p.add_argument("--replicas", type=int, default=2, help="--cluster ray: Serve replicas")
+    p.add_argument(
+        "--max-replicas", type=int, default=None,
+        help="--cluster ray: autoscale from --replicas up to this on active sessions",
+    )  # fmt: skip
     p.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs reserved per replica")
     p.add_argument("--replica-gpus", type=float, default=0.0, help="GPUs per replica")
     p.add_argument(

@@ -182,9 +182,10 @@ class FakeEngineSession:
 
     # -- output --
     def _produce(self, now: float) -> None:
-        """Advance the virtual worker to ``now`` (under the lock)."""
+        """Advance the virtual worker to ``now`` (under the lock); a compute-bound engine's
+        worker thread makes the chunks instead."""
         e = self._engine
-        while len(self._made) < self._ahead:
+        while e.cpu_s == 0 and len(self._made) < self._ahead:
             done = max(self._free_at, self._room_at) + e.chunk_s / e.speed + self.delay_s
             if done > now:
                 return
@@ -240,7 +241,7 @@ class FakeEngineSession:
         speaking = np.zeros(f, bool)
         uid: str | None = None
         utterance_s = 0.0
-        wanted = made - e.chunk_s / e.speed - self.delay_s
+        wanted = made - (e.cpu_s or e.chunk_s / e.speed + self.delay_s)
         times = {"wanted": wanted, "generated": made, "decoded": made}
         pos = 0
         while pos < s and self._queue:
@@ -293,14 +294,39 @@ class FakeEngine:
         chunk_s: float = 0.32,
         max_sessions: int = 4,
         speed: float = 4.0,
+        cpu_s: float = 0.0,
     ) -> None:
         self.fps, self.width, self.height, self.sample_rate = fps, width, height, sample_rate
         self.chunk_s, self.speed, self.max_sessions = chunk_s, speed, max_sessions
+        # compute-bound mode (cpu_s > 0): one worker thread spends cpu_s of its own CPU time
+        # on each chunk, round robin over the sessions with room (bench cluster's throughput)
+        self.cpu_s = cpu_s
+        self.chunks_made = 0
         self.frames_per_chunk = round(chunk_s * fps)
         self.samples_per_chunk = round(chunk_s * sample_rate)
         self._open: set[FakeEngineSession] = set()
         self._lock = threading.Lock()
         self.opened: list[FakeEngineSession] = []  # every session ever opened (tests inspect)
+        self._stop = threading.Event()
+        if cpu_s > 0:
+            threading.Thread(target=self._work, name="fake-engine-worker", daemon=True).start()
+
+    def _work(self) -> None:
+        turn = 0
+        while not self._stop.is_set():
+            with self._lock:
+                ready = [s for s in self.opened if not s._closed and len(s._made) < s._ahead]
+            if not ready:
+                time.sleep(0.005)
+                continue
+            s = ready[turn % len(ready)]
+            turn += 1
+            end = time.thread_time() + self.cpu_s
+            while time.thread_time() < end:  # pure Python: holds the GIL, one core
+                pass
+            with s._lock:
+                s._made.append(time.monotonic())
+            self.chunks_made += 1
 
     @property
     def sessions(self) -> int:
@@ -322,5 +348,6 @@ class FakeEngine:
             self._open.discard(s)
 
     def close(self) -> None:
+        self._stop.set()
         for s in list(self._open):
             s.close()

@@ -636,6 +636,7 @@ class SessionManager:
         # counters of channels already closed, so the totals in /metrics never go down
         self.closed_underruns = 0
         self.closed_engine_errors = 0
+        self.closed_chunks = 0
         # draining (a cluster replica being emptied): no new engine session, live ones go on
         self.draining = False
 
@@ -703,6 +704,7 @@ class SessionManager:
             await channel.close()
             self.closed_underruns += channel.clock.underruns
             self.closed_engine_errors += channel.errors
+            self.closed_chunks += channel.clock.chunks_in
         return True
 
     async def _reaper(self) -> None:
