@@ -455,11 +455,25 @@ class Stream:
             dur = 0.0
             if job.utterance is not None and job.last:
                 dur = self._utterance_seconds(job.utterance)
-            chunk.times["wanted"] = self._room_at  # since when this chunk was waited for
+            chunk.times["wanted"] = self._wanted(job)
             self._queue.append(_Pending(chunk, first, job.last, dur, job.k))
             if len(self._queue) < self._ahead:
                 self._room_at = time.monotonic()
             self.lock.notify_all()
+
+    def _wanted(self, job: Job) -> float:
+        """Since when the worker could have made ``job``'s chunk: the queue had room, and its
+        utterance was planned (or its streamed speech for it had come at real-time pace) — so
+        ``decoded − wanted`` is what making it took, not the wait for a plan or for input."""
+        t = self._room_at
+        u = job.utterance
+        if u is None:
+            return t
+        inp = u.speech_input
+        if inp is not None:
+            anchor = inp.anchor if inp.anchor is not None else t
+            return max(t, anchor + (job.k + inp.slips) * self.chunk_s)
+        return max(t, u.planned_at())
 
     def sunk(self) -> None:
         """The sink chunk was committed: the row holds the identity."""
