@@ -171,3 +171,48 @@ def test_bench_cluster_on_local_ray_places_keeps_affinity_and_survives_a_replica
     assert r["lost_messages"] == 0 and r["duplicated_messages"] == 0, r
     assert 0 < r["resume_after_replica_loss_ms"] < 10_000, r
     assert r["chunks_per_s_1_replica"] > 0 and r["throughput_2_over_1"] > 0, r
+
+
+@pytest.mark.slow
+def test_a_real_engine_replica_on_ray_speaks_through_the_front_door() -> None:
+    """The smoke test with the bundled model: one Serve replica, a session placed through
+    the front door, a ``say`` that starts and finishes on it."""
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from unison_stream.cluster.ray_serve import start_replicas
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             _node_ip_address="127.0.0.1", namespace="unison")  # fmt: skip
+    try:
+        overrides = [
+            f"server.api_keys=[{API_KEY}]",
+            "server.max_sessions=1",
+            "runtime.replica=thread",
+        ]
+        directory = start_replicas("real", overrides, replicas=1, actor_options={"num_cpus": 0})
+
+        async def main() -> list[str]:
+            from unison_sdk import connect
+
+            runner = web.AppRunner(FrontDoor(directory, [API_KEY]).app())
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            door = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+            try:
+                for _ in range(300):
+                    if await directory.rows():
+                        break
+                    await asyncio.sleep(0.1)
+                async with connect(door, api_key=API_KEY, media=False, timeout_s=60) as avatar:
+                    utt = await avatar.say("Hello from a replica.")
+                    await asyncio.wait_for(utt, 120)
+                    return [e.event for e in utt.events]
+            finally:
+                await runner.cleanup()
+
+        assert asyncio.run(main()) == ["queued", "started", "finished"]
+    finally:
+        serve.shutdown()
+        ray.shutdown()

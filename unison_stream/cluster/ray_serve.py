@@ -199,6 +199,8 @@ class AvatarReplica:
     async def __del__(self) -> None:
         """Serve stops this replica (downscale, redeploy, delete): drain first — no new
         sessions, the live ones get up to ``DRAIN_S`` to end (then their clients move)."""
+        if not hasattr(self, "_app"):  # the constructor failed: nothing to drain
+            return
         manager = state_of(self._app).manager
         manager.draining = True
         end = time.monotonic() + DRAIN_S
