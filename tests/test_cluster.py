@@ -175,12 +175,13 @@ def test_bench_cluster_on_local_ray_places_keeps_affinity_and_survives_a_replica
 
 @pytest.mark.slow
 def test_a_real_engine_replica_on_ray_speaks_through_the_front_door() -> None:
-    """The smoke test with the bundled model: one Serve replica, a session placed through
-    the front door, a ``say`` that starts and finishes on it."""
+    """The smoke test with the bundled model, deployed as ``serve run`` / a RayService would
+    (``build_app``) with the front door on its own (``--front-door-only``): one Serve replica,
+    a session placed through the front door, a ``say`` that starts and finishes on it."""
     ray = pytest.importorskip("ray")
     from ray import serve
 
-    from unison_stream.cluster.ray_serve import start_replicas
+    from unison_stream.cluster.ray_serve import APP, RayDirectory, build_app
 
     ray.init(address="local", num_cpus=2, include_dashboard=False,
              _node_ip_address="127.0.0.1", namespace="unison")  # fmt: skip
@@ -190,7 +191,11 @@ def test_a_real_engine_replica_on_ray_speaks_through_the_front_door() -> None:
             "server.max_sessions=1",
             "runtime.replica=thread",
         ]
-        directory = start_replicas("real", overrides, replicas=1, actor_options={"num_cpus": 0})
+        serve.start(proxy_location="Disabled")
+        args = {"engine": "real", "replicas": 1, "num_cpus": 0, "host": "127.0.0.1",
+                "overrides": overrides}  # fmt: skip
+        serve.run(build_app(args), name=APP, route_prefix=None)
+        directory = RayDirectory.get_or_create()
 
         async def main() -> list[str]:
             from unison_sdk import connect

@@ -24,7 +24,7 @@ class _FrontDoor:
     that answers (the real one places by load); the bodies it forwarded are kept."""
 
     def __init__(self, backends: list[str]) -> None:
-        self.backends, self.bodies = backends, []
+        self.backends, self.bodies = backends, list[dict[str, Any]]()
         self.app = web.Application()
         self.app.router.add_post("/v1/sessions", self._create)
         self.base = ""
@@ -72,8 +72,8 @@ def test_a_session_whose_server_dies_moves_with_its_identity_and_nothing_else_lo
                     t_kill = time.monotonic()
                     await relay.close()  # the server is gone: connections cut, new ones refused
                     await asyncio.wait_for(u1, 10)
-                    async for ev in events:
-                        if isinstance(ev, ConnectionEvent) and ev.status == "moved":
+                    async for event in events:
+                        if isinstance(event, ConnectionEvent) and event.status == "moved":
                             break
                     await asyncio.wait_for(u2, 15)
                     frames = avatar.video_frames()

@@ -114,8 +114,8 @@ async def _replica_loss(door: str, directory: Directory) -> dict[str, Any]:
         t_kill = time.monotonic()
         os.kill(victim.pid, signal.SIGKILL)
         moved_at = None
-        async for ev in events:
-            if isinstance(ev, ConnectionEvent) and ev.status == "moved":
+        async for event in events:
+            if isinstance(event, ConnectionEvent) and event.status == "moved":
                 moved_at = time.monotonic()
                 break
         await asyncio.wait_for(u1, 10)

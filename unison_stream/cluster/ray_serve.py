@@ -32,7 +32,14 @@ from unison_stream.server.app import create_app, make_runner, state_of
 from unison_stream.server.cli import build_engine, split_overrides
 from unison_stream.server.config import load_server_config
 
-__all__ = ["APP", "AvatarReplica", "RayDirectory", "sessions_policy", "start_replicas"]
+__all__ = [
+    "APP",
+    "AvatarReplica",
+    "RayDirectory",
+    "build_app",
+    "sessions_policy",
+    "start_replicas",
+]
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +183,7 @@ class AvatarReplica:
         }
 
     async def _report_loop(self) -> None:
-        directory = ray.get_actor(DIRECTORY, namespace=NAMESPACE)
+        directory = RayDirectory.get_or_create()._actor  # whoever comes first makes it
         manager = state_of(self._app).manager
         while True:
             try:
@@ -212,6 +219,47 @@ class AvatarReplica:
             self._engine.close()
 
 
+def _deployment(
+    replicas: int, max_replicas: int | None, actor_options: dict[str, Any] | None
+) -> Any:
+    """The replica deployment: fixed ``replicas``, or autoscaled up to ``max_replicas``."""
+    opts = {"num_cpus": 1, **(actor_options or {})}
+    scale: dict[str, Any] = {"num_replicas": replicas}
+    if max_replicas is not None and max_replicas > replicas:
+        policy = {"policy_function": f"{__name__}:sessions_policy"}
+        scale = {
+            "autoscaling_config": {
+                "min_replicas": replicas, "max_replicas": max_replicas,
+                "initial_replicas": replicas, "policy": policy,
+                "metrics_interval_s": 2.0, "look_back_period_s": 10.0,
+                "upscale_delay_s": 5.0, "downscale_delay_s": 120.0,
+            }
+        }  # fmt: skip
+    return AvatarReplica.options(  # type: ignore[attr-defined]
+        ray_actor_options=opts, graceful_shutdown_timeout_s=DRAIN_S + 10, **scale
+    )
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """The replicas as a Serve application for ``serve run`` / a KubeRay ``RayService``
+    (``import_path: unison_stream.cluster.ray_serve:build_app``; ``args``: ``engine``,
+    ``overrides`` (list), ``host``, ``replicas``, ``max_replicas``, ``num_cpus``, ``num_gpus``,
+    ``preset``, ``checkpoint``). The front door runs beside it:
+    ``unison-stream serve --cluster ray --ray-address auto --front-door-only``."""
+    opts = {"num_cpus": float(args.get("num_cpus", 1)), "num_gpus": float(args.get("num_gpus", 0))}
+    max_r = args.get("max_replicas")
+    deployment = _deployment(
+        int(args.get("replicas", 2)), int(max_r) if max_r is not None else None, opts
+    )
+    return deployment.bind(
+        str(args.get("engine", "real")),
+        [str(o) for o in args.get("overrides", [])],
+        str(args.get("host", "0.0.0.0")),
+        str(args.get("preset", "tiny")),
+        args.get("checkpoint"),
+    )
+
+
 def start_replicas(
     engine: str,
     overrides: list[str],
@@ -228,21 +276,7 @@ def start_replicas(
     autoscales between the two on active sessions (:func:`sessions_policy`)."""
     serve.start(proxy_location="Disabled")
     directory = RayDirectory.get_or_create()
-    opts = {"num_cpus": 1, **(actor_options or {})}
-    scale: dict[str, Any] = {"num_replicas": replicas}
-    if max_replicas is not None and max_replicas > replicas:
-        policy = {"policy_function": f"{__name__}:sessions_policy"}
-        scale = {
-            "autoscaling_config": {
-                "min_replicas": replicas, "max_replicas": max_replicas,
-                "initial_replicas": replicas, "policy": policy,
-                "metrics_interval_s": 2.0, "look_back_period_s": 10.0,
-                "upscale_delay_s": 5.0, "downscale_delay_s": 120.0,
-            }
-        }  # fmt: skip
-    deployment = AvatarReplica.options(  # type: ignore[attr-defined]
-        ray_actor_options=opts, graceful_shutdown_timeout_s=DRAIN_S + 10, **scale
-    )
+    deployment = _deployment(replicas, max_replicas, actor_options)
     app = deployment.bind(engine, overrides, host, preset, checkpoint)
     serve.run(app, name=APP, route_prefix=None)
     return directory

@@ -140,7 +140,7 @@ def _run_ray(args: argparse.Namespace, cfg: ServerConfig, server_over: list[str]
     """``serve --cluster ray``: replicas on Ray Serve, the front door here (docs/cluster.md)."""
     import ray
 
-    from unison_stream.cluster.ray_serve import serve_front_door, start_replicas
+    from unison_stream.cluster.ray_serve import RayDirectory, serve_front_door, start_replicas
 
     model_over, _ = split_overrides(list(args.overrides))
     local = args.ray_address == "local"
@@ -150,17 +150,20 @@ def _run_ray(args: argparse.Namespace, cfg: ServerConfig, server_over: list[str]
     ray.init(**init, logging_level=logging.WARNING)
     overrides = [*model_over, *(f"server.{o}" for o in server_over)]
     opts: dict[str, Any] = {"num_cpus": args.replica_cpus, "num_gpus": args.replica_gpus}
-    print(f"starting {args.replicas} replicas on Ray ({args.ray_address})", flush=True)
-    directory = start_replicas(
-        args.engine,
-        overrides,
-        host=cfg.host,
-        replicas=args.replicas,
-        max_replicas=args.max_replicas,
-        actor_options=opts,
-        preset=args.preset,
-        checkpoint=args.checkpoint,
-    )
+    if args.front_door_only:  # the replicas are deployed elsewhere (serve run, RayService)
+        directory = RayDirectory.get_or_create()
+    else:
+        print(f"starting {args.replicas} replicas on Ray ({args.ray_address})", flush=True)
+        directory = start_replicas(
+            args.engine,
+            overrides,
+            host=cfg.host,
+            replicas=args.replicas,
+            max_replicas=args.max_replicas,
+            actor_options=opts,
+            preset=args.preset,
+            checkpoint=args.checkpoint,
+        )
     print(f"unison-stream cluster front door at http://{cfg.host}:{cfg.port}/", flush=True)
     try:
         asyncio.run(serve_front_door(directory, cfg.api_keys, cfg.host, cfg.port))
@@ -169,7 +172,8 @@ def _run_ray(args: argparse.Namespace, cfg: ServerConfig, server_over: list[str]
     finally:
         from ray import serve
 
-        serve.shutdown()
+        if not args.front_door_only:  # what this command deployed, it takes down
+            serve.shutdown()
         ray.shutdown()
     return 0
 
@@ -196,6 +200,10 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     p.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs reserved per replica")
     p.add_argument("--replica-gpus", type=float, default=0.0, help="GPUs per replica")
+    p.add_argument(
+        "--front-door-only", action="store_true",
+        help="--cluster ray: only the front door (replicas deployed by serve run / RayService)",
+    )  # fmt: skip
     p.add_argument(
         "--ray-address", default="local",
         help="local: a Ray cluster of this machine; auto or ray://host:port: join one",
