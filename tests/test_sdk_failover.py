@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from unison_sdk import ConnectionEvent, connect
+from unison_sdk import ConnectionEvent, ErrorEvent, connect
 
 from tests.server_support import API_KEY, running_server
 from unison_stream.server.faults import Relay
@@ -72,7 +72,10 @@ def test_a_session_whose_server_dies_moves_with_its_identity_and_nothing_else_lo
                     t_kill = time.monotonic()
                     await relay.close()  # the server is gone: connections cut, new ones refused
                     await asyncio.wait_for(u1, 10)
+                    lost_errors = []
                     async for event in events:
+                        if isinstance(event, ErrorEvent):
+                            lost_errors.append(event.code)
                         if isinstance(event, ConnectionEvent) and event.status == "moved":
                             break
                     await asyncio.wait_for(u2, 15)
@@ -89,6 +92,7 @@ def test_a_session_whose_server_dies_moves_with_its_identity_and_nothing_else_lo
                         "outcomes": (u1.outcome, u2.outcome, u3.outcome),
                         "u2_events": [e.event for e in u2.events], "bodies": door.bodies,
                         "identities": [s._identity for s in b_sessions], "frame": frame.image.shape,
+                        "errors": lost_errors,
                     }  # fmt: skip
             finally:
                 await runner.cleanup()
@@ -102,3 +106,4 @@ def test_a_session_whose_server_dies_moves_with_its_identity_and_nothing_else_lo
     assert r["identities"] == [3], r
     assert r["move_s"] < 3.0, r
     assert r["frame"][2] == 3, r
+    assert r["errors"] == ["session_lost"], r  # the clients are told, before "moved"

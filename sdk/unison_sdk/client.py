@@ -299,6 +299,9 @@ class Avatar:
                 again.append(utt)
         self.moves += 1
         self.last_move_s = time.monotonic() - t0
+        # the lost session's own error, as its server could not send it (docs/sdk.md)
+        lost = f"session {old} was lost with its server; continued as {self.session_id}"
+        self._events.publish(ErrorEvent("session_lost", lost))
         log.info("session %s lost; moved to %s in %.3f s", old, self.session_id, self.last_move_s)
         self._events.publish(ConnectionEvent("moved", f"{old} → {self.session_id}"))
         self._tasks.create(self._after_resume(moved=True, again=tuple(again)), name="after-move")

@@ -149,34 +149,37 @@ async def _chunks_total(http: aiohttp.ClientSession, door: str) -> float:
     )
 
 
-async def _rate(door: str, sessions: int, window_s: float) -> float:
+async def _rate(door: str, sessions: int, window_s: float) -> tuple[float, list[str]]:
     """Chunks per second the cluster makes with ``sessions`` sessions open (each wants one
     chunk per chunk length: more than a compute-bound replica makes)."""
     async with aiohttp.ClientSession() as http:
         made = [
             await http.post(f"{door}/v1/sessions", json={}, headers=AUTH) for _ in range(sessions)
         ]
-        sids = [(await r.json())["session_id"] for r in made if r.status == 201]
+        answers = [await r.json() for r in made if r.status == 201]
+        sids = [a["session_id"] for a in answers]
         await asyncio.sleep(2.0)  # every session running
         c0, t0 = await _chunks_total(http, door), time.monotonic()
         await asyncio.sleep(window_s)
         rate = (await _chunks_total(http, door) - c0) / (time.monotonic() - t0)
         for sid in sids:
             await http.delete(f"{door}/v1/sessions/{sid}", headers=AUTH)
-    return rate if len(sids) == sessions else -1.0
+    return (rate if len(sids) == sessions else -1.0), [a["replica"] for a in answers]
 
 
 async def _throughput(door: str, directory: Directory, window_s: float) -> dict[str, Any]:
     """2 replicas ÷ 1 on the compute-bound fake (``fake.cpu_s``): 8 sessions on both, then
     one replica drained and 4 sessions on the other."""
     await asyncio.sleep(2 * REPORT_S)
-    two = await _rate(door, 8, window_s)
+    two, _ = await _rate(door, 8, window_s)
     rows = await _rows(directory, 2)
+    drained = rows[0].replica
     async with aiohttp.ClientSession() as http:
-        await http.post(f"{door}/v1/replicas/{rows[0].replica}/drain", headers=AUTH)
+        await http.post(f"{door}/v1/replicas/{drained}/drain", headers=AUTH)
     await asyncio.sleep(2 * REPORT_S)
-    one = await _rate(door, 4, window_s)
+    one, placed = await _rate(door, 4, window_s)
     return {
+        "sessions_on_drained_replica": placed.count(drained),
         "chunks_per_s_2_replicas": two,
         "chunks_per_s_1_replica": one,
         "throughput_2_over_1": two / one if one > 0 else -1.0,
