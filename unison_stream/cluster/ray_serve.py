@@ -254,7 +254,7 @@ def build_app(args: dict[str, Any]) -> Any:
     return deployment.bind(
         str(args.get("engine", "real")),
         [str(o) for o in args.get("overrides", [])],
-        str(args.get("host", "0.0.0.0")),
+        str(args.get("host", "127.0.0.1")),
         str(args.get("preset", "tiny")),
         args.get("checkpoint"),
     )
