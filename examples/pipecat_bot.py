@@ -7,7 +7,9 @@ locally) streams it as 20 ms audio frames at real time, the way a streaming clou
 audio downstream, where this example records them to an mp4 (``--out``) and prints a JSON
 summary: frames, audio seconds, bot speaking frames, and with ``--measure`` the lip-sync
 offset and correlation of the recording (``unison_stream.eval.lipsync``, needs the server
-package). ``!interrupt`` in the script barges in 1 s into the next reply.
+package). ``!interrupt`` in the script barges in 1 s into the next reply. ``--text`` has the
+avatar speak the same script from text (``say``) through the same pipeline, the text-mode
+reference for the lip-sync figures.
 
     unison-stream serve &                     # prints the API key
     python examples/pipecat_bot.py --api-key KEY --out bot.mp4 --measure
@@ -133,10 +135,21 @@ async def bot(args: argparse.Namespace) -> dict[str, object]:
             if line == "!interrupt":
                 barge = True
                 continue
-            pcm, rate = espeak(line)
-            frame = rate // 50
             if cuts and cuts[-1][1] == float("inf"):
                 cuts[-1] = (cuts[-1][0], time.monotonic())
+            if args.text:  # the avatar's own voice, same pipeline: the text-mode reference
+                assert svc.avatar is not None
+                utt = await svc.avatar.say(line)
+                if barge:
+                    await asyncio.sleep(1.0)
+                    cuts.append((time.monotonic(), float("inf")))
+                    await worker.queue_frame(InterruptionFrame())
+                await utt
+                barge = False
+                await asyncio.sleep(1.0)
+                continue
+            pcm, rate = espeak(line)
+            frame = rate // 50
             await worker.queue_frame(TTSStartedFrame())
             for n, i in enumerate(range(0, pcm.size, frame)):  # a streaming TTS: real time
                 if barge and n == 50:  # the user barges in 1 s into the reply
@@ -189,6 +202,7 @@ def main() -> int:
     p.add_argument("--api-key", required=True)
     p.add_argument("--out", default=None, help="write what the bot output to this mp4")
     p.add_argument("--measure", action="store_true", help="lip-sync of the recording")
+    p.add_argument("--text", action="store_true", help="speak the script from text instead")
     args = p.parse_args()
     print(json.dumps(asyncio.run(bot(args))))
     return 0

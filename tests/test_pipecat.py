@@ -104,7 +104,8 @@ def test_interruptions_cut_the_avatar_five_in_a_row_and_the_next_reply_plays() -
     assert any(isinstance(f, TTSAudioRawFrame) for f in tail), "the reply after them played"
 
 
-def test_the_example_bot_runs_its_script_with_a_local_tts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text", [False, True], ids=["streamed_tts", "text_mode"])
+def test_the_example_bot_runs_its_script_with_a_local_tts(tmp_path: Path, text: bool) -> None:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed (Debian package espeak-ng)")
     spec = importlib.util.spec_from_file_location("pipecat_bot", EXAMPLES / "pipecat_bot.py")
@@ -115,12 +116,16 @@ def test_the_example_bot_runs_its_script_with_a_local_tts(tmp_path: Path) -> Non
 
     async def main() -> dict[str, object]:
         async with running_server() as srv:
-            args = argparse.Namespace(url=srv.base, api_key=API_KEY, out=str(out), measure=False)
+            args = argparse.Namespace(
+                url=srv.base, api_key=API_KEY, out=str(out), measure=False, text=text
+            )
             return await example.bot(args)
 
     r = asyncio.run(main())
     video_frames = r["video_frames"]
-    assert r["replies"] == 4 and isinstance(video_frames, int) and video_frames > 25 * 8
+    # streamed TTS opens one stream per reply; text mode says them (no stream)
+    assert r["replies"] == (0 if text else 4)
+    assert isinstance(video_frames, int) and video_frames > 25 * 8
     speaking = r["speaking_frames"]
     assert isinstance(speaking, list)
     # a pair per reply that was heard: the cut one too unless the cut beat its first chunk
