@@ -194,3 +194,32 @@ def test_speech_arriving_behind_idle_skips_it() -> None:
     assert [clock.slot(k).utterance_id for k in range(2, 5)] == ["u1", None, "u2"]
     assert clock.idle_dropped == 3 + 1
     assert clock.buffer_ms == 1 * 40  # the rest of u2's chunk
+
+
+def test_an_interrupt_cuts_the_slot_in_playout_at_the_next_audio_frame() -> None:
+    """A cut lands on the 20 ms audio frame after what the track sent, not the 40 ms slot's
+    end: a 5 ms fade, then silence; a cut on a slot boundary or in idle cuts nothing."""
+    from unison_stream.server.media import CUT_FADE, Playout
+
+    async def main() -> None:
+        src = _Source()
+        clock = _clock(src)
+        src.make("u1", frames=4, utterance_s=0.16)
+        src.queue[-1].audio[:] = 0.5
+        playout = Playout(clock)
+        await playout.wait(0.0)  # the tracks start
+        assert playout.audio_sent() == 0
+        spoken = playout.audio(0, 960)  # the first half of slot 0
+        assert playout.audio_sent() == 960 and float(np.abs(spoken[480:]).min()) > 0.4
+        assert not clock.silence_from(1920)  # the next slot's start: nothing to cut here
+        clock.flush()
+        assert clock.silence_from(960)
+        rest = playout.audio(960, 960)
+        assert float(rest[0]) > 0.4 and bool(np.all(np.diff(rest[:CUT_FADE]) <= 0))
+        assert not rest[CUT_FADE:].any(), "speech after the cut"
+        assert playout.audio_pts(960) == 960 and playout.audio_sample(1) == 1920
+        src.make(None, frames=1)
+        playout.audio(1920, 960)  # an idle slot: nothing to cut
+        assert not clock.silence_from(1920 + 480)
+
+    asyncio.run(main())

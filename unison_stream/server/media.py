@@ -102,6 +102,7 @@ HOPS: tuple[str, ...] = ("queued", "planned", "generated", "decoded", "in_clock"
 KEEP_TRACES = 32  # utterances whose first-slot hops are kept for the started event
 RATE_WINDOW = 12  # chunks the production rate and its jitter are measured over
 MAX_BACKOFF_S = 2.0  # the longest pause in reading a source that raised
+CUT_FADE = 240  # 48 kHz samples (5 ms) of fade-out where an interrupt cuts into a slot
 
 
 class MediaClock:
@@ -359,6 +360,22 @@ class MediaClock:
         self.flushed_slots += n
         return n
 
+    def silence_from(self, sample: int) -> bool:
+        """Cut the speech of the slot in playout at clock sample ``sample`` (48 kHz from slot
+        0): a ``CUT_FADE`` ramp down, then silence to the slot's end; the samples before it
+        were already handed to a track. True when a slot was cut: ``sample`` lies inside the
+        last materialised slot, which holds speech."""
+        n, off = divmod(sample, self.samples_per_slot)
+        s = self._timeline.get(n)
+        if n != self._next - 1 or off == 0 or s is None or s.utterance_id is None:
+            return False
+        audio = s.audio.copy()  # (spf,) the slot's array may be shared with its chunk
+        fade = min(CUT_FADE, audio.size - off)
+        audio[off : off + fade] *= np.linspace(1.0, 0.0, fade, endpoint=False, dtype=np.float32)
+        audio[off + fade :] = 0.0
+        s.audio = audio
+        return True
+
     def close(self) -> None:
         """Stop reading the source; idempotent."""
         self._closed = True
@@ -383,6 +400,7 @@ class Playout:
         self.clock = clock
         self._t0: float | None = None
         self._base = 0
+        self._audio_end = 0  # this playout's samples handed to its audio track so far
 
     def _start(self) -> float:
         if self._t0 is None:
@@ -403,9 +421,22 @@ class Playout:
     def audio_sample(self, slot: int) -> int | None:
         """This playout's audio sample index (track pts) of clock slot ``slot``; None before
         the tracks started or for a slot before their start."""
-        if self._t0 is None or slot < self._base:
+        return self.audio_pts(slot * self.clock.samples_per_slot)
+
+    def audio_pts(self, sample: int) -> int | None:
+        """This playout's audio sample index (track pts) of clock sample ``sample``; None
+        before the tracks started or for a sample before their start."""
+        first = self._base * self.clock.samples_per_slot
+        if self._t0 is None or sample < first:
             return None
-        return (slot - self._base) * self.clock.samples_per_slot
+        return sample - first
+
+    def audio_sent(self) -> int | None:
+        """The clock sample after the last one handed to this playout's audio track; None
+        before it started."""
+        if self._t0 is None:
+            return None
+        return self._base * self.clock.samples_per_slot + self._audio_end
 
     def audio(self, start: int, count: int) -> np.ndarray:
         """``count`` samples at 48 kHz from sample ``start`` of this playout, spanning slots."""
@@ -418,6 +449,7 @@ class Playout:
             take = min(count - done, spf - off)
             out[done : done + take] = self.clock.slot(self._base + k).audio[off : off + take]
             done += take
+        self._audio_end = max(self._audio_end, start + count)
         return out
 
 

@@ -37,6 +37,7 @@ from unison_stream.server.engine_api import (
 )
 from unison_stream.server.errors import BadRequest, CapacityError, ServerError
 from unison_stream.server.media import (
+    AUDIO_RATE,
     HOPS,
     KEEP_TRACES,
     ClockAudioTrack,
@@ -125,8 +126,8 @@ class Channel:
         )
         self._due: list[EventLike] = []  # started/finished events waiting for playout
         self._said: dict[str, float] = {}  # utterance id → time.monotonic() the say arrived
-        self._cut_slot: int | None = None  # clock slot at the last interrupt
-        self._cut_unix_s = 0.0  # time.time() when that slot is due
+        self._cut_sample: int | None = None  # clock sample (48 kHz) of the last interrupt
+        self._cut_unix_s = 0.0  # time.time() when that sample is due
         self._tick_t0 = 0.0  # loop time of the timeline's slot 0
         self._last_state = "idle"
         self._last_error_report = -1e9
@@ -225,20 +226,21 @@ class Channel:
         first = self.clock.first_slots.get(uid)
         if first is not None:
             msg["sent_at_unix_s"] = round(first[1], 4)
-        self._publish_at(msg, first[0] if first else None)
+        self._publish_at(msg, first[0] * self.clock.samples_per_slot if first else None)
 
     def _publish_interrupted(self, uid: str) -> None:
         """``interrupted`` with where the cut is: the first slot after the last interrupt."""
-        at = self._cut_slot / self.clock.fps if self._cut_slot is not None else self.media_time()
+        cut = self._cut_sample
+        at = cut / AUDIO_RATE if cut is not None else self.media_time()
         msg = P.utterance_msg(uid, "interrupted", at)
         msg["sent_at_unix_s"] = round(self._cut_unix_s, 4)
-        self._publish_at(msg, self._cut_slot)
+        self._publish_at(msg, cut)
 
-    def _publish_at(self, msg: dict[str, Any], slot: int | None) -> None:
+    def _publish_at(self, msg: dict[str, Any], sample: int | None) -> None:
         """Publish ``msg`` with, per member whose tracks are its own, ``audio_pts``: the audio
-        sample index of clock slot ``slot`` on that member's track."""
+        sample index of clock sample ``sample`` on that member's track."""
         for s in list(self.members):
-            pts = s.playout.audio_sample(slot) if slot is not None and s.playout else None
+            pts = s.playout.audio_pts(sample) if sample is not None and s.playout else None
             s.post(msg if pts is None else {**msg, "audio_pts": pts})
 
     def said(self, utterance_id: str) -> None:
@@ -259,8 +261,15 @@ class Channel:
         """Stop speech now: the engine drops its queue, the clock its buffered media."""
         self.engine_session.interrupt()
         self.clock.flush()
-        self._cut_slot = self.clock.next_slot  # the first slot that plays no cut speech
-        due = self._tick_t0 + self._cut_slot / self.clock.fps - asyncio.get_running_loop().time()
+        # the first sample that plays no cut speech: where the members' audio tracks are in
+        # the slot in playout (20 ms frames, so mid-slot), else the next slot's start
+        cut = self.clock.next_slot * self.clock.samples_per_slot
+        sent = [s.playout.audio_sent() for s in self.members if s.playout is not None]
+        at = max((x for x in sent if x is not None), default=cut)
+        if at < cut and self.clock.silence_from(at):
+            cut = at
+        self._cut_sample = cut
+        due = self._tick_t0 + cut / AUDIO_RATE - asyncio.get_running_loop().time()
         self._cut_unix_s = time.time() + max(0.0, due)
         # started/finished of flushed media will never play: report them as interrupted
         for ev in self._due:
