@@ -7,7 +7,7 @@ import pytest
 
 from unison_stream.data.synth import speech
 from unison_stream.data.synth.sfx import audible_length, synth_event, typical_span_s
-from unison_stream.engine.planner import EspeakTiming, LetterTiming, Planner, parse
+from unison_stream.engine.planner import EspeakTiming, LetterTiming, Planner, parse, transcript
 from unison_stream.vocab import SILENCE_ID, event_id
 
 
@@ -40,6 +40,8 @@ def test_plan_places_events_in_pauses_and_covers_the_track() -> None:
     tr = plan.track
     assert plan.transcript == "Hi there <clap> and bye <snap>", "the world's transcript form"
     assert Planner(timing=LetterTiming()).plan("<wave> Hi").transcript == "<whoosh> Hi"
+    # known before timing (the engine embeds it while the words are timed)
+    assert transcript(parse("Hi there <clap> and bye <snap>")) == plan.transcript
     assert all(b >= a for a, b in zip(tr.start, tr.start[1:], strict=False)), "sorted in time"
     assert all(e >= s for s, e in zip(tr.start, tr.end, strict=True))
     (e1, c1), (e2, c2) = plan.contacts

@@ -40,7 +40,7 @@ from unison_stream.codecs import (
 from unison_stream.config import UnisonConfig
 from unison_stream.engine.audio import BandEnergySpeechEncoder, resample
 from unison_stream.engine.batching import cat_conditioning, window_fill
-from unison_stream.engine.planner import LEAD_POLICIES, Planner, TimingProvider
+from unison_stream.engine.planner import LEAD_POLICIES, Planner, TimingProvider, transcript
 from unison_stream.engine.replica import (
     ReplicaError,
     StepRequest,
@@ -104,6 +104,9 @@ class Engine:
         self._cancelled_steps = 0
         self._restarts = 0  # replica process restarts seen by the worker
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="unison-planner")
+        # the transcript's embedding, made while the planner times the words (both release
+        # the GIL: libespeak-ng and torch), so planning costs the longer of the two, not both
+        self._embed_pool = ThreadPoolExecutor(1, thread_name_prefix="unison-embed")
         self._group_ms: list[float] = []  # wall ms of every batched step + decode (bench)
         self._batched_steps = 0  # steps that served more than one session
         self._closed = False
@@ -218,6 +221,7 @@ class Engine:
         if self._worker.is_alive():  # a step that never returns: do not hang the caller too
             log.error("engine worker still busy after %g s; closing without it", CLOSE_TIMEOUT_S)
         self._pool.shutdown(wait=not self._worker.is_alive(), cancel_futures=True)
+        self._embed_pool.shutdown(wait=False, cancel_futures=True)
         self.replica.shutdown()
         log.info("engine closed")
 
@@ -260,10 +264,11 @@ class Engine:
 
     def _plan(self, text: str, caption: str | None) -> Planned:
         """Time ``text`` and embed its transcript (and caption): runs on the planner thread."""
+        words = transcript(self.planner.validate(text))
+        emb = self._embed_pool.submit(TextEncoder.shared().encode, [words, caption or ""])
         plan = self.planner.plan(text)
-        emb = TextEncoder.shared().encode([plan.transcript, caption or ""])
         cap = self._encode([caption])[0] if caption else None
-        return Planned(plan, emb.pooled[:1], cap)
+        return Planned(plan, emb.result().pooled[:1], cap)
 
     def _encode(self, texts: list[str]) -> list[Conditioning]:
         """Batch-1 conditionings (no identity, empty track) for each caption in ``texts``."""

@@ -176,6 +176,14 @@ def parse(text: str, *, max_chars: int = MAX_TEXT_CHARS) -> list[tuple[str, str 
     return out
 
 
+def transcript(segments: list[tuple[str, str | None]]) -> str:
+    """The words and ``<event>`` tags of ``parse``'s segments, as the model is conditioned on
+    (known before timing, so its embedding can be computed meanwhile)."""
+    return " ".join(
+        part for seg, event in segments for part in (seg, f"<{event}>" if event else "") if part
+    )
+
+
 def _clean(segment: str) -> str:
     if "<" in segment or ">" in segment:
         raise ValueError(f"malformed tag in {segment.strip()!r}: tags look like <clap>")
@@ -276,8 +284,5 @@ class Planner:
             duration = max(duration, last_contact + _WORLD.gesture_retract_s + 0.1)
         if duration > self.max_seconds:
             raise ValueError(f"utterance lasts {duration:.1f} s; at most {self.max_seconds} s")
-        transcript = " ".join(
-            part for seg, event in segments for part in (seg, f"<{event}>" if event else "") if part
-        )
         track = TimedTrack(tuple(ids), tuple(start), tuple(end))
-        return UtterancePlan(text, transcript, track, tuple(contacts), duration)
+        return UtterancePlan(text, transcript(segments), track, tuple(contacts), duration)
