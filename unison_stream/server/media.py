@@ -418,11 +418,6 @@ class Playout:
     def video(self, n: int) -> np.ndarray:
         return self.clock.slot(self._base + n).frame
 
-    def audio_sample(self, slot: int) -> int | None:
-        """This playout's audio sample index (track pts) of clock slot ``slot``; None before
-        the tracks started or for a slot before their start."""
-        return self.audio_pts(slot * self.clock.samples_per_slot)
-
     def audio_pts(self, sample: int) -> int | None:
         """This playout's audio sample index (track pts) of clock sample ``sample``; None
         before the tracks started or for a sample before their start."""

@@ -229,7 +229,8 @@ class Channel:
         self._publish_at(msg, first[0] * self.clock.samples_per_slot if first else None)
 
     def _publish_interrupted(self, uid: str) -> None:
-        """``interrupted`` with where the cut is: the first slot after the last interrupt."""
+        """``interrupted`` with where the cut is: the first clock sample after the last
+        interrupt (a 20 ms audio frame boundary, or the next slot's start)."""
         cut = self._cut_sample
         at = cut / AUDIO_RATE if cut is not None else self.media_time()
         msg = P.utterance_msg(uid, "interrupted", at)
