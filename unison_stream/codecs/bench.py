@@ -3,7 +3,8 @@
 Quality is measured on the test split of the codec cache (identities and sentences never
 trained on), decoding *chunk by chunk* as the engine does (one model chunk at a time):
 
-- video: PSNR and SSIM of the uint8 frames the viewer gets;
+- video: PSNR, SSIM and ``video_sharpness_ratio`` (gradient energy of the reconstructions ÷ the
+  originals', as eval's ``sharpness_ratio_frame``) of the uint8 frames the viewer gets;
 - audio (speech and SFX stems): multi-resolution STFT distance, log-mel L1, SI-SDR;
 - intelligibility: closed-set sentence identification with pocketsphinx on reconstructed speech
   vs on the original speech (``audio_sentence_id_ratio`` = reconstructed / original);
@@ -36,6 +37,7 @@ from unison_stream.codecs.data import build_cache, load_split
 from unison_stream.codecs.preview import PreviewAudioDecoder, PreviewVideoDecoder
 from unison_stream.codecs.video import StreamingVideoDecoder, VideoAE
 from unison_stream.config import UnisonConfig, load_config
+from unison_stream.eval.visual import gradient_energy
 
 __all__ = ["register", "run_bench"]
 
@@ -93,7 +95,7 @@ def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Pat
 
     # ---- video quality ------------------------------------------------------------------------
     vdec = StreamingVideoDecoder(vae)
-    ps, ss, lat_v = [], [], []
+    ps, ss, lat_v, e_dec, e_gt = [], [], [], [], []
     for i in range(n):
         fr = test.clip_frames(i)
         fr = fr[: len(fr) // s * s]
@@ -103,9 +105,13 @@ def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Pat
         a, b = torch.from_numpy(y).float() / 255, torch.from_numpy(fr).float() / 255
         ps.append(float(metrics.psnr(a, b).mean()))
         ss.append(float(metrics.ssim(a, b).mean()))
+        e_dec.append(gradient_energy(y))
+        e_gt.append(gradient_energy(fr))
         lat_v.append(z)
     out["video_psnr"] = float(np.mean(ps))
     out["video_ssim"] = float(np.mean(ss))
+    # gradient energy of reconstructions ÷ originals (eval's sharpness_ratio, whole frame)
+    out["video_sharpness_ratio"] = float(np.concatenate(e_dec).mean() / np.concatenate(e_gt).mean())
 
     # ---- audio quality ------------------------------------------------------------------------
     adec = StreamingAudioDecoder(aae)

@@ -66,6 +66,12 @@ class CodecTrainConfig:
     event_crop_prob: float = 0.0  # audio: share of crops holding an effect onset (SFX or mix)
     envelope_weight: float = 0.0  # audio: L1 between log-RMS envelopes (5 ms): sharp attacks
     edge_weight: float = 0.0  # video: L1 between pixel differences (sharp edges, issue 14)
+    # video: a patch discriminator's hinge loss on decoded frames (codecs/discriminator.py),
+    # scaled by the adaptive weight × adv_weight; 0 = off. From step adv_start on.
+    adv_weight: float = 0.0
+    adv_start: int = 0
+    disc_lr: float = 2e-4
+    disc_width: int = 32
     # audio: the codec built for training (init=bundled loads every bundled tensor that fits it,
     # so a decoder with its own STFT starts from the bundled encoder and conv blocks)
     audio_codec: AudioCodecConfig = field(default_factory=AudioCodecConfig)

@@ -1,7 +1,8 @@
 """``unison-stream train codec --kind video|audio``: train one codec on the synthetic world.
 
 - Data: a cache of rendered clips (:mod:`.data`), built on first use under ``--data-dir``.
-- Losses: video L1 on pixels (plus ``edge_weight`` × L1 of pixel differences); audio
+- Losses: video L1 on pixels (plus ``edge_weight`` × L1 of pixel differences, and with
+  ``adv_weight`` a patch discriminator's hinge loss, :mod:`.discriminator`); audio
   multi-resolution STFT + mel L1 (the first latent frame of each crop is left out: the causal
   decoder has no history there and the overlap-add is incomplete). Both add a small latent L2
   and train the decoder on latents with Gaussian noise (σ relative to each channel's batch
@@ -35,8 +36,16 @@ from unison_stream.codecs import metrics, weights
 from unison_stream.codecs.audio import AudioAE
 from unison_stream.codecs.config import CodecTrainConfig
 from unison_stream.codecs.data import ClipStore, build_cache, load_split
+from unison_stream.codecs.discriminator import (
+    PatchDiscriminator,
+    adaptive_weight,
+    d_hinge,
+    g_hinge,
+    to_nchw,
+)
 from unison_stream.codecs.video import VideoAE
 from unison_stream.config import LatentConfig, MediaConfig
+from unison_stream.eval.visual import gradient_energy
 
 __all__ = ["register", "train"]
 
@@ -53,7 +62,9 @@ def _noisy(z: torch.Tensor, sigma: float, dims: tuple[int, ...]) -> torch.Tensor
 
 def video_step(
     ae: VideoAE, store: ClipStore, rng: np.random.Generator, tc: CodecTrainConfig
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, float], tuple[torch.Tensor, torch.Tensor]]:
+    """Reconstruction loss of one batch of crops, its parts, and (decoded, target) frames
+    (B, T, c, c, 3) for the adversarial term."""
     s = ae.latent.video_time_stride
     crops = store.video_crops(rng, tc.batch, tc.clip_latents * s, tc.crop, s)
     x = torch.from_numpy(crops).float() / 255.0  # (B, T, c, c, 3)
@@ -66,7 +77,39 @@ def video_step(
         edge = _edge_l1(y, x)
         loss = loss + tc.edge_weight * edge
         parts["edge"] = float(edge.detach())
-    return loss, parts
+    return loss, parts, (y, x)
+
+
+class Adversary:
+    """The patch discriminator of the video decoder and its optimizer (not exported)."""
+
+    def __init__(self, ae: VideoAE, tc: CodecTrainConfig) -> None:
+        self.disc = PatchDiscriminator(tc.disc_width)
+        self.opt = torch.optim.AdamW(
+            self.disc.parameters(), lr=tc.disc_lr, betas=(0.5, 0.9), weight_decay=0.0
+        )
+        convs = [m for m in ae.dec.modules() if isinstance(m, torch.nn.Conv2d)]
+        self.last = convs[-1].weight  # the decoder's last layer: where the terms are balanced
+        self.weight = tc.adv_weight
+
+    def generator_term(
+        self, rec: torch.Tensor, fake: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """adv_weight · λ · hinge loss of the decoded frames (B, T, H, W, 3), λ balancing it
+        against ``rec`` at the decoder's last layer."""
+        self.disc.requires_grad_(False)
+        adv = g_hinge(self.disc(to_nchw(fake)))
+        self.disc.requires_grad_(True)
+        lam = adaptive_weight(rec, adv, self.last)
+        return self.weight * lam * adv, {"g_adv": float(adv.detach()), "lambda": float(lam)}
+
+    def critic_step(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+        """One discriminator update on decoded (detached) and real frames."""
+        loss = d_hinge(self.disc(to_nchw(real)), self.disc(to_nchw(fake.detach())))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return {"d_loss": float(loss.detach())}
 
 
 def _edge_l1(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +154,7 @@ def validate(model: torch.nn.Module, kind: str, store: ClipStore) -> dict[str, f
     out: dict[str, float] = {}
     if kind == "video":
         assert isinstance(model, VideoAE)
-        ps, ss = [], []
+        ps, ss, e_dec, e_gt = [], [], [], []
         for i in range(len(store)):
             fr = store.clip_frames(i)[:16]
             x = torch.from_numpy(fr).float()[None] / 255.0
@@ -119,7 +162,10 @@ def validate(model: torch.nn.Module, kind: str, store: ClipStore) -> dict[str, f
             y = (y * 255).round() / 255.0  # what a viewer gets (uint8)
             ps.append(float(metrics.psnr(y[0], x[0]).mean()))
             ss.append(float(metrics.ssim(y[0], x[0]).mean()))
-        out = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))}
+            e_dec.append(gradient_energy((y[0] * 255).round().to(torch.uint8).numpy()).mean())
+            e_gt.append(gradient_energy(fr).mean())
+        out = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)),
+               "sharpness_ratio": float(np.mean(e_dec) / np.mean(e_gt))}  # fmt: skip
     else:
         assert isinstance(model, AudioAE)
         st, me = [], []
@@ -137,16 +183,25 @@ def validate(model: torch.nn.Module, kind: str, store: ClipStore) -> dict[str, f
 
 
 # ---- checkpoints ----------------------------------------------------------------------------
-def _save_ckpt(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
-               rng: np.random.Generator, history: dict[str, Any]) -> None:  # fmt: skip
-    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
-    for i, p in enumerate(model.parameters()):
-        st = opt.state.get(p, {})
-        for name in ("exp_avg", "exp_avg_sq"):
-            if name in st:
-                tensors[f"opt.{i}.{name}"] = st[name].clone()
-        if "step" in st:
-            tensors[f"opt.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
+Trainee = tuple[str, torch.nn.Module, torch.optim.Optimizer]  # (key prefix, module, its optimizer)
+
+
+def _save_ckpt(path: Path, trainees: list[Trainee], step: int, rng: np.random.Generator,
+               history: dict[str, Any]) -> None:  # fmt: skip
+    """Every trainee's weights (``<prefix>.*``) and AdamW moments (``<prefix>opt.<i>.*``; the
+    codec's are ``model.*`` / ``opt.*``), the RNG states, the step and the history."""
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, model, opt in trainees:
+        tensors.update({f"{prefix}.{k}": v.detach().clone() for k, v in model.state_dict().items()})
+        o = _opt_prefix(prefix)
+        for i, p in enumerate(model.parameters()):
+            st = opt.state.get(p, {})
+            for name in ("exp_avg", "exp_avg_sq"):
+                if name in st:
+                    tensors[f"{o}.{i}.{name}"] = st[name].clone()
+            if "step" in st:
+                step_t = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
+                tensors[f"{o}.{i}.step"] = step_t
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"step": str(step), "np_rng": json.dumps(rng.bit_generator.state),
             "history": json.dumps(history)}  # fmt: skip
@@ -155,19 +210,29 @@ def _save_ckpt(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, s
     tmp.replace(path)
 
 
-def _load_ckpt(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+def _opt_prefix(prefix: str) -> str:
+    return "opt" if prefix == "model" else f"{prefix}opt"
+
+
+def _load_ckpt(path: Path, trainees: list[Trainee],
                rng: np.random.Generator) -> tuple[int, dict[str, Any]]:  # fmt: skip
     t = load_file(str(path))
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
-    for i, p in enumerate(model.parameters()):
-        if f"opt.{i}.exp_avg" in t:
-            opt.state[p] = {
-                "step": t[f"opt.{i}.step"].reshape(()),
-                "exp_avg": t[f"opt.{i}.exp_avg"],
-                "exp_avg_sq": t[f"opt.{i}.exp_avg_sq"],
-            }
+    for prefix, model, opt in trainees:
+        n = len(prefix) + 1
+        own = {k[n:]: v for k, v in t.items() if k.startswith(prefix + ".")}
+        if not own:
+            raise SystemExit(f"{path}: no '{prefix}' tensors (was it trained without them?)")
+        model.load_state_dict(own)
+        o = _opt_prefix(prefix)
+        for i, p in enumerate(model.parameters()):
+            if f"{o}.{i}.exp_avg" in t:
+                opt.state[p] = {
+                    "step": t[f"{o}.{i}.step"].reshape(()),
+                    "exp_avg": t[f"{o}.{i}.exp_avg"],
+                    "exp_avg_sq": t[f"{o}.{i}.exp_avg_sq"],
+                }
     torch.set_rng_state(t["rng.torch"])
     rng.bit_generator.state = json.loads(meta["np_rng"])
     return int(meta["step"]), json.loads(meta["history"])
@@ -239,6 +304,13 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
             p.requires_grad_(not name.startswith("enc"))
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
+    trainees: list[Trainee] = [("model", model, opt)]
+    adversary = None
+    if tc.adv_weight > 0:
+        if not isinstance(model, VideoAE):
+            raise SystemExit("adv_weight: the adversarial term is for the video decoder")
+        adversary = Adversary(model, tc)
+        trainees.append(("disc", adversary.disc, adversary.opt))
     onsets = train_set.effect_onsets() if tc.event_crop_prob > 0 else None
     run = Path(tc.out_dir) / tc.kind
     run.mkdir(parents=True, exist_ok=True)
@@ -247,7 +319,7 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
     history: dict[str, Any] = {"train_step": [], "train_loss": [], "val_step": [], "val": {}}
     step = 0
     if ckpt.exists():
-        step, history = _load_ckpt(ckpt, model, opt, rng)
+        step, history = _load_ckpt(ckpt, trainees, rng)
         log.info("resumed %s codec from %s at step %d", tc.kind, ckpt, step)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s codec: %.2f M parameters, %d steps", tc.kind, n_params / 1e6, tc.steps)
@@ -259,8 +331,13 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
         lr *= 0.5 * (1 + math.cos(math.pi * step / tc.steps))
         for g in opt.param_groups:
             g["lr"] = lr
+        frames = None
         if isinstance(model, VideoAE):
-            loss, parts = video_step(model, train_set, rng, tc)
+            loss, parts, frames = video_step(model, train_set, rng, tc)
+            if adversary is not None and step >= tc.adv_start:
+                adv, adv_parts = adversary.generator_term(loss, frames[0])
+                loss = loss + adv
+                parts.update(adv_parts)
         else:
             assert isinstance(model, AudioAE)
             loss, parts = audio_step(model, train_set, rng, tc, onsets)
@@ -268,6 +345,8 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
+        if adversary is not None and frames is not None and step >= tc.adv_start:
+            parts.update(adversary.critic_step(*frames))
         step += 1
         history["train_step"].append(step)
         history["train_loss"].append(float(loss.detach()))
@@ -283,7 +362,7 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
             log.info("step %d val %s (%.0f s)", step, json.dumps(val), time.time() - t0)
             _plot(history, run / "loss.png")
         if step % tc.ckpt_every == 0 or step == tc.steps:
-            _save_ckpt(ckpt, model, opt, step, rng, history)
+            _save_ckpt(ckpt, trainees, step, rng, history)
         if stop_at is not None and step >= stop_at:
             bar.close()
             return run
