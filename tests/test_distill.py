@@ -6,7 +6,9 @@ import copy
 import json
 from pathlib import Path
 
+import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.helpers import TEST_OVERRIDES, live_model, small_config
@@ -17,17 +19,26 @@ from unison_stream.training.config import DistillConfig
 from unison_stream.training.distill import FewStepDistiller
 
 
-def test_student_few_step_sampler_moves_towards_the_many_step_teacher() -> None:
-    cfg = small_config("stream.window_chunks=2")
+@pytest.mark.parametrize(("steps", "draft"), [(2, 0), (1, 0), (2, 1)])
+def test_student_few_step_sampler_moves_towards_the_many_step_teacher(
+    steps: int, draft: int
+) -> None:
+    """2 calls; 1 (its only call denoises from noise and writes the cache); 2 with a 1-block
+    draft first call (``sampler.draft_blocks``; the teacher runs every block)."""
+    cfg = small_config("stream.window_chunks=2", f"sampler.draft_blocks={draft}")
     teacher = live_model(cfg, std=0.05)
     student = copy.deepcopy(teacher)
-    dcfg = DistillConfig(teacher_steps=8, student_steps=2, chunks=3)
+    # as from weights trained without draft calls: the draft heads start as the final ones
+    student.load_weights({k: v for k, v in teacher.state_dict().items() if "draft_" not in k})
+    dcfg = DistillConfig(teacher_steps=8, student_steps=steps, chunks=3)
     distiller = FewStepDistiller(teacher, student, dcfg, lr=1e-3)
     src = RandomLatentSource(cfg, batch=2, chunks=3, seed=0, fixed=True)
     batch = src.next_batch()
     before = distiller.evaluate(batch)
-    s_key, t_key = "student_2step_mse_to_teacher_8step", "teacher_2step_mse_to_teacher_8step"
-    assert before[s_key] == before[t_key], "the student starts as the teacher"
+    s_key = f"student_{steps}step_mse_to_teacher_8step"
+    t_key = f"teacher_{steps}step_mse_to_teacher_8step"
+    if not draft:
+        assert before[s_key] == before[t_key], "the student starts as the teacher"
     g = torch.Generator().manual_seed(0)
     for _ in range(15):
         distiller.train_step(batch, g)
@@ -80,9 +91,13 @@ def test_distill_command_trains_checkpoints_and_resumes(tmp_path: Path) -> None:
         f"init={teacher}", "data=random", f"out_dir={tmp_path / 'run'}", "batch=1",
         "distill.teacher_steps=4", "distill.student_steps=2", "distill.chunks=3", "seq_chunks=3",
         "lr=1e-3", "val_every=2", "ckpt_every=2", "log_every=1",
+        "model_overrides=[sampler.steps=1]",
     ]  # fmt: skip
     assert main([*args, "steps=2"]) == 0
     assert main([*args, "steps=4"]) == 0  # resumes at step 2
+    with safe_open(str(tmp_path / "run" / "ckpt-000004.safetensors"), framework="pt") as f:
+        stored = json.loads((f.metadata() or {})["config"])
+    assert stored["sampler"]["steps"] == 1, "the training file's model_overrides are applied"
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").open()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     val = [r for r in log if "val_student_2step_mse_to_teacher_4step" in r]

@@ -101,7 +101,7 @@ def load_init(model: UnisonDiT, path: Path) -> None:
         tensors = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
     own = model.state_dict()
     try:
-        model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items() if k in own})
+        model.load_weights({k: v.to(own[k].dtype) for k, v in tensors.items() if k in own})
     except RuntimeError as e:
         raise SystemExit(f"init: {path} does not fit this model preset: {e}") from e
     logging.getLogger(__name__).info("initialised from %s", path)
@@ -192,8 +192,8 @@ def run_distill(args: argparse.Namespace) -> int:
     from unison_stream.training.trainer import _train_dict
 
     model_over, train_over = split_overrides(list(args.overrides))
-    cfg = load_config(args.preset, model_over)
     tcfg = load_train_config(args.train, train_over)
+    cfg = load_config(args.preset, [*tcfg.model_overrides, *model_over])
     if not tcfg.init:
         raise SystemExit("distill: set init to the trained model (the teacher)")
     source = make_source(tcfg.data, cfg, tcfg, seed=tcfg.seed)
@@ -202,6 +202,7 @@ def run_distill(args: argparse.Namespace) -> int:
     s = cfg.sampler
     teacher_sampler = replace(
         s,
+        draft_blocks=0,  # the teacher runs every block in every call
         event_guidance=s.event_guidance
         if d.teacher_event_guidance is None
         else d.teacher_event_guidance,
