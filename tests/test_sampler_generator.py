@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 
-import pytest
 import torch
 
 from tests.helpers import live_model, make_track, random_cond, small_config
-from unison_stream.config import ConfigError
 from unison_stream.model.conditioning import TimedTrack
-from unison_stream.model.dit import UnisonDiT
 from unison_stream.model.generator import CausalGenerator, PlanSlice
 from unison_stream.model.sampler import Sampler, forcing_schedule, time_grid
 from unison_stream.vocab import FIRST_EVENT_ID, event_id
@@ -220,62 +216,3 @@ def test_video_event_guidance_moves_the_video_and_not_the_speech() -> None:
         outs.append(CausalGenerator(live_model(cfg, std=0.1), seed=0).step(_event_plan(cfg)))
     assert torch.equal(outs[0].audio, outs[1].audio), "SFX guidance off: audio untouched"
     assert (outs[0].video - outs[1].video).abs().max() > 1e-3
-
-
-def test_draft_calls_run_the_first_blocks_and_the_last_call_writes_with_all() -> None:
-    """``sampler.draft_blocks``: every call but the last stops after the first blocks (the same
-    numbers as a model cut to those blocks); the last runs every block and writes the cache."""
-    cfg = small_config("sampler.steps=2", "sampler.draft_blocks=1")
-    model = live_model(cfg, std=0.1)
-    cut = copy.deepcopy(model)  # the model cut to its first block, read by the draft heads
-    cut.blocks = torch.nn.ModuleList(list(cut.blocks)[:1])
-    assert cut.draft_v is not None and cut.draft_a is not None
-    cut.final_v, cut.final_a = cut.draft_v, cut.draft_a
-    seen: list[tuple[bool, int]] = []
-    real = model.forward_chunk
-
-    def spy(*args, **kw):
-        seen.append((kw["write"], kw.get("blocks", 0)))
-        return real(*args, **kw)
-
-    model.forward_chunk = spy  # type: ignore[method-assign]
-    gen = CausalGenerator(model)
-    gen.step(_plan(cfg))
-    gen.step(_plan(cfg, seed=1))
-    assert seen == [(False, 1), (True, 0)] * 2
-    # a draft call equals the model cut to its first block, reading the same cache
-    plan = _plan(cfg, seed=2)
-    b, fc, nc = 1, cfg.stream.chunk_latent_frames, cfg.audio_frames_per_chunk()
-    xv = torch.randn(b, fc, cfg.tokens_per_frame(), cfg.latent.video_token_dim())
-    xa = torch.randn(b, cfg.audio_streams(), nc, cfg.latent.audio_channels)
-    tv, ta = torch.ones(b, fc), torch.ones(b, cfg.audio_streams(), nc)
-    cache, index = gen.cache, gen.chunk_index
-    with torch.inference_mode():
-        draft = real(xv, xa, tv, ta, plan.cond, cache=cache, chunk_index=index, write=False,
-                     blocks=1)  # fmt: skip
-        ref = cut.forward_chunk(xv, xa, tv, ta, plan.cond, cache=cache, chunk_index=index,
-                                write=False)  # fmt: skip
-        full = real(xv, xa, tv, ta, plan.cond, cache=cache, chunk_index=index, write=False)
-    torch.testing.assert_close(draft, ref)
-    assert not torch.allclose(draft[0], full[0])
-    with pytest.raises(AssertionError, match="draft call cannot write"):
-        real(xv, xa, tv, ta, plan.cond, cache=cache, chunk_index=index, write=True, blocks=1)
-
-
-def test_weights_without_draft_heads_start_them_as_copies_of_the_final_heads() -> None:
-    cfg = small_config("sampler.steps=2")
-    plain = live_model(cfg, std=0.1)
-    drafted = UnisonDiT(small_config("sampler.steps=2", "sampler.draft_blocks=1"))
-    drafted.load_weights(plain.state_dict())
-    assert drafted.draft_v is not None and drafted.draft_a is not None
-    for mine, theirs in ((drafted.draft_v, plain.final_v), (drafted.draft_a, plain.final_a)):
-        for a, b in zip(mine.state_dict().values(), theirs.state_dict().values(), strict=True):
-            torch.testing.assert_close(a, b)
-    broken = {k: v for k, v in plain.state_dict().items() if not k.startswith("final_v.")}
-    with pytest.raises(RuntimeError, match="final_v"):
-        drafted.load_weights(broken)  # only the draft heads may be missing
-
-
-def test_draft_blocks_beyond_the_depth_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="draft_blocks"):
-        small_config("sampler.draft_blocks=9")

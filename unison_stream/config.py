@@ -130,10 +130,6 @@ class SamplerConfig:
     event_guidance: float = 1.0
     # the same for the video velocity (the gesture), from the same extra call; 1 = off
     event_guidance_video: float = 1.0
-    # draft calls: every call of a chunk but the last (the one that writes the cache) runs only
-    # the first ``draft_blocks`` blocks, then the read-out; 0 = every call runs every block.
-    # A student trained for it (train_tiny_student_draft.yaml) makes its first step cheap.
-    draft_blocks: int = 0
 
 
 @dataclass
@@ -218,11 +214,6 @@ def validate(cfg: UnisonConfig) -> UnisonConfig:
     need(cfg.sampler.steps >= 1, "sampler.steps", "must be ≥ 1")
     need(cfg.sampler.lead in ("none", "audio", "video"), "sampler.lead", "none, audio or video")
     need(cfg.sampler.lead_steps >= 0, "sampler.lead_steps", "must be ≥ 0")
-    need(
-        0 <= cfg.sampler.draft_blocks <= cfg.model.depth,
-        "sampler.draft_blocks",
-        f"0 (off) or a block count up to model.depth ({cfg.model.depth})",
-    )
     need(cfg.sampler.shift > 0, "sampler.shift", "must be > 0")
     need(cfg.runtime.dtype in ("auto", "fp32", "bf16"), "runtime.dtype", "auto, fp32 or bf16")
     return cfg

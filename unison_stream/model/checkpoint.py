@@ -47,7 +47,7 @@ def default_model(cfg: UnisonConfig) -> UnisonDiT:
             "bundled %s does not fit this config's architecture: untrained model", path.name
         )
         return model
-    model.load_weights(load_file(str(path)))
+    model.load_state_dict(load_file(str(path)))
     log.info("loaded the bundled weights %s", path)
     return model
 
@@ -91,5 +91,5 @@ def load_model(
         state = load_file(str(checkpoint))
     model = UnisonDiT(cfg)
     if state is not None:
-        model.load_weights(state)
+        model.load_state_dict(state)
     return model.to(device=device, dtype=dtype).eval()

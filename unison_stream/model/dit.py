@@ -17,7 +17,6 @@ Both predict the flow-matching velocity ``v = ε − x₀`` per token (``x_t = (
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -132,14 +131,6 @@ class UnisonDiT(nn.Module):
         self.blocks = nn.ModuleList(DualStreamBlock(m, self.streams) for _ in range(m.depth))
         self.final_v = FinalLayer(d, tok_v)
         self.final_a = FinalLayer(d, cfg.latent.audio_channels)
-        # a draft call's read-out (``sampler.draft_blocks``): the features after the first
-        # blocks are not the last block's, so the draft reads them with heads of its own and the
-        # full call's heads stay as trained (weights without them start them as copies)
-        self.draft_v: FinalLayer | None = None
-        self.draft_a: FinalLayer | None = None
-        if cfg.sampler.draft_blocks:
-            self.draft_v = FinalLayer(d, tok_v)
-            self.draft_a = FinalLayer(d, cfg.latent.audio_channels)
         self.rope = TimeRotary(d // m.heads, m.rope_min_period_s, m.rope_max_period_s)
         # codec latents → model space: x_model = (x − shift) / scale, per channel; stored with
         # the weights (set from training-data statistics; identity for an untrained model)
@@ -169,23 +160,12 @@ class UnisonDiT(nn.Module):
                     nn.init.zeros_(mod.bias)
         nn.init.normal_(self.track_embed.weight, std=0.02)
         zero: list[nn.Module] = [self.t_proj_v[1], self.t_proj_a[1]]
-        heads = [self.final_v, self.final_a]
-        heads += [h for h in (self.draft_v, self.draft_a) if h is not None]
-        zero += [lin for h in heads for lin in (h.ada[1], h.out)]
+        zero += [self.final_v.ada[1], self.final_a.ada[1], self.final_v.out, self.final_a.out]
         zero += [getattr(blk, name) for blk in self.blocks for name in ("gate_v", "gate_a")]
         for lin in zero:
             assert isinstance(lin, nn.Linear)
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
-
-    def load_weights(self, state: Mapping[str, Tensor]) -> None:
-        """``load_state_dict(state)``, where weights trained without draft calls start the draft
-        heads (``sampler.draft_blocks``) as copies of the final ones; anything else missing or
-        unexpected is an error, as in ``load_state_dict``."""
-        missing = [k for k in self.state_dict() if k not in state]
-        if missing and all(k.startswith(("draft_v.", "draft_a.")) for k in missing):
-            state = {**state, **{k: state["final_" + k[len("draft_") :]] for k in missing}}
-        self.load_state_dict(state)
 
     # ---- latent normalisation ----------------------------------------------------------------
     def normalize_video(self, x: Tensor) -> Tensor:
@@ -245,15 +225,11 @@ class UnisonDiT(nn.Module):
         cache: RollingKVCache,
         chunk_index: int,
         write: bool,
-        blocks: int = 0,
     ) -> tuple[Tensor, Tensor]:
         """One chunk against the cache; with ``write`` its K/V are appended to the cache.
 
         Shapes as :meth:`forward` for one chunk; track times relative to the chunk's start.
-        ``blocks`` > 0 (a draft call, ``sampler.draft_blocks``): only the first ``blocks``
-        blocks run before the read-out; such a call cannot write (the cache needs every layer).
         """
-        assert not (write and 0 < blocks < len(self.blocks)), "a draft call cannot write"
         lay = self._chunk_layout(video.device)
         views_v = [cache.view(i, "video", chunk_index) for i in range(len(self.blocks))]
         views_a = [cache.view(i, "audio", chunk_index) for i in range(len(self.blocks))]
@@ -267,9 +243,8 @@ class UnisonDiT(nn.Module):
             mask_a = Layout.cached_self_mask(lay.times_a.numel(), views_a[0].valid)
             extras = ([v.groups for v in views_v], [v.groups for v in views_a])
         out_v, out_a, kvs = self._run(
-            video, audio, t_video, t_audio, ctx, lay, mask_v, mask_a, (None, None), extras,
-            blocks=blocks,
-        )  # fmt: skip
+            video, audio, t_video, t_audio, ctx, lay, mask_v, mask_a, (None, None), extras
+        )
         if write:
             for i, ((kv, vv), (ka, va)) in enumerate(kvs):
                 cache.append(i, "video", kv, vv, chunk_index)
@@ -385,7 +360,6 @@ class UnisonDiT(nn.Module):
         mask_a: Tensor | None,
         sinks: tuple[Tensor | None, Tensor | None],
         extras: tuple[list[list[Keys]], list[list[Keys]]] | None,
-        blocks: int = 0,
     ) -> tuple[Tensor, Tensor, list[tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]]]:
         b, f, p, _c = video.shape
         s, n = audio.shape[1], audio.shape[2]
@@ -423,14 +397,10 @@ class UnisonDiT(nn.Module):
             split=ctx.split,
         )
         kvs = []
-        n_blocks = blocks if blocks > 0 else len(self.blocks)  # a draft call stops early
-        for i, blk in enumerate(list(self.blocks)[:n_blocks]):
+        for i, blk in enumerate(self.blocks):
             ev, ea = (extras[0][i], extras[1][i]) if extras is not None else ([], [])
             xv, xa, kv_v, kv_a = blk(xv, xa, inp, self.rope, ev, ea)
             kvs.append((kv_v, kv_a))
-        head_v, head_a = self.final_v, self.final_a
-        if n_blocks < len(self.blocks) and self.draft_v is not None and self.draft_a is not None:
-            head_v, head_a = self.draft_v, self.draft_a
-        out_v = head_v(xv.view(b, f, p, d), temb_v.unsqueeze(2))  # (B, F, P, Cv·p²)
-        out_a = head_a(xa, temb_a)  # (B, S, N, Ca)
+        out_v = self.final_v(xv.view(b, f, p, d), temb_v.unsqueeze(2))  # (B, F, P, Cv·p²)
+        out_a = self.final_a(xa, temb_a)  # (B, S, N, Ca)
         return out_v.float(), out_a.float(), kvs

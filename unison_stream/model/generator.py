@@ -5,8 +5,7 @@
 
 1. draws noise for the chunk's video and audio latents,
 2. runs the sampler (≤ 4 steps, optional cross-modal forcing lead, clean modalities held),
-   every model call reading the cache (with ``sampler.draft_blocks`` every call but the last
-   runs only the first blocks: a cheap draft step),
+   every model call reading the cache,
 3. commits the chunk to the cache: one extra pass at ``t = 0`` over the clean result
    (``stream.commit = "clean_pass"``) or the K/V of the last solver call (``"last_step"``).
 
@@ -107,7 +106,6 @@ def guided_call(
     cache: RollingKVCache,
     chunk_index: int,
     write: bool,
-    blocks: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """One solver call of a chunk with event guidance (``docs/model.md``): velocities
     (B, F, P, C) and (B, S, N, Ca).
@@ -115,17 +113,16 @@ def guided_call(
     With ``bare`` (the condition without its event tokens) a read-only call precedes the
     conditional one and the SFX (video) velocity is pushed ``sampler.event_guidance``
     (``event_guidance_video``) times away from it; only the conditional call may ``write``.
-    ``blocks`` > 0: a draft call (``UnisonDiT.forward_chunk``).
     """
     s = model.cfg.sampler
     g_sfx, g_video = s.event_guidance, s.event_guidance_video
     bare_v = bare_a = None
     if bare is not None:  # before a writing call: reads only
         bare_v, bare_a = model.forward_chunk(
-            xv, xa, tv, ta, bare, cache=cache, chunk_index=chunk_index, write=False, blocks=blocks
+            xv, xa, tv, ta, bare, cache=cache, chunk_index=chunk_index, write=False
         )
     vv, va = model.forward_chunk(
-        xv, xa, tv, ta, cond, cache=cache, chunk_index=chunk_index, write=write, blocks=blocks
+        xv, xa, tv, ta, cond, cache=cache, chunk_index=chunk_index, write=write
     )
     if bare_a is not None and g_sfx != 1.0 and va.shape[1] == 2:  # SFX towards the events
         va = torch.cat([va[:, :1], bare_a[:, 1:] + g_sfx * (va[:, 1:] - bare_a[:, 1:])], 1)
@@ -202,9 +199,8 @@ class CausalGenerator:
             write = final and last_step_commit
             committed = committed or write
             return guided_call(
-                m, xv, xa, tv, ta, cond, bare, cache=self.cache, chunk_index=k, write=write,
-                blocks=0 if final else cfg.sampler.draft_blocks,
-            )  # fmt: skip
+                m, xv, xa, tv, ta, cond, bare, cache=self.cache, chunk_index=k, write=write
+            )
 
         clean_v = None
         if plan.clean_video is not None:

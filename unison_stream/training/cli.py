@@ -101,7 +101,7 @@ def load_init(model: UnisonDiT, path: Path) -> None:
         tensors = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
     own = model.state_dict()
     try:
-        model.load_weights({k: v.to(own[k].dtype) for k, v in tensors.items() if k in own})
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items() if k in own})
     except RuntimeError as e:
         raise SystemExit(f"init: {path} does not fit this model preset: {e}") from e
     logging.getLogger(__name__).info("initialised from %s", path)
@@ -202,7 +202,6 @@ def run_distill(args: argparse.Namespace) -> int:
     s = cfg.sampler
     teacher_sampler = replace(
         s,
-        draft_blocks=0,  # the teacher runs every block in every call
         event_guidance=s.event_guidance
         if d.teacher_event_guidance is None
         else d.teacher_event_guidance,

@@ -9,9 +9,7 @@ by chunk through the *same* sampler, guided call and KV-cache code the runtime u
    guidance when ``distill.guidance``: guidance distillation), and its states at the student's
    grid times are kept (ODE-pair regression, CausVid);
 3. at each of its ``student_steps`` grid points the student, reading its own cache, regresses
-   the velocity that carries the teacher's state to the teacher's next state (with the
-   student's ``sampler.draft_blocks`` its calls but the last run only the first blocks, as
-   at inference);
+   the velocity that carries the teacher's state to the teacher's next state;
 4. the chunk is committed to both caches as the runtime commits (``stream.commit``: a clean
    pass over the result, or the K/V of the last call); with ``history: student`` both continue
    from the student's own sample (a short self-rollout fine-tune).
@@ -90,15 +88,13 @@ class FewStepDistiller:
         guided: bool,
         write: bool,
         clean_a: Tensor | None = None,
-        draft: int = 0,
     ) -> list[tuple[Tensor, Tensor]]:
         """The runtime's sampler on chunk k (the same ``Sampler`` and guided call as
         :class:`CausalGenerator`): the states at each of the ``steps + 1`` grid points.
 
         ``guided``: event guidance of ``model.cfg.sampler`` (the teacher); ``write``: the last
         call writes the cache (``stream.commit: last_step``); ``clean_a`` (B, S, Nc, Ca): the
-        speech sub-stream is given clean (the audio-driven task); ``draft``: every call but the
-        last runs that many blocks (the student's ``sampler.draft_blocks``).
+        speech sub-stream is given clean (the audio-driven task).
         """
         sampler = Sampler(steps=steps, shift=self.cfg.sampler.shift)
         bare = guidance_condition(model.cfg, cond) if guided else None
@@ -109,9 +105,8 @@ class FewStepDistiller:
         ) -> tuple[Tensor, Tensor]:
             states.append((xv, xa))
             return guided_call(
-                model, xv, xa, tv, ta, cond, bare, cache=cache, chunk_index=k,
-                write=final and write, blocks=0 if final else draft,
-            )  # fmt: skip
+                model, xv, xa, tv, ta, cond, bare, cache=cache, chunk_index=k, write=final and write
+            )
 
         with torch.no_grad():
             out = sampler.sample(
@@ -184,7 +179,6 @@ class FewStepDistiller:
         keep = d.teacher_steps // d.student_steps
         grid = time_grid(d.student_steps, cfg.sampler.shift)
         last_step = cfg.stream.commit == "last_step"
-        draft = cfg.sampler.draft_blocks  # the student's; the teacher runs every block
         audio_driven = (
             d.audio_driven_prob > 0 and float(torch.rand((), generator=g)) < d.audio_driven_prob
         )
@@ -206,9 +200,8 @@ class FewStepDistiller:
                 dt = grid[i + 1] - grid[i]
                 tv, ta = self._times(sv, sa, grid[i], clean_a)
                 pv, pa = self.student.forward_chunk(
-                    sv, sa, tv, ta, cond, cache=s_cache, chunk_index=k, write=False,
-                    blocks=draft if i < d.student_steps - 1 else 0,
-                )  # fmt: skip
+                    sv, sa, tv, ta, cond, cache=s_cache, chunk_index=k, write=False
+                )
                 lv = F.mse_loss(pv, (ev - sv) / dt)
                 la = ((pa - (ea - sa) / dt) ** 2).mean(dim=(0, 2, 3))  # (S,) per sub-stream
                 scored = la[1:] if audio_driven else la  # a held stream is not predicted
@@ -223,7 +216,7 @@ class FewStepDistiller:
             if d.history == "student":  # both continue from the student's own sample
                 own = self._rollout(
                     self.student, s_cache, k, cond, noise, d.student_steps,
-                    guided=False, write=last_step, clean_a=clean_a, draft=draft,
+                    guided=False, write=last_step, clean_a=clean_a,
                 )[-1]  # fmt: skip
                 if not last_step:
                     self._commit(self.student, s_cache, k, cond, *own)
@@ -273,7 +266,6 @@ class FewStepDistiller:
                 out = self._rollout(
                     models[name], caches[name], k, cond, noise, d.student_steps,
                     guided=d.guidance and name == "tf", write=False,
-                    draft=cfg.sampler.draft_blocks if name == "s" else 0,
                 )[-1]  # fmt: skip
                 err[name] += (F.mse_loss(out[0], ref[0]) + F.mse_loss(out[1], ref[1])).item() / (
                     k_total - 1
