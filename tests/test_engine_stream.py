@@ -225,8 +225,16 @@ def test_close_is_idempotent_and_leaves_no_thread_behind() -> None:
         eng.open_session()
 
 
-def test_interrupt_abandons_the_chunk_being_made(local_engine: Engine) -> None:
-    engine = local_engine
+def test_interrupt_abandons_the_chunk_being_made() -> None:
+    """With more than one call per chunk (``sampler.steps=2``, the student as distilled) the
+    chunk is abandoned at the next call; the default's single call is the commit, so an
+    interrupt that lands inside it waits for it (``docs/engine.md``)."""
+    cfg = load_config("tiny", [*OVERRIDES, "runtime.replica=thread", "sampler.steps=2"])
+    with Engine(cfg, timing=LetterTiming()) as engine:
+        _interrupt_abandons(engine)
+
+
+def _interrupt_abandons(engine: Engine) -> None:
     model = core(engine).model
     s = engine.open_session()
     take(s, 2)

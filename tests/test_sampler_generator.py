@@ -179,16 +179,21 @@ def test_event_guidance_costs_a_call_only_in_chunks_that_request_an_event() -> N
     assert calls == [False, False] * 3 + [False, True]
 
 
-def test_the_bundled_sampler_makes_two_calls_per_chunk_effects_included() -> None:
+def test_the_bundled_sampler_makes_one_call_per_chunk_effects_included() -> None:
     cfg = small_config()  # the tiny preset's sampler and commit, the model scaled down
     model = live_model(cfg, std=0.1)
     calls = _record_writes(model)
     gen = CausalGenerator(model)
     gen.step(_plan(cfg))
-    assert calls == [False, True], "2 calls, the second writes the cache"
+    assert calls == [True], "1 call, which denoises the chunk and writes the cache"
     calls.clear()
     gen.step(_event_plan(cfg))
-    assert calls == [False, True], "a chunk where an effect starts costs no extra call"
+    assert calls == [True], "a chunk where an effect starts costs no extra call"
+    two = small_config("sampler.steps=2")  # the student as distilled
+    model = live_model(two, std=0.1)
+    calls = _record_writes(model)
+    CausalGenerator(model).step(_event_plan(two))
+    assert calls == [False, True], "2 calls, the second writes the cache"
 
 
 def test_event_guidance_steers_only_the_sfx_velocity() -> None:
