@@ -231,32 +231,28 @@ def test_interrupt_abandons_the_chunk_being_made() -> None:
     interrupt that lands inside it waits for it (``docs/engine.md``)."""
     cfg = load_config("tiny", [*OVERRIDES, "runtime.replica=thread", "sampler.steps=2"])
     with Engine(cfg, timing=LetterTiming()) as engine:
-        _interrupt_abandons(engine)
+        model = core(engine).model
+        s = engine.open_session()
+        take(s, 2)
+        inside, release = threading.Event(), threading.Event()
+        real = model.forward_chunk
 
+        def held(*a, **k):  # the utterance's first forward waits until the test lets it go
+            if a[4].track_mask.any() and not release.is_set():
+                inside.set()
+                release.wait(10)
+            return real(*a, **k)
 
-def _interrupt_abandons(engine: Engine) -> None:
-    model = core(engine).model
-    s = engine.open_session()
-    take(s, 2)
-    inside, release = threading.Event(), threading.Event()
-    real = model.forward_chunk
-
-    def held(*a, **k):  # the utterance's first forward waits until the test lets it go
-        if a[4].track_mask.any() and not release.is_set():
-            inside.set()
-            release.wait(10)
-        return real(*a, **k)
-
-    model.forward_chunk = held  # type: ignore[method-assign]
-    s.say("hello there my good friend, how are you today", utterance_id="u")
-    while not inside.wait(0.05):
-        s.next_chunk(timeout=0.05)
-    before = engine.stats()["cancelled_steps"]  # (the say may have abandoned an idle chunk)
-    s.interrupt()  # the worker is inside the utterance's first chunk
-    release.set()
-    after = take(s, 3)
-    model.forward_chunk = real  # type: ignore[method-assign]
-    assert engine.stats()["cancelled_steps"] == before + 1, "abandoned, not made and dropped"
-    assert all(c.utterance_id is None for c in after)
-    assert [e.event for e in s.poll_events()] == ["queued", "interrupted"]
-    assert s.stats()["errors"] == 0
+        model.forward_chunk = held  # type: ignore[method-assign]
+        s.say("hello there my good friend, how are you today", utterance_id="u")
+        while not inside.wait(0.05):
+            s.next_chunk(timeout=0.05)
+        before = engine.stats()["cancelled_steps"]  # (the say may have abandoned an idle chunk)
+        s.interrupt()  # the worker is inside the utterance's first chunk
+        release.set()
+        after = take(s, 3)
+        model.forward_chunk = real  # type: ignore[method-assign]
+        assert engine.stats()["cancelled_steps"] == before + 1, "abandoned, not made and dropped"
+        assert all(c.utterance_id is None for c in after)
+        assert [e.event for e in s.poll_events()] == ["queued", "interrupted"]
+        assert s.stats()["errors"] == 0
