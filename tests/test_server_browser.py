@@ -54,6 +54,7 @@ def test_chromium_page_plays_synced_video_and_audio(tmp_path: Path) -> None:
                     last = await _stats(page)
                     msgs = await page.evaluate("() => window.unison.messages.map(m => m.type)")
                     await page.screenshot(path=str(tmp_path / "page.png"))
+                    lag = srv.state.loop_lag.summary()
                 finally:
                     await ctx.close()
         trace = [
@@ -67,9 +68,12 @@ def test_chromium_page_plays_synced_video_and_audio(tmp_path: Path) -> None:
             "msgs": msgs,
             "trace": trace,
             "logs": logs,
+            "lag": lag,
         }
 
     r = asyncio.run(main())
+    print("chromium (offset, video delay, audio buffer) ms", r["trace"])  # shown on a failure
+    print("last", r["last"], "server loop lag ms", r["lag"])
     first, last = r["first"], r["last"]
     elapsed = (last["t"] - first["t"]) / 1000.0
     decoded = last["framesDecoded"] - first["framesDecoded"]
@@ -78,7 +82,6 @@ def test_chromium_page_plays_synced_video_and_audio(tmp_path: Path) -> None:
     assert last["samplesReceived"] - first["samplesReceived"] >= 0.9 * 48000 * elapsed
     assert last["freezeCount"] == first["freezeCount"] == 0, "video froze"
     assert r["offsets"], f"no estimatedPlayoutTimestamp from Chromium: {last}"
-    print("chromium (offset, video delay, audio buffer) ms", r["trace"], "last", r["last"])
     worst = max(abs(o) for o in r["offsets"])
     assert worst <= 50.0, f"A/V playout offset up to {worst:.0f} ms: {r['offsets']}"
     assert "utterance" in r["msgs"]

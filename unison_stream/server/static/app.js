@@ -102,11 +102,16 @@
   // audio jitter buffer. The page delays video toward audio at once through the video
   // receiver's jitterBufferTarget: by the measured playout offset once sender reports give one,
   // before that by how much more the audio buffer holds. Audio is never delayed (that would add
-  // latency to what the user hears).
-  const TRIM_EVERY_MS = 1000;  // a change takes effect over ~0.5 s; wait for it before the next
+  // latency to what the user hears). Chromium moves the video delay toward a new target by at
+  // most ~100 ms per second, so the next correction waits until the last one has been applied
+  // (and at least TRIM_EVERY_MS): as often as that allows, so the page follows the audio buffer
+  // as it drains after a stall of the audio output.
+  const STATS_EVERY_MS = 250;
+  const TRIM_EVERY_MS = 500;
+  const VIDEO_SLEW_MS_PER_S = 100;
   const TRIM_DEADBAND_MS = 8;
   const MAX_VIDEO_DELAY_MS = 1000;
-  const sync = { targetMs: 0, lastMs: -Infinity, prev: {} };
+  const sync = { targetMs: 0, nextMs: -Infinity, prev: {} };
 
   function recentBufferMs(r) {  // jitter-buffer delay over the last poll, not the lifetime mean
     const prev = sync.prev[r.kind];
@@ -129,14 +134,15 @@
       }
       return sync.targetMs;
     }
-    if (t - sync.lastMs < TRIM_EVERY_MS) return sync.targetMs;
+    if (t < sync.nextMs) return sync.targetMs;
     const lead = s.avOffsetMs;  // > 0: the frame on screen is ahead of the sound being played
     if (lead === null || Math.abs(lead) < TRIM_DEADBAND_MS) return sync.targetMs;
     const next = Math.round(Math.min(MAX_VIDEO_DELAY_MS, Math.max(0, sync.targetMs + lead)));
     if (next !== sync.targetMs) {
       rx.jitterBufferTarget = next;
+      const applyMs = 1000 * Math.abs(next - sync.targetMs) / VIDEO_SLEW_MS_PER_S;
       sync.targetMs = next;
-      sync.lastMs = t;
+      sync.nextMs = t + Math.max(TRIM_EVERY_MS, applyMs);
     }
     return sync.targetMs;
   }
@@ -170,7 +176,7 @@
       `buffer v ${f(s.videoBufferMs)} ms  a ${f(s.audioBufferMs)} ms  server ${f(srv.buffer_ms)} ms\n` +
       `A/V offset ${f(s.avOffsetMs)} ms  video delay +${f(s.videoDelayTargetMs)} ms  underruns ${f(srv.underruns)}`;
   }
-  setInterval(() => { pollStats().catch((e) => log(`stats: ${e}`)); }, 500);
+  setInterval(() => { pollStats().catch((e) => log(`stats: ${e}`)); }, STATS_EVERY_MS);
 
   $("connect").onclick = () => connect().catch((e) => setStatus(`error: ${e}`));
   $("disconnect").onclick = disconnect;
