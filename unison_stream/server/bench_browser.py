@@ -4,7 +4,10 @@ page: ``say`` → Chromium's audio playout reaching the utterance's first sample
 → reaching the first sample after the cut (``estimatedPlayoutTimestamp`` of the audio receiver
 against the sender's time of those samples, which the server names in ``started`` /
 ``interrupted``), the server's underruns during speech and the page's A/V playout offsets
-(video − audio) while it speaks.
+(video − audio) while it speaks. ``hops_ms``: the server's ``trace_ms`` of each utterance
+(medians) and ``audible`` (the say → heard figure); ``heard_after_sent_ms``: the client's last
+hop, the first slot's sending (server wall clock, same host) → Chromium playing it (network,
+jitter buffer and audio output).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from unison_stream.server.media import HOPS
 
 __all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "chromium_phase", "launch"]
 
@@ -79,7 +84,10 @@ async ([text, ntpOffsetS]) => {
   const cut = await message((m) => m.type === "utterance" && m.event === "interrupted" &&
                                    m.id === id && m.sent_at_unix_s);
   const off = cut ? await reached(cut.sent_at_unix_s) : null;
-  return { first: on === null ? null : on - t0, interrupt: off === null ? null : off - t1 };
+  // the client's last hop: the first slot sent (server wall clock, same host) → heard here
+  const heard = on === null ? null : performance.timeOrigin + on - 1000 * started.sent_at_unix_s;
+  return { first: on === null ? null : on - t0, interrupt: off === null ? null : off - t1,
+           trace: started ? started.trace_ms || {} : {}, heardAfterSent: heard };
 }
 """
 
@@ -126,10 +134,16 @@ async def chromium_phase(base: str, key: str, trials: int) -> dict[str, Any]:
             finally:
                 await ctx.close()
     first = [r["first"] for r in rows if r["first"] is not None]
+    heard = [r["heardAfterSent"] for r in rows if r["heardAfterSent"] is not None]
+    hops = [h for h in HOPS if any(h in r["trace"] for r in rows)]
+    hop_ms = {k: statistics.median(r["trace"][k] for r in rows if k in r["trace"]) for k in hops}
     inter = [r["interrupt"] for r in rows if r["interrupt"] is not None]
     return {
         "first_media_ms": statistics.median(first) if first else None,
         "first_media_ms_all": [round(x, 1) for x in first],
+        "hops_ms": {**hop_ms, "audible": statistics.median(first)} if first else hop_ms,
+        "heard_after_sent_ms": statistics.median(heard) if heard else None,
+        "heard_after_sent_ms_all": [round(x, 1) for x in heard],
         "interrupt_ms": statistics.median(inter) if inter else None,
         "trials_heard": len(first),
         "underrun_slots_during_speech": under,
