@@ -332,11 +332,11 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
         for g in opt.param_groups:
             g["lr"] = lr
         frames = None
-        adv_on = adversary is not None and step >= tc.adv_start  # implies a video codec
+        critic = adversary if step >= tc.adv_start else None  # (set only for a video codec)
         if isinstance(model, VideoAE):
             loss, parts, frames = video_step(model, train_set, rng, tc)
-            if adversary is not None and adv_on:
-                adv, adv_parts = adversary.generator_term(loss, frames[0])
+            if critic is not None:
+                adv, adv_parts = critic.generator_term(loss, frames[0])
                 loss = loss + adv
                 parts.update(adv_parts)
         else:
@@ -346,8 +346,8 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
-        if adversary is not None and adv_on and frames is not None:
-            parts.update(adversary.critic_step(*frames))
+        if critic is not None and frames is not None:
+            parts.update(critic.critic_step(*frames))
         step += 1
         history["train_step"].append(step)
         history["train_loss"].append(float(loss.detach()))

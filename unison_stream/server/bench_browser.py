@@ -138,10 +138,11 @@ async def chromium_phase(base: str, key: str, trials: int) -> dict[str, Any]:
     hops = [h for h in HOPS if any(h in r["trace"] for r in rows)]
     hop_ms = {k: statistics.median(r["trace"][k] for r in rows if k in r["trace"]) for k in hops}
     inter = [r["interrupt"] for r in rows if r["interrupt"] is not None]
+    first_ms = statistics.median(first) if first else None
     return {
-        "first_media_ms": statistics.median(first) if first else None,
+        "first_media_ms": first_ms,
         "first_media_ms_all": [round(x, 1) for x in first],
-        "hops_ms": {**hop_ms, "audible": statistics.median(first)} if first else hop_ms,
+        "hops_ms": hop_ms if first_ms is None else {**hop_ms, "audible": first_ms},
         "heard_after_sent_ms": statistics.median(heard) if heard else None,
         "heard_after_sent_ms_all": [round(x, 1) for x in heard],
         "interrupt_ms": statistics.median(inter) if inter else None,
