@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -167,3 +169,14 @@ async def connect(base: str, body: dict[str, Any] | None = None, *, media: bool 
     if media:
         await c.connect_media()
     return c
+
+
+def bench_json(args: list[str], *, timeout: float = 240) -> dict[str, Any]:
+    """Run ``unison-stream ARGS`` in a subprocess and return the JSON of its last line; a
+    non-zero exit fails with the command's last stderr lines, so a CI log says why."""
+    cmd = [sys.executable, "-m", "unison_stream.cli", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    tail = "\n".join(out.stderr.strip().splitlines()[-40:])
+    assert out.returncode == 0, f"{' '.join(args)} exited {out.returncode}:\n{tail}"
+    res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return res

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.server_support import API_KEY, running_server
+from tests.server_support import API_KEY, bench_json, running_server
 from unison_stream.cluster.front_door import REPORT_S, FrontDoor, Replica, place
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -161,9 +158,7 @@ def test_bench_cluster_on_local_ray_places_keeps_affinity_and_survives_a_replica
     eight sessions through the front door, a ninth refused, then the replica of an SDK client
     SIGKILLed mid-utterance."""
     pytest.importorskip("ray")
-    cmd = [sys.executable, "-m", "unison_stream.cli", "bench", "cluster", "--json", "--window", "3"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, check=True)
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = bench_json(["bench", "cluster", "--json", "--window", "3"], timeout=400)
     assert r["sessions_placed_even"] and r["over_capacity_status"] == 503, r
     assert r["affinity_violations"] == 0, r
     assert r["moved_to_another_session"] and r["in_flight_outcome"] == "interrupted", r

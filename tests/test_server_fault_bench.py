@@ -6,12 +6,9 @@ full runs and their figures are in docs/reliability.md."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 
 from tests.mqtt_support import needs_mosquitto
-from tests.server_support import API_KEY, running_server
+from tests.server_support import API_KEY, bench_json, running_server
 from unison_stream.server.faults import seq_faults, ws_drops
 
 
@@ -37,20 +34,16 @@ def test_three_network_drops_mid_utterance_resume_with_nothing_lost_or_doubled()
 
 @needs_mosquitto
 def test_bench_faults_broker_restart_end_to_end() -> None:
-    cmd = [sys.executable, "-m", "unison_stream.cli", "bench", "faults", "--json"]
-    cmd += ["--ws-drops", "0", "--broker-restarts", "1", "--replica-kills", "0"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=True)
-    res = json.loads(out.stdout.strip().splitlines()[-1])["broker_restart"]
+    cmd = ["bench", "faults", "--json", "--ws-drops", "0", "--broker-restarts", "1"]
+    res = bench_json([*cmd, "--replica-kills", "0"])["broker_restart"]
     assert res["rounds"] == 1 and res["retained_missing"] == 0, res
     assert res["duplicate_executions"] == 0 and res["lost_commands"] == 0, res
     assert res["bridge_back_ms"]["max"] > 0, res
 
 
 def test_bench_load_fills_the_server_then_one_more_is_refused() -> None:
-    cmd = [sys.executable, "-m", "unison_stream.cli", "bench", "load", "--json"]
-    cmd += ["--engine", "fake", "--minutes", "0.05", "server.max_sessions=2"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=True)
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    cmd = ["bench", "load", "--json", "--engine", "fake", "--minutes", "0.05"]
+    res = bench_json([*cmd, "server.max_sessions=2"])
     assert res["capacity"] == 2 and res["rounds"] >= 1, res
     assert len(res["private_sessions"]) == 1 and len(res["broadcast_viewers"]) == 4, res
     assert res["over_capacity_status"] == 503, res
@@ -59,12 +52,9 @@ def test_bench_load_fills_the_server_then_one_more_is_refused() -> None:
 
 
 def test_bench_hostile_every_attack_answered_and_the_victim_undisturbed() -> None:
-    cmd = [sys.executable, "-m", "unison_stream.cli", "bench", "hostile", "--json"]
-    cmd += ["--sdp", "16", "--tokens", "12", "--bodies", "6", "--header-drips", "2"]
-    cmd += ["--ws-drips", "1", "--hold", "8", "server.http_idle_timeout_s=3"]
-    cmd += ["server.idle_timeout_s=5"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=True)
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    cmd = "bench hostile --json --sdp 16 --tokens 12 --bodies 6 --header-drips 2 --ws-drips 1"
+    cmd += " --hold 8 server.http_idle_timeout_s=3 server.idle_timeout_s=5"
+    res = bench_json(cmd.split())
     sdp = res["sdp"]
     assert sdp["unanswered"] == 0 and set(sdp["answers"]) <= {"answer", "error:bad_request"}, sdp
     assert all(set(v) == {"401"} for v in res["tokens"]["statuses"].values()), res["tokens"]
