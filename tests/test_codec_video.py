@@ -79,6 +79,53 @@ def test_decoder_uses_carried_state():
     assert np.abs(after_history.astype(int) - fresh.astype(int)).max() > 0
 
 
+def test_reference_decoder_starts_as_the_decoder_and_then_reads_the_picture():
+    """A reference-reading decoder starts equal to the decoder without one (zero-initialised
+    path), its decode follows the picture once the path is open, chunked decode still equals
+    full decode, and a reset keeps the picture."""
+    torch.manual_seed(0)
+    ae = VideoAE(VideoCodecConfig(reference=True), LatentConfig()).eval()
+    z = torch.randn(1, 5, 8, 16, 16)
+    pic_a, pic_b = _frames(1, seed=1)[0], _frames(1, seed=2)[0]
+    dec = StreamingVideoDecoder(ae)
+    plain = dec.decode(z)
+    dec.reset()
+    dec.set_reference(pic_a)
+    assert np.array_equal(dec.decode(z), plain), "a fresh reference path must add nothing"
+    assert ae.ref_out is not None
+    with torch.no_grad():
+        ae.ref_out.weight.normal_(0, 0.2)
+    dec.set_reference(pic_a)  # features are computed here, once per stream
+    dec.reset()
+    with_a = dec.decode(z)
+    dec.set_reference(pic_b)
+    dec.reset()
+    with_b = dec.decode(z)
+    assert np.abs(with_a.astype(int) - with_b.astype(int)).mean() > 1, "picture ignored"
+    dec.set_reference(pic_a)
+    dec.reset()
+    chunked = np.concatenate([dec.decode(z[:, :2]), dec.decode(z[:, 2:])], 1)
+    assert np.abs(chunked.astype(int) - with_a.astype(int)).max() <= 1
+    dec.reset()
+    with pytest.raises(ValueError, match="reference for batch 1"):
+        dec.decode(torch.randn(2, 1, 8, 16, 16))
+    dec.set_reference(None)
+    dec.reset()
+    assert np.array_equal(dec.decode(z), plain)
+
+
+def test_reference_crops_share_the_window_and_the_clip():
+    from unison_stream.codecs.data import ClipStore
+
+    frames = np.concatenate([np.full((6, 32, 32, 3), 10 * c, np.uint8) for c in (1, 2, 3)])
+    frames[:, :, :, 1] = np.arange(32, dtype=np.uint8)[None, :, None]  # x position in green
+    store = ClipStore(frames, np.array([0, 6, 12, 18]), {}, np.zeros(4, np.int64), [{}] * 3)
+    crops, refs = store.video_crops_with_reference(np.random.default_rng(0), 20, 4, 16, 2)
+    assert crops.shape == (20, 4, 16, 16, 3) and refs.shape == (20, 16, 16, 3)
+    assert np.array_equal(refs[..., 0], crops[:, 0, ..., 0]), "the reference is of the same clip"
+    assert np.array_equal(refs[..., 1], crops[:, 0, ..., 1]), "… and the same window"
+
+
 def test_round_trip_improves_with_training():
     torch.manual_seed(0)
     ae = VideoAE(SMALL, LatentConfig())
@@ -149,8 +196,8 @@ def _fake_cache(root: Path) -> None:
     (root / "test.npz").write_bytes((root / "val.npz").read_bytes())
 
 
-@pytest.mark.parametrize("adv_weight", [0.0, 0.5])
-def test_training_resumes_exactly(tmp_path: Path, adv_weight: float):
+@pytest.mark.parametrize(("adv_weight", "reference"), [(0.0, False), (0.5, True)])
+def test_training_resumes_exactly(tmp_path: Path, adv_weight: float, reference: bool):
     from safetensors.torch import load_file
 
     from unison_stream.codecs.train import train
@@ -161,7 +208,7 @@ def test_training_resumes_exactly(tmp_path: Path, adv_weight: float):
         return CodecTrainConfig(kind="video", steps=4, batch=2, crop=32, clip_latents=2,
                                 val_every=2, ckpt_every=2, warmup=1, data_dir=str(tmp_path),
                                 out_dir=str(tmp_path / out), adv_weight=adv_weight,
-                                adv_start=1)  # fmt: skip
+                                adv_start=1, video_reference=reference)  # fmt: skip
 
     train(cfg("a"), export=False)
     train(cfg("b"), export=False, stop_at=2)
@@ -175,6 +222,9 @@ def test_training_resumes_exactly(tmp_path: Path, adv_weight: float):
     # the discriminator and its moments travel with the codec's (resume needs both)
     assert any(k.startswith("disc.") for k in a) == (adv_weight > 0)
     assert any(k.startswith("discopt.") for k in a) == (adv_weight > 0)
+    assert any(k.startswith("model.ref_out.") for k in a) == reference
+    if reference:  # the new path left its zero start (it learns at its own rate)
+        assert float(a["model.ref_out.weight"].abs().max()) > 0
 
 
 def test_adversarial_term_trains_the_decoder_only_and_scores_decoded_frames_lower():

@@ -23,7 +23,8 @@ def test_identity_sink_is_the_encoded_portrait_and_the_silence_latent() -> None:
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 5, "identities differ"
     engine = Engine(cfg, max_sessions=1)
     try:
-        ref = engine._reference(0)
+        ref, picture = engine._reference(0)
+        assert picture is not None and np.array_equal(picture, a)
         venc.reset()
         want = venc.encode(np.repeat(a[None, None], 2, axis=1))[:, :1]
         torch.testing.assert_close(ref, want.float())

@@ -4,6 +4,7 @@ trained video codec (what training uses as the reference chunk), not a seeded la
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def test_without_a_reference_frame_the_identity_seed_gives_its_portrait(engine: 
     s = engine.open_session(identity=7)
     ref = engine._streams[s.session_id].ref
     torch.testing.assert_close(ref, engine._encode_reference(_portrait(7, 128, 128)))
-    other = engine._reference(8)
+    other = engine._reference(8)[0]
     assert (other - ref).abs().mean() > 1e-3, "another seed, another person"
 
 
@@ -73,3 +74,33 @@ def test_a_reference_frame_of_the_wrong_size_is_refused_before_taking_a_slot(
     with pytest.raises(ValueError, match="uint8"):
         engine.open_session(reference_frame=np.zeros((128, 128, 3), np.float32))
     assert engine.sessions == 0
+
+
+def test_the_picture_reaches_the_session_video_decoder(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each session's video decoder is given its person's picture (a decoder that reads one
+    copies eyes, hair and outline from it), and a process replica keeps it to replay on a
+    restart; a session of the world's portraits gets the portrait."""
+    from unison_stream.engine import replica as replica_mod
+    from unison_stream.engine.engine import _portrait
+
+    pic = _picture(3)
+    s = engine.open_session(reference_frame=pic)
+    kept = getattr(engine.replica, "_sessions", {}).get(s.session_id)
+    if kept is not None:  # a process replica: (seed, picture) replayed after a restart
+        assert np.array_equal(kept[1], pic)
+    given: list[np.ndarray | None] = []
+    real = replica_mod.load_decoders
+
+    def spy(cfg: Any, batch: int) -> Any:
+        video, speech, sfx = real(cfg, batch)
+        monkeypatch.setattr(video, "set_reference", given.append)
+        return video, speech, sfx
+
+    monkeypatch.setattr(replica_mod, "load_decoders", spy)
+    core = replica_mod.ReplicaCore.build(CFG, None, None)
+    core.open("a", 0, pic)
+    core.open("b", 0, _portrait(5, 128, 128))
+    assert len(given) == 2 and given[0] is pic
+    assert given[1] is not None and np.array_equal(given[1], _portrait(5, 128, 128))

@@ -41,7 +41,11 @@ class VideoDecoder(Protocol):
     """Chunk-by-chunk video decoding with carried state (no seams between chunks)."""
 
     def reset(self) -> None:
-        """Forget carried state (a new stream)."""
+        """Forget carried state (a new stream); a reference frame set earlier stays."""
+
+    def set_reference(self, frame: np.ndarray | None) -> None:
+        """The person's picture ``(H, W, 3)`` uint8, for a decoder that copies identity
+        details from it (``VideoCodecConfig.reference``); others ignore it."""
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """(B, F, C, h, w) latents → (B, F·time_stride, H, W, 3) uint8 frames."""

@@ -100,6 +100,7 @@ def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Pat
         fr = test.clip_frames(i)
         fr = fr[: len(fr) // s * s]
         z = vae.encode(torch.from_numpy(fr)[None])  # (1, F, C, h, w)
+        vdec.set_reference(fr[0])  # the engine's decoder reads its session's picture
         vdec.reset()
         y = np.concatenate([vdec.decode(c) for c in _chunks(z, chunk_v)], 1)[0]
         a, b = torch.from_numpy(y).float() / 255, torch.from_numpy(fr).float() / 255

@@ -20,6 +20,9 @@ class VideoCodecConfig:
     widths: tuple[int, ...] = (32, 64, 128)  # channels at 64², 32², 16² (128² frames)
     blocks: int = 1  # residual blocks per resolution (decoder; the encoder mirrors it)
     temporal_context: int = 1  # previous latent frames the decoder sees (carried state)
+    # the decoder also reads a reference frame of the person (the session's portrait): 8×8
+    # latents cannot carry a 3-pixel iris or a hairline, the reference can (issue 14)
+    reference: bool = False
 
 
 @dataclass
@@ -66,8 +69,14 @@ class CodecTrainConfig:
     event_crop_prob: float = 0.0  # audio: share of crops holding an effect onset (SFX or mix)
     envelope_weight: float = 0.0  # audio: L1 between log-RMS envelopes (5 ms): sharp attacks
     edge_weight: float = 0.0  # video: L1 between pixel differences (sharp edges, issue 14)
+    # video: train a decoder that reads a reference frame (VideoCodecConfig.reference); its
+    # reference is another frame of the crop's clip, left out (zeros) this share of the time
+    video_reference: bool = False
+    reference_drop: float = 0.1
+    reference_lr: float = 2e-4  # the new reference path's learning rate (lr: everything else)
     # video: a patch discriminator's hinge loss on decoded frames (codecs/discriminator.py),
-    # scaled by the adaptive weight × adv_weight; 0 = off. From step adv_start on.
+    # scaled by the adaptive weight × adv_weight; 0 = off. The decoder gets the term from step
+    # adv_start on; the critic trains from step 0 (a fresh critic warms up on a trained decoder)
     adv_weight: float = 0.0
     adv_start: int = 0
     disc_lr: float = 2e-4

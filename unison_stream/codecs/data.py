@@ -51,17 +51,15 @@ class ClipStore:
     def clip_audio(self, i: int, stem: str) -> np.ndarray:
         return self.audio[stem][self.audio_off[i] : self.audio_off[i + 1]]
 
-    def video_crops(
+    def _windows(
         self, rng: np.random.Generator, n: int, frames: int, size: int, stride: int
-    ) -> np.ndarray:
-        """``n`` random crops of ``frames`` consecutive frames, ``size``² pixels → (n, T, s, s, 3).
-
-        Crops start on a multiple of ``stride`` frames (a latent frame) and on a multiple of 8
-        pixels, so they share the latent grid of full frames.
-        """
-        out = np.empty((n, frames, size, size, 3), np.uint8)
+    ) -> list[tuple[int, int, int, int]]:
+        """``n`` random crop windows (clip, first frame, y, x): ``frames`` frames from a
+        multiple of ``stride`` frames (a latent frame), ``size``² pixels from a multiple of 8,
+        so crops share the latent grid of full frames."""
+        out = []
         h, w = self.frames.shape[1:3]
-        for k in range(n):
+        for _ in range(n):
             while True:
                 i = int(rng.integers(len(self)))
                 length = int(self.frame_off[i + 1] - self.frame_off[i])
@@ -72,8 +70,32 @@ class ClipStore:
             )
             y = 8 * int(rng.integers((h - size) // 8 + 1))
             x = 8 * int(rng.integers((w - size) // 8 + 1))
+            out.append((i, t0, y, x))
+        return out
+
+    def video_crops(
+        self, rng: np.random.Generator, n: int, frames: int, size: int, stride: int
+    ) -> np.ndarray:
+        """``n`` random crops of ``frames`` consecutive frames, ``size``² pixels → (n, T, s, s, 3)
+        (windows: :meth:`_windows`)."""
+        out = np.empty((n, frames, size, size, 3), np.uint8)
+        for k, (_, t0, y, x) in enumerate(self._windows(rng, n, frames, size, stride)):
             out[k] = self.frames[t0 : t0 + frames, y : y + size, x : x + size]
         return out
+
+    def video_crops_with_reference(
+        self, rng: np.random.Generator, n: int, frames: int, size: int, stride: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Crops as :meth:`video_crops` → (n, T, s, s, 3), and for each the same window of one
+        random frame of its clip — the person's picture with another mouth, blink or gesture,
+        as a reference-reading decoder gets it → (n, s, s, 3)."""
+        out = np.empty((n, frames, size, size, 3), np.uint8)
+        ref = np.empty((n, size, size, 3), np.uint8)
+        for k, (i, t0, y, x) in enumerate(self._windows(rng, n, frames, size, stride)):
+            out[k] = self.frames[t0 : t0 + frames, y : y + size, x : x + size]
+            r = int(rng.integers(self.frame_off[i], self.frame_off[i + 1]))
+            ref[k] = self.frames[r, y : y + size, x : x + size]
+        return out, ref
 
     def effect_onsets(self, threshold: float = 0.05, frame: int = 80) -> np.ndarray:
         """Sample positions where the SFX stem's RMS (``frame``-sample frames) rises through

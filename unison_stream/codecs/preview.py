@@ -28,6 +28,9 @@ class PreviewVideoDecoder:
     def reset(self) -> None:
         """Stateless."""
 
+    def set_reference(self, frame: np.ndarray | None) -> None:
+        """Ignored: the preview reads latents only."""
+
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """(B, F, C, h, w) → (B, F·stride, H, W, 3) uint8."""
         b, f = latents.shape[:2]

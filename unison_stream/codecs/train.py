@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from unison_stream.codecs import metrics, weights
 from unison_stream.codecs.audio import AudioAE
-from unison_stream.codecs.config import CodecTrainConfig
+from unison_stream.codecs.config import CodecTrainConfig, VideoCodecConfig
 from unison_stream.codecs.data import ClipStore, build_cache, load_split
 from unison_stream.codecs.discriminator import (
     PatchDiscriminator,
@@ -66,10 +66,18 @@ def video_step(
     """Reconstruction loss of one batch of crops, its parts, and (decoded, target) frames
     (B, T, c, c, 3) for the adversarial term."""
     s = ae.latent.video_time_stride
-    crops = store.video_crops(rng, tc.batch, tc.clip_latents * s, tc.crop, s)
+    ref = None
+    if ae.ref_enc is None:
+        crops = store.video_crops(rng, tc.batch, tc.clip_latents * s, tc.crop, s)
+    else:  # another frame of the clip, left out (zeros) for a share of the batch
+        crops, pic = store.video_crops_with_reference(
+            rng, tc.batch, tc.clip_latents * s, tc.crop, s
+        )
+        keep = torch.from_numpy(rng.random(tc.batch) >= tc.reference_drop).float()
+        ref = ae.reference_features(torch.from_numpy(pic)) * keep.view(-1, 1, 1, 1)
     x = torch.from_numpy(crops).float() / 255.0  # (B, T, c, c, 3)
     z = ae.encode(x)  # (B, F, C, h, w)
-    y = ae.decode(_noisy(z, tc.latent_noise, (0, 1, 3, 4)))
+    y = ae.decode(_noisy(z, tc.latent_noise, (0, 1, 3, 4)), reference=ref)
     rec = (y - x).abs().mean()
     loss = rec + tc.latent_l2 * z.square().mean()
     parts = {"l1": float(rec.detach())}
@@ -158,7 +166,10 @@ def validate(model: torch.nn.Module, kind: str, store: ClipStore) -> dict[str, f
         for i in range(len(store)):
             fr = store.clip_frames(i)[:16]
             x = torch.from_numpy(fr).float()[None] / 255.0
-            y = model.decode(model.encode(x)).clamp(0, 1)
+            ref = None  # the clip's first frame, as the engine gives its portrait
+            if model.ref_enc is not None:
+                ref = model.reference_features(torch.from_numpy(fr[:1]))
+            y = model.decode(model.encode(x), reference=ref).clamp(0, 1)
             y = (y * 255).round() / 255.0  # what a viewer gets (uint8)
             ps.append(float(metrics.psnr(y[0], x[0]).mean()))
             ss.append(float(metrics.ssim(y[0], x[0]).mean()))
@@ -291,6 +302,8 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
         build_cache(data_dir, CACHE_COUNTS)
     train_set, val_set = load_split(data_dir, "train"), load_split(data_dir, "val")
     codec_cfg = tc.audio_codec if tc.kind == "audio" else weights.default_codec_cfg(tc.kind)
+    if isinstance(codec_cfg, VideoCodecConfig):
+        codec_cfg.reference = tc.video_reference
     model = weights.build(tc.kind, codec_cfg, latent, media)
     if tc.init == "bundled":
         bundled = weights.load(tc.kind, latent, media)
@@ -303,7 +316,15 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
         for name, p in model.named_parameters():
             p.requires_grad_(not name.startswith("enc"))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=tc.lr, weight_decay=tc.weight_decay)
+    # a decoder's new reference path learns at reference_lr while the rest is fine-tuned
+    new = {id(p) for n, p in model.named_parameters() if n.startswith("ref_")}
+    groups = [
+        {"params": [p for p in trainable if id(p) not in new], "base_lr": tc.lr},
+        {"params": [p for p in trainable if id(p) in new], "base_lr": tc.reference_lr},
+    ]
+    opt = torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=tc.lr, weight_decay=tc.weight_decay
+    )
     trainees: list[Trainee] = [("model", model, opt)]
     adversary = None
     if tc.adv_weight > 0:
@@ -327,10 +348,9 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
     bar = tqdm(total=tc.steps, initial=step, desc=f"codec {tc.kind}")
     t0 = time.time()
     while step < tc.steps:
-        lr = tc.lr * min(1.0, (step + 1) / tc.warmup)
-        lr *= 0.5 * (1 + math.cos(math.pi * step / tc.steps))
+        scale = min(1.0, (step + 1) / tc.warmup) * 0.5 * (1 + math.cos(math.pi * step / tc.steps))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = g["base_lr"] * scale
         frames = None
         critic = adversary if step >= tc.adv_start else None  # (set only for a video codec)
         if isinstance(model, VideoAE):
@@ -346,8 +366,8 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
-        if critic is not None and frames is not None:
-            parts.update(critic.critic_step(*frames))
+        if adversary is not None and frames is not None:  # the critic learns from step 0
+            parts.update(adversary.critic_step(*frames))
         step += 1
         history["train_step"].append(step)
         history["train_loss"].append(float(loss.detach()))

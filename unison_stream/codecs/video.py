@@ -10,6 +10,14 @@ channels, h×w latent grid, H×W pixels.
   ``temporal_context``), stacked on channels; sub-pixel (conv → pixel-shuffle) upsampling back
   to ``s`` RGB frames. It is causal over latent frames, so a streaming decoder that carries the
   last ``k`` latent frames reproduces the full decode exactly (the test checks this).
+- **Reference** (``cfg.reference``): the decoder also reads one frame of the person — the
+  session's portrait — through a small conv encoder at half resolution, added to the
+  decoder's features before its last (full-width) residual blocks through a zero-initialised
+  1×1 conv (so a decoder fine-tuned from one without it starts out equal to it). An 8×8 latent
+  cell cannot carry a 3-pixel iris, a hairline or the face's outline; the portrait can, and the
+  person does not change within a stream. Trained with another frame of the same clip as the
+  reference (other mouth, eyes, gesture), so it copies the person, not the pose; without a
+  reference (zeros) the decoder still works (training leaves it out now and then).
 - Latents are normalised per channel with statistics measured after training (buffers
   ``latent_mean`` / ``latent_std``): the model sees ≈ zero-mean, unit-variance latents.
 
@@ -84,6 +92,15 @@ class VideoAE(nn.Module):
                 dec.append(_Up(w[i], w[i - 1]))
         dec += [nn.SiLU(), nn.Conv2d(w[0], 3 * s * 4, 3, padding=1)]
         self.dec = nn.Sequential(*dec)
+        # the reference joins after the last upsampling (the decoder's half-resolution level)
+        self.inject_at = max(i for i, m in enumerate(dec) if isinstance(m, _Up)) + 1
+        self.ref_enc: nn.Sequential | None = None
+        self.ref_out: nn.Conv2d | None = None
+        if cfg.reference:
+            ref: list[nn.Module] = [nn.Conv2d(3 * 4, w[0], 3, padding=1)]
+            ref += [_Res(w[0]) for _ in range(2)]
+            self.ref_enc = nn.Sequential(*ref, nn.SiLU())
+            self.ref_out = nn.Conv2d(w[0], w[0], 1)
         self.register_buffer("latent_mean", torch.zeros(c))
         self.register_buffer("latent_std", torch.ones(c))
         self.initialize_weights()
@@ -97,6 +114,10 @@ class VideoAE(nn.Module):
                     m.c2.weight.mul_(0.1)
                     assert m.c2.bias is not None
                     m.c2.bias.zero_()
+        if self.ref_out is not None:  # no reference path at first: the decoder as it was
+            nn.init.zeros_(self.ref_out.weight)
+            assert self.ref_out.bias is not None
+            nn.init.zeros_(self.ref_out.bias)
 
     # ---- encoder -----------------------------------------------------------------------------
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -113,9 +134,24 @@ class VideoAE(nn.Module):
         return z.view(b, t // s, *z.shape[1:])  # (B, F, C, h, w)
 
     # ---- decoder -----------------------------------------------------------------------------
-    def decode(self, z: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, F, C, h, w) normalised latents (+ (B, k, C, h, w) earlier ones, zeros if None)
-        → (B, F·s, H, W, 3) float in [0, 1] (unclamped)."""
+    def reference_features(self, frame: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 or float in [0, 1] reference frames → (B, w₀, H/2, W/2) features
+        added to the decoder's half-resolution level (computed once per stream)."""
+        assert self.ref_enc is not None and self.ref_out is not None, "cfg.reference is off"
+        if frame.dtype == torch.uint8:
+            frame = frame.float() / 255.0
+        x = frame.mul(2).sub(1).permute(0, 3, 1, 2)  # (B, 3, H, W)
+        return self.ref_out(self.ref_enc(F.pixel_unshuffle(x, 2)))  # (B, w₀, H/2, W/2)
+
+    def decode(
+        self,
+        z: torch.Tensor,
+        history: torch.Tensor | None = None,
+        reference: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, F, C, h, w) normalised latents (+ (B, k, C, h, w) earlier ones, zeros if None;
+        + (B, w₀, H/2, W/2) :meth:`reference_features`, none if None) → (B, F·s, H, W, 3) float
+        in [0, 1] (unclamped)."""
         b, f, c, h, w = z.shape
         k, s = self.cfg.temporal_context, self.latent.video_time_stride
         if history is None:
@@ -126,7 +162,10 @@ class VideoAE(nn.Module):
         ctx = torch.cat([seq[:, i : i + f] for i in range(k + 1)], 2).flatten(0, 1)
         if ctx.device.type == "cpu":  # oneDNN's convolutions are ~25 % faster on NHWC
             ctx = ctx.contiguous(memory_format=torch.channels_last)
-        x = F.pixel_shuffle(self.dec(ctx), 2)  # (B·F, 3s, H, W)
+        x = self.dec[: self.inject_at](ctx)  # (B·F, w₀, H/2, W/2)
+        if reference is not None:  # the same portrait for each of a stream's latent frames
+            x = (x.view(b, f, *x.shape[1:]) + reference[:, None]).flatten(0, 1)
+        x = F.pixel_shuffle(self.dec[self.inject_at :](x), 2)  # (B·F, 3s, H, W)
         x = x.view(b, f, s, 3, *x.shape[-2:]).permute(0, 1, 2, 4, 5, 3)  # (B, F, s, H, W, 3)
         return x.reshape(b, f * s, *x.shape[3:]).add(1).mul(0.5)  # (B, T, H, W, 3)
 
@@ -148,9 +187,21 @@ class StreamingVideoDecoder:
         self.ae = ae.eval()
         self.ae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts it; the stubs' overloads omit it
         self.history: torch.Tensor | None = None  # (B, k, C, h, w)
+        self.reference: torch.Tensor | None = None  # (B, w₀, H/2, W/2) reference features
 
     def reset(self) -> None:
+        """Forget the carried latent frames (a new stream); the reference stays."""
         self.history = None
+
+    @torch.inference_mode()
+    def set_reference(self, frame: np.ndarray | None) -> None:
+        """The person's picture ``(H, W, 3)`` uint8 (or ``(B, H, W, 3)``) for a decoder that
+        reads one (``cfg.reference``); ignored by one that does not; None forgets it."""
+        if frame is None or self.ae.ref_enc is None:
+            self.reference = None
+            return
+        x = torch.as_tensor(np.ascontiguousarray(frame))
+        self.reference = self.ae.reference_features(x[None] if x.dim() == 3 else x).float()
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
@@ -158,7 +209,10 @@ class StreamingVideoDecoder:
         z = latents.float()
         if self.history is not None and self.history.shape[0] != z.shape[0]:
             raise ValueError(f"batch changed from {self.history.shape[0]} to {z.shape[0]}")
-        out = self.ae.decode(z, self.history)
+        ref = self.reference
+        if ref is not None and ref.shape[0] != z.shape[0]:
+            raise ValueError(f"reference for batch {ref.shape[0]}, latents of batch {z.shape[0]}")
+        out = self.ae.decode(z, self.history, ref)
         k = self.ae.cfg.temporal_context
         hist = z if self.history is None else torch.cat([self.history, z], 1)
         if hist.shape[1] < k:  # fewer frames than the context so far: pad with zeros

@@ -260,6 +260,7 @@ def bench_stream(cfg: UnisonConfig, *, seconds: float = 20.0, trials: int = 5) -
         out["chunk_seconds"] = cs
         # decode share: a chunk's decode + mix, on decoders like the replica's (main thread)
         video, speech, sfx = load_decoders(cfg, 1)
+        video.set_reference(np.zeros((cfg.media.height, cfg.media.width, 3), np.uint8))
         mixer = Mixer()
         lat = torch.randn(
             1,

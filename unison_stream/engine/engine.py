@@ -154,8 +154,9 @@ class Engine:
         """
         if reference_frame is not None:
             ref = self._encode_reference(reference_frame)  # validate before taking a slot
+            picture: np.ndarray | None = reference_frame
         else:
-            ref = self._reference(identity)
+            ref, picture = self._reference(identity)
         with self._lock:
             if self._closed:
                 raise EngineClosedError("engine is closed")
@@ -182,7 +183,7 @@ class Engine:
         with self._lock:
             if len(self._streams) >= self.max_sessions:
                 raise EngineFullError(f"all {self.max_sessions} sessions of this replica in use")
-        self.replica.open(s.session_id, seed)  # its cache row and decoders
+        self.replica.open(s.session_id, seed, picture)  # its cache row and decoders
         with self._lock:
             self._streams[s.session_id] = stream
             self._work.notify_all()
@@ -288,19 +289,18 @@ class Engine:
             for i in range(len(texts))
         ]
 
-    def _reference(self, identity: int) -> torch.Tensor:
-        """(1, 1, C, h, w) reference latent of ``identity`` (the session's sink): the portrait
-        of the synthetic world's identity with that seed, encoded by the video codec; a seeded
-        random latent where no trained codec fits the config."""
+    def _reference(self, identity: int) -> tuple[torch.Tensor, np.ndarray | None]:
+        """(1, 1, C, h, w) reference latent of ``identity`` (the session's sink) and its
+        picture: the portrait of the synthetic world's identity with that seed, encoded by the
+        video codec; a seeded random latent (no picture) where no trained codec fits."""
+        picture = _portrait(identity, self.cfg.media.width, self.cfg.media.height)
         try:
-            return self._encode_reference(
-                _portrait(identity, self.cfg.media.width, self.cfg.media.height)
-            )
+            return self._encode_reference(picture), picture
         except CodecUnavailableError:
             pass
         h, w = self.cfg.latent.latent_hw(self.cfg.media)
         g = torch.Generator().manual_seed(identity)
-        return torch.randn(1, 1, self.cfg.latent.video_channels, h, w, generator=g)
+        return torch.randn(1, 1, self.cfg.latent.video_channels, h, w, generator=g), None
 
     def _encode_reference(self, frame: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 picture → (1, 1, C, h, w) codec latent: the frame held still for one

@@ -134,8 +134,11 @@ class ReplicaCore:
         p = next(self.model.parameters())
         return {"cfg": self.cfg, "device": str(p.device), "dtype": str(p.dtype)}
 
-    def open(self, session: str, seed: int) -> None:
+    def open(self, session: str, seed: int, reference: np.ndarray | None = None) -> None:
+        """A cache row and decoders for ``session``; ``reference`` ``(H, W, 3)`` uint8 is the
+        person's picture, for a video decoder that copies identity details from it."""
         video, speech, sfx = load_decoders(self.cfg, 1)
+        video.set_reference(reference)
         self.slots[session] = _Slot(Row(self.stepper.new_cache(), 0, seed), video, speech, sfx)
 
     def close(self, session: str) -> None:
@@ -215,8 +218,8 @@ class Replica(ABC):
         """Run ``op`` (``open``, ``close``, ``reset``, ``step``) on the core; ReplicaError on
         failure, ChunkCancelled for a cancelled step."""
 
-    def open(self, session: str, seed: int) -> None:
-        self.call("open", session, seed)
+    def open(self, session: str, seed: int, reference: np.ndarray | None = None) -> None:
+        self.call("open", session, seed, reference)
 
     def close_session(self, session: str) -> None:
         self.call("close", session)
@@ -270,7 +273,8 @@ class ProcessReplica(Replica):
         self._spec = (cfg, checkpoint, None if model is None else model.cpu())
         self._lock = threading.Lock()  # one call in flight
         self._send_lock = threading.Lock()  # calls and cancels share the socket
-        self._sessions: dict[str, int] = {}  # open sessions and seeds, replayed on restart
+        # open sessions (seed, reference picture), replayed on restart
+        self._sessions: dict[str, tuple[Any, ...]] = {}
         self.restarts = 0
         self._timeout_s = cfg.runtime.replica_timeout_s
         self._start()
@@ -291,8 +295,8 @@ class ProcessReplica(Replica):
             self._conn.close()
             raise
         self.cfg, self.device, self.dtype = info["cfg"], info["device"], info["dtype"]
-        for sid, seed in self._sessions.items():
-            self._exchange("open", (sid, seed))
+        for sid, args in self._sessions.items():
+            self._exchange("open", (sid, *args))
 
     def _exchange(self, op: str, args: tuple[Any, ...]) -> Any:
         with self._send_lock:
@@ -313,7 +317,7 @@ class ProcessReplica(Replica):
     def call(self, op: str, *args: Any) -> Any:
         with self._lock:
             if op == "open":
-                self._sessions[args[0]] = args[1]
+                self._sessions[args[0]] = args[1:]
             elif op == "close":
                 self._sessions.pop(args[0], None)
             try:

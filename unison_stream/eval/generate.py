@@ -184,11 +184,14 @@ class CodecRoundTrip:
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """``(F, H, W, 3)`` uint8 → the same count of frames after encode → decode (the last
-        frame is repeated up to a whole latent frame, and the extra frames dropped)."""
+        frame is repeated up to a whole latent frame, and the extra frames dropped). The
+        decoder's reference picture is the clip's first frame, as the engine's is the picture
+        its session was opened with."""
         assert self.ae is not None and self.decoder is not None, "no video codec weights"
         f = len(frames)
         pad = -f % self.stride
         x = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)]) if pad else frames
+        self.decoder.set_reference(frames[0])
         self.decoder.reset()
         z = self.ae.encode(torch.from_numpy(np.ascontiguousarray(x))[None])  # (1, F/s, C, h, w)
         return self.decoder.decode(z)[0, :f]
