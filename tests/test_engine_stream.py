@@ -256,3 +256,27 @@ def test_interrupt_abandons_the_chunk_being_made() -> None:
         assert all(c.utterance_id is None for c in after)
         assert [e.event for e in s.poll_events()] == ["queued", "interrupted"]
         assert s.stats()["errors"] == 0
+
+
+def test_a_chunk_made_once_the_queue_gets_more_room_is_not_counted_from_before(
+    engine: Engine,
+) -> None:
+    """A full queue (the worker waits) that is allowed to hold more: the next chunk's
+    ``wanted`` is when the room came, so ``decoded − wanted`` is what making it took (the
+    buffer policy reads it as the engine's pace; a stale instant made it prebuffer for nothing).
+    """
+    s = engine.open_session()
+    deadline = time.monotonic() + 60
+    while len(s.queued()) < 2:  # max_ahead=2: then the worker waits
+        assert time.monotonic() < deadline, "the queue never filled"
+        time.sleep(0.02)
+    time.sleep(0.5)
+    t_room = time.monotonic()
+    s.set_ahead(3)
+    while len(s.queued()) < 3:
+        assert time.monotonic() < deadline, "no chunk after the room came"
+        time.sleep(0.02)
+    chunks = [s.take_chunk() for _ in range(3)]
+    assert all(c is not None for c in chunks)
+    wanted = chunks[2].times["wanted"]  # type: ignore[union-attr]
+    assert wanted >= t_room - 1e-3, f"wanted {t_room - wanted:.3f} s before the room came"

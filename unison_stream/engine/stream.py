@@ -243,7 +243,10 @@ class Stream:
 
     def set_ahead(self, chunks: int) -> None:
         with self.lock:
-            self._ahead = max(1, chunks)
+            was_full, ahead = len(self._queue) >= self._ahead, max(1, chunks)
+            if was_full and len(self._queue) < ahead:  # room from now on: the worker may start
+                self._room_at = time.monotonic()  # (a chunk's "wanted" must not predate it)
+            self._ahead = ahead
 
     def wait_chunk(self, timeout: float | None) -> MediaChunk | None:
         """The next chunk, right after the previous one; None on timeout or once closed."""
