@@ -126,6 +126,17 @@ def test_reference_crops_share_the_window_and_the_clip():
     assert np.array_equal(refs[..., 1], crops[:, 0, ..., 1]), "… and the same window"
 
 
+def test_detail_weights_lift_a_small_part_and_leave_flat_areas_at_one():
+    from unison_stream.codecs.train import _detail_weights
+
+    x = torch.full((1, 2, 16, 16, 3), 0.5)
+    torch.testing.assert_close(_detail_weights(x, 4.0), torch.ones(1, 2, 16, 16, 1))
+    x[:, :, 7:9, 7:9] = torch.tensor([0.1, 0.6, 0.2])  # a 2-pixel "iris"
+    w = _detail_weights(x, 4.0)
+    assert w.shape == (1, 2, 16, 16, 1)
+    assert float(w[0, 0, 7, 7]) > 5 and float(w[0, 0, 0, 0]) == 1.0
+
+
 def test_round_trip_improves_with_training():
     torch.manual_seed(0)
     ae = VideoAE(SMALL, LatentConfig())

@@ -69,6 +69,8 @@ class CodecTrainConfig:
     event_crop_prob: float = 0.0  # audio: share of crops holding an effect onset (SFX or mix)
     envelope_weight: float = 0.0  # audio: L1 between log-RMS envelopes (5 ms): sharp attacks
     edge_weight: float = 0.0  # video: L1 between pixel differences (sharp edges, issue 14)
+    # video: L1 weighted up where a pixel differs from its neighbours (irises, pupils, lips)
+    detail_weight: float = 0.0
     # video: train a decoder that reads a reference frame (VideoCodecConfig.reference); its
     # reference is another frame of the crop's clip, left out (zeros) this share of the time
     video_reference: bool = False
