@@ -92,9 +92,10 @@ def test_reference_decoder_starts_as_the_decoder_and_then_reads_the_picture():
     dec.reset()
     dec.set_reference(pic_a)
     assert np.array_equal(dec.decode(z), plain), "a fresh reference path must add nothing"
-    assert ae.ref_out is not None
+    assert ae.ref_out is not None and ae.ref_global is not None
     with torch.no_grad():
         ae.ref_out.weight.normal_(0, 0.2)
+        ae.ref_global.weight.normal_(0, 0.2)
     dec.set_reference(pic_a)  # features are computed here, once per stream
     dec.reset()
     with_a = dec.decode(z)

@@ -13,7 +13,8 @@ channels, h×w latent grid, H×W pixels.
 - **Reference** (``cfg.reference``): the decoder also reads one frame of the person — the
   session's portrait — through a small conv encoder at half resolution, added to the
   decoder's features before its last (full-width) residual blocks through a zero-initialised
-  1×1 conv (so a decoder fine-tuned from one without it starts out equal to it). An 8×8 latent
+  1×1 conv, plus a zero-initialised linear read of the features' maximum over all positions
+  added everywhere (so a decoder fine-tuned from one without it starts out equal to it). An 8×8 latent
   cell cannot carry a 3-pixel iris, a hairline or the face's outline; the portrait can, and the
   person does not change within a stream. Trained with another frame of the same clip as the
   reference (other mouth, eyes, gesture), so it copies the person, not the pose; without a
@@ -96,11 +97,16 @@ class VideoAE(nn.Module):
         self.inject_at = max(i for i, m in enumerate(dec) if isinstance(m, _Up)) + 1
         self.ref_enc: nn.Sequential | None = None
         self.ref_out: nn.Conv2d | None = None
+        self.ref_global: nn.Linear | None = None
         if cfg.reference:
             ref: list[nn.Module] = [nn.Conv2d(3 * 4, w[0], 3, padding=1)]
             ref += [_Res(w[0]) for _ in range(2)]
             self.ref_enc = nn.Sequential(*ref, nn.SiLU())
             self.ref_out = nn.Conv2d(w[0], w[0], 1)
+            # a summary of the whole picture (max over positions, so a crop and a full frame
+            # read alike) added everywhere: what no local feature finds under a head that
+            # swayed a few pixels since the picture, an iris's colour say
+            self.ref_global = nn.Linear(w[0], w[0])
         self.register_buffer("latent_mean", torch.zeros(c))
         self.register_buffer("latent_std", torch.ones(c))
         self.initialize_weights()
@@ -114,10 +120,11 @@ class VideoAE(nn.Module):
                     m.c2.weight.mul_(0.1)
                     assert m.c2.bias is not None
                     m.c2.bias.zero_()
-        if self.ref_out is not None:  # no reference path at first: the decoder as it was
-            nn.init.zeros_(self.ref_out.weight)
-            assert self.ref_out.bias is not None
-            nn.init.zeros_(self.ref_out.bias)
+        for out in (self.ref_out, self.ref_global):  # no reference path at first
+            if out is not None:  # (the decoder as it was)
+                nn.init.zeros_(out.weight)
+                assert out.bias is not None
+                nn.init.zeros_(out.bias)
 
     # ---- encoder -----------------------------------------------------------------------------
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -138,10 +145,13 @@ class VideoAE(nn.Module):
         """(B, H, W, 3) uint8 or float in [0, 1] reference frames → (B, w₀, H/2, W/2) features
         added to the decoder's half-resolution level (computed once per stream)."""
         assert self.ref_enc is not None and self.ref_out is not None, "cfg.reference is off"
+        assert self.ref_global is not None
         if frame.dtype == torch.uint8:
             frame = frame.float() / 255.0
         x = frame.mul(2).sub(1).permute(0, 3, 1, 2)  # (B, 3, H, W)
-        return self.ref_out(self.ref_enc(F.pixel_unshuffle(x, 2)))  # (B, w₀, H/2, W/2)
+        f = self.ref_enc(F.pixel_unshuffle(x, 2))  # (B, w₀, H/2, W/2)
+        summary = self.ref_global(f.amax((2, 3)))  # (B, w₀)
+        return self.ref_out(f) + summary[:, :, None, None]  # (B, w₀, H/2, W/2)
 
     def decode(
         self,
