@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.mqtt_support import needs_mosquitto
 from tests.server_support import API_KEY, bench_json, running_server
 from unison_stream.server.faults import seq_faults, ws_drops
@@ -65,3 +67,15 @@ def test_bench_hostile_every_attack_answered_and_the_victim_undisturbed() -> Non
     assert res["victim_alive"] and res["victim_video_fps"] > 20, res
     assert res["server"]["sessions"][1] == 0 and res["server"]["peer_connections"][1] == 0, res
     assert res["server_alive"], res
+
+
+def test_a_failing_bench_shows_the_server_log(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bench that fails prints its server's last log lines (here: a server that refused
+    its configuration), so a CI log says what the server saw."""
+    from unison_stream.server.bench import served
+
+    with pytest.raises(RuntimeError), served("fake", ["server.max_sessions=-1"]) as (proc, _):
+        proc.wait(60)
+        raise RuntimeError("the bench failed")
+    err = capsys.readouterr().err
+    assert "the server's last log lines:" in err and "max_sessions" in err, err

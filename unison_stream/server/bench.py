@@ -34,6 +34,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -258,20 +259,28 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def served(engine: str, overrides: list[str]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A ``serve`` subprocess on a free 127.0.0.1 port with the bench's key: (process, base
-    URL); terminated on the way out. :func:`wait_healthy` before using it."""
+    URL); terminated on the way out. :func:`wait_healthy` before using it. When the bench
+    fails, the server's last log lines go to stderr with the error (its log is kept in a
+    temporary file, not shown otherwise)."""
     restrict_to_loopback()
     port = _free_port()
     cmd = [sys.executable, "-m", "unison_stream.cli", "serve", "--engine", engine]
     cmd += [f"server.port={port}", f"server.api_keys=[{KEY}]", *overrides]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield proc, f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryFile() as log_file:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_file)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            yield proc, f"http://127.0.0.1:{port}"
+        except BaseException:
+            log_file.seek(0)
+            tail = log_file.read().decode(errors="replace").splitlines()[-30:]
+            sys.stderr.write("the server's last log lines:\n" + "\n".join(tail) + "\n")
+            raise
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 async def wait_healthy(base: str, timeout_s: float = 60.0) -> dict[str, Any]:
