@@ -280,3 +280,28 @@ def test_a_chunk_made_once_the_queue_gets_more_room_is_not_counted_from_before(
     assert all(c is not None for c in chunks)
     wanted = chunks[2].times["wanted"]  # type: ignore[union-attr]
     assert wanted >= t_room - 1e-3, f"wanted {t_room - wanted:.3f} s before the room came"
+
+
+def test_chunks_made_after_an_interrupt_emptied_a_full_queue_are_counted_from_it(
+    engine: Engine,
+) -> None:
+    """The same for room made by dropping chunks: an interrupt empties a full queue of
+    speech, and the idle chunks made next are counted from the interrupt, not from before."""
+    s = engine.open_session()
+    s.say("Hello there, this is a long enough sentence to fill the queue.", utterance_id="u")
+    deadline = time.monotonic() + 60
+    while [c.utterance_id for c in s.queued()] != ["u", "u"]:
+        assert time.monotonic() < deadline, f"no full queue of speech: {s.queued()}"
+        if len(s.queued()) >= 2:
+            s.take_chunk()  # idle chunks made before the plan
+        time.sleep(0.02)
+    time.sleep(0.5)
+    t_cut = time.monotonic()
+    s.interrupt()
+    while len(s.queued()) < 1:
+        assert time.monotonic() < deadline, "no chunk after the interrupt"
+        time.sleep(0.02)
+    chunk = s.take_chunk()
+    assert chunk is not None and chunk.utterance_id is None
+    wanted = chunk.times["wanted"]
+    assert wanted >= t_cut - 1e-3, f"wanted {t_cut - wanted:.3f} s before the interrupt"

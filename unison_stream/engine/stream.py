@@ -226,7 +226,7 @@ class Stream:
             self._say_epoch += 1
             kept = [p for p in self._queue if p.chunk.utterance_id is not None]
             self._stats.dropped += len(self._queue) - len(kept)
-            self._queue = collections.deque(kept)  # idle chunks made ahead would delay it
+            self._set_queue(kept)  # idle chunks made ahead would delay it
             self._utterances.append(utt)
             self._event(utt.utterance_id, "queued", self._end_s)
 
@@ -243,10 +243,25 @@ class Stream:
 
     def set_ahead(self, chunks: int) -> None:
         with self.lock:
-            was_full, ahead = len(self._queue) >= self._ahead, max(1, chunks)
-            if was_full and len(self._queue) < ahead:  # room from now on: the worker may start
-                self._room_at = time.monotonic()  # (a chunk's "wanted" must not predate it)
-            self._ahead = ahead
+            full = self._full()
+            self._ahead = max(1, chunks)
+            self._note_room(full)
+
+    def _full(self) -> bool:
+        return len(self._queue) >= self._ahead
+
+    def _note_room(self, was_full: bool) -> None:
+        """A full queue that has room now (the consumer took a chunk, chunks were dropped, or
+        it may hold more): the worker may start from this moment, so a chunk's ``wanted``
+        must not predate it (the buffer policy reads ``decoded − wanted`` as the engine's pace;
+        a stale instant reads as a slow chunk and makes it prebuffer for nothing)."""
+        if was_full and not self._full():
+            self._room_at = time.monotonic()
+
+    def _set_queue(self, kept: list[_Pending]) -> None:
+        full = self._full()
+        self._queue = collections.deque(kept)
+        self._note_room(full)
 
     def wait_chunk(self, timeout: float | None) -> MediaChunk | None:
         """The next chunk, right after the previous one; None on timeout or once closed."""
@@ -308,9 +323,9 @@ class Stream:
 
     def _deliver(self, start_s: float | None) -> MediaChunk:
         """Pop the oldest chunk onto the timeline at ``start_s`` (under the lock)."""
-        if len(self._queue) >= self._ahead:
-            self._room_at = time.monotonic()
+        full = self._full()
         p = self._queue.popleft()
+        self._note_room(full)
         n = self._stats.delivered
         self._stats.delivered += 1
         start = self._end_s if start_s is None else start_s
@@ -332,7 +347,7 @@ class Stream:
         self._epoch += 1
         kept = [p for p in self._queue if p.chunk.utterance_id is None]
         self._stats.dropped += len(self._queue) - len(kept)
-        self._queue = collections.deque(kept)
+        self._set_queue(kept)
         for u in dropped:
             u.dropped = True
             self._event(u.utterance_id, "interrupted", t)
