@@ -305,3 +305,32 @@ def test_chunks_made_after_an_interrupt_emptied_a_full_queue_are_counted_from_it
     assert chunk is not None and chunk.utterance_id is None
     wanted = chunk.times["wanted"]
     assert wanted >= t_cut - 1e-3, f"wanted {t_cut - wanted:.3f} s before the interrupt"
+
+
+class _SlowTiming(LetterTiming):
+    """The letters front end, but planning takes 0.6 s (espeak-ng on a busy host, say)."""
+
+    def phonemes(self, text: str) -> list:  # type: ignore[type-arg]  # the base's Phone list
+        time.sleep(0.6)
+        return super().phonemes(text)
+
+
+def test_idle_chunks_made_while_an_utterance_is_planned_do_not_play_before_it() -> None:
+    """The worker goes on making idle motion while a say is planned; once the utterance's
+    first chunk is made, those idle chunks are dropped, so its words are next in the queue."""
+    eng = Engine(CFG, timing=_SlowTiming(), max_ahead=4)
+    try:
+        s = eng.open_session()
+        take(s, 1)
+        s.say("Hi there", utterance_id="u")
+        deadline = time.monotonic() + 60
+        while not any(c.utterance_id == "u" for c in s.queued()):
+            assert time.monotonic() < deadline, "the utterance was never made"
+            if len(s.queued()) >= 3:  # a consumer: the worker never waits on a full queue
+                s.take_chunk()
+            time.sleep(0.01)
+        queued = [c.utterance_id for c in s.queued()]
+        assert queued[0] == "u", queued
+        assert s.stats()["dropped"] >= 1, "no idle chunk was made during the plan"
+    finally:
+        eng.close()

@@ -14,11 +14,11 @@ channels, h×w latent grid, H×W pixels.
   session's portrait — through a small conv encoder at half resolution, added to the
   decoder's features before its last (full-width) residual blocks through a zero-initialised
   1×1 conv, plus a zero-initialised linear read of the features' maximum over all positions
-  added everywhere (so a decoder fine-tuned from one without it starts out equal to it). An 8×8 latent
-  cell cannot carry a 3-pixel iris, a hairline or the face's outline; the portrait can, and the
-  person does not change within a stream. Trained with another frame of the same clip as the
-  reference (other mouth, eyes, gesture), so it copies the person, not the pose; without a
-  reference (zeros) the decoder still works (training leaves it out now and then).
+  added everywhere (so a decoder fine-tuned from one without it starts out equal to it). An
+  8×8 latent cell cannot carry a 3-pixel iris, a hairline or the face's outline; the portrait
+  can, and the person does not change within a stream. Trained with another frame of the same
+  clip as the reference (other mouth, eyes, gesture), so it copies the person, not the pose;
+  without a reference (zeros) the decoder still works (training leaves it out now and then).
 - Latents are normalised per channel with statistics measured after training (buffers
   ``latent_mean`` / ``latent_std``): the model sees ≈ zero-mean, unit-variance latents.
 

@@ -470,6 +470,10 @@ class Stream:
                 s.dropped += 1
                 return
             first = job.kind == "utterance" and job.k == 0
+            if first:  # idle chunks made while it was planned would play before its words
+                kept = [p for p in self._queue if p.chunk.utterance_id is not None]
+                s.dropped += len(self._queue) - len(kept)
+                self._set_queue(kept)
             dur = 0.0
             if job.utterance is not None and job.last:
                 dur = self._utterance_seconds(job.utterance)
