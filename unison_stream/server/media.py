@@ -260,6 +260,14 @@ class MediaClock:
         # the start waits (D − d)(1/rate − 1) after the first chunk came, plus the jitter
         slow = max(0.0, utterance_s - chunk_s) * max(0.0, 1.0 / max(rate, 1e-3) - 1.0)
         self.wait_s = min(self.max_prebuffer_s, slow + jitter)
+        log.info(
+            "%sbuffer policy: production %.2f× real time, jitter %.0f ms → wait %.0f ms (%s)",
+            f"[{self.label}] " if self.label else "",
+            rate,
+            1000 * jitter,
+            1000 * self.wait_s,
+            " ".join(f"{1000 * (w - d):+.0f}" for w, d in self._rates),  # ms late per chunk
+        )
         hold_s = chunk_s + self.wait_s * min(rate, 1e3)  # media that arrives meanwhile
         need_slots = int(np.ceil(hold_s * self.fps)) + frames
         self._set_ahead(max(self.base_slots, min(need_slots, 60 * round(self.fps))))
