@@ -210,7 +210,7 @@ class StreamingVideoDecoder:
         if frame is None or self.ae.ref_enc is None:
             self.reference = None
             return
-        x = torch.as_tensor(np.ascontiguousarray(frame))
+        x = torch.from_numpy(np.array(frame, dtype=np.uint8))  # a copy (it may be read-only)
         self.reference = self.ae.reference_features(x[None] if x.dim() == 3 else x).float()
 
     @torch.inference_mode()
