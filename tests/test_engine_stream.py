@@ -16,7 +16,7 @@ from tests.helpers import TEST_OVERRIDES, take
 from unison_stream.config import load_config
 from unison_stream.engine import Engine, EngineClosedError, EngineSession
 from unison_stream.engine.audio import resample
-from unison_stream.engine.planner import LetterTiming
+from unison_stream.engine.planner import LetterTiming, Phone
 from unison_stream.engine.replica import LocalReplica, ReplicaCore
 
 OVERRIDES = [*TEST_OVERRIDES, "runtime.dtype=fp32"]
@@ -310,7 +310,7 @@ def test_chunks_made_after_an_interrupt_emptied_a_full_queue_are_counted_from_it
 class _SlowTiming(LetterTiming):
     """The letters front end, but planning takes 0.6 s (espeak-ng on a busy host, say)."""
 
-    def phonemes(self, text: str) -> list:  # type: ignore[type-arg]  # the base's Phone list
+    def phonemes(self, text: str) -> list[Phone]:
         time.sleep(0.6)
         return super().phonemes(text)
 
