@@ -121,7 +121,8 @@ def test_reference_crops_share_the_window_and_the_clip():
     frames = np.concatenate([np.full((6, 32, 32, 3), 10 * c, np.uint8) for c in (1, 2, 3)])
     frames[:, :, :, 1] = np.arange(32, dtype=np.uint8)[None, :, None]  # x position in green
     store = ClipStore(frames, np.array([0, 6, 12, 18]), {}, np.zeros(4, np.int64), [{}] * 3)
-    crops, refs = store.video_crops_with_reference(np.random.default_rng(0), 20, 4, 16, 2)
+    crops, refs, eyes = store.video_crops_with_reference(np.random.default_rng(0), 20, 4, 16, 2)
+    assert eyes.shape == (20, 16, 16) and not eyes.any(), "no identity cached: no eyes"
     assert crops.shape == (20, 4, 16, 16, 3) and refs.shape == (20, 16, 16, 3)
     assert np.array_equal(refs[..., 0], crops[:, 0, ..., 0]), "the reference is of the same clip"
     assert np.array_equal(refs[..., 1], crops[:, 0, ..., 1]), "… and the same window"
@@ -264,3 +265,18 @@ def test_adversarial_term_trains_the_decoder_only_and_scores_decoded_frames_lowe
     with torch.no_grad():
         real, fake = adv.disc(to_nchw(x)).mean(), adv.disc(to_nchw(y)).mean()
     assert real > fake + 0.5, f"critic: real {real:.2f}, decoded {fake:.2f}"
+
+
+def test_eye_mask_covers_the_layouts_eyes_and_nothing_far_from_them():
+    from unison_stream.codecs.data import ClipStore
+    from unison_stream.data.synth.face import face_layout
+    from unison_stream.data.synth.identity import sample_identity
+
+    ident = sample_identity(np.random.default_rng(3))
+    frames = np.zeros((2, 128, 128, 3), np.uint8)
+    meta = [{"identity": ident.to_json()}]
+    store = ClipStore(frames, np.array([0, 2]), {}, np.zeros(2, np.int64), meta)
+    mask = store.eye_mask(0)
+    for x0, y0, x1, y1 in face_layout(ident, width=128, height=128).eyes:
+        assert mask[int((y0 + y1) / 2), int((x0 + x1) / 2)] == 1.0
+    assert 0 < mask.mean() < 0.05 and mask[100:, :].sum() == 0 and mask[:, :20].sum() == 0

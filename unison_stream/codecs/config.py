@@ -71,6 +71,9 @@ class CodecTrainConfig:
     edge_weight: float = 0.0  # video: L1 between pixel differences (sharp edges, issue 14)
     # video: L1 weighted up where a pixel differs from its neighbours (irises, pupils, lips)
     detail_weight: float = 0.0
+    # video, reference decoder: L1 weighted up inside the eyes' boxes (the world's face layout of
+    # the clip's identity, cached with it): an iris's colour is a few pixels of a crop
+    eye_weight: float = 0.0
     # video: train a decoder that reads a reference frame (VideoCodecConfig.reference); its
     # reference is another frame of the crop's clip, left out (zeros) this share of the time
     video_reference: bool = False

@@ -17,11 +17,13 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from unison_stream.data.synth import WorldConfig, make_clip, sample_spec
+from unison_stream.data.synth.face import face_layout
 from unison_stream.data.synth.identity import Identity, identity_key, sample_identity
 from unison_stream.data.synth.text import Script, sample_script, sample_sentence
 
@@ -40,7 +42,7 @@ class ClipStore:
     frame_off: np.ndarray  # (n+1,) int64, clip i owns frames[frame_off[i]:frame_off[i+1]]
     audio: dict[str, np.ndarray]  # stem → (ΣS,) float32, stems: speech, sfx, mix
     audio_off: np.ndarray  # (n+1,) int64
-    meta: list[dict[str, str]]  # per clip: sentence, transcript, voice, clip_id
+    meta: list[dict[str, Any]]  # per clip: sentence, transcript, voice, clip_id, identity
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -85,17 +87,35 @@ class ClipStore:
 
     def video_crops_with_reference(
         self, rng: np.random.Generator, n: int, frames: int, size: int, stride: int
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Crops as :meth:`video_crops` → (n, T, s, s, 3), and for each the same window of one
         random frame of its clip — the person's picture with another mouth, blink or gesture,
-        as a reference-reading decoder gets it → (n, s, s, 3)."""
+        as a reference-reading decoder gets it → (n, s, s, 3) — and of its eye mask
+        (:meth:`eye_mask`) → (n, s, s)."""
         out = np.empty((n, frames, size, size, 3), np.uint8)
         ref = np.empty((n, size, size, 3), np.uint8)
+        eyes = np.empty((n, size, size), np.float32)
         for k, (i, t0, y, x) in enumerate(self._windows(rng, n, frames, size, stride)):
             out[k] = self.frames[t0 : t0 + frames, y : y + size, x : x + size]
             r = int(rng.integers(self.frame_off[i], self.frame_off[i + 1]))
             ref[k] = self.frames[r, y : y + size, x : x + size]
-        return out, ref
+            eyes[k] = self.eye_mask(i)[y : y + size, x : x + size]
+        return out, ref, eyes
+
+    def eye_mask(self, i: int, margin: float = 3.0) -> np.ndarray:
+        """``(H, W)`` float32: 1 inside clip ``i``'s two eye boxes (the world's face layout of
+        its identity, widened by ``margin`` pixels for the head's sway), else 0; all zeros for
+        a clip cached without its identity."""
+        h, w = self.frames.shape[1:3]
+        mask = np.zeros((h, w), np.float32)
+        ident = self.meta[i].get("identity") if i < len(self.meta) else None
+        if not ident:
+            return mask
+        for x0, y0, x1, y1 in face_layout(Identity.from_json(ident), width=w, height=h).eyes:
+            ya, yb = max(0, int(y0 - margin)), min(h, int(np.ceil(y1 + margin)))
+            xa, xb = max(0, int(x0 - margin)), min(w, int(np.ceil(x1 + margin)))
+            mask[ya:yb, xa:xb] = 1.0
+        return mask
 
     def effect_onsets(self, threshold: float = 0.05, frame: int = 80) -> np.ndarray:
         """Sample positions where the SFX stem's RMS (``frame``-sample frames) rises through
@@ -162,7 +182,7 @@ def build_cache(out: Path, counts: dict[str, int], seed: int = 0) -> None:
         path = out / f"{split}.npz"
         frames: list[np.ndarray] = []
         stems: dict[str, list[np.ndarray]] = {"speech": [], "sfx": [], "mix": []}
-        meta: list[dict[str, str]] = []
+        meta: list[dict[str, Any]] = []
         bar = tqdm(total=n, desc=f"synth {split}", disable=path.exists())
         while len(meta) < n:
             identity, script = _draw(rng, world)
@@ -192,6 +212,7 @@ def build_cache(out: Path, counts: dict[str, int], seed: int = 0) -> None:
                     "sentence": clip.spec.script.sentence(),
                     "transcript": clip.transcript,
                     "voice": spec.voice,
+                    "identity": identity.to_json(),  # where its eyes and mouth are
                 }
             )
             bar.update()

@@ -67,13 +67,14 @@ def video_step(
     """Reconstruction loss of one batch of crops, its parts, and (decoded, target) frames
     (B, T, c, c, 3) for the adversarial term."""
     s = ae.latent.video_time_stride
-    ref = None
+    ref, eyes = None, None
     if ae.ref_enc is None:
         crops = store.video_crops(rng, tc.batch, tc.clip_latents * s, tc.crop, s)
     else:  # another frame of the clip, left out (zeros) for a share of the batch
-        crops, pic = store.video_crops_with_reference(
+        crops, pic, eye_mask = store.video_crops_with_reference(
             rng, tc.batch, tc.clip_latents * s, tc.crop, s
         )
+        eyes = torch.from_numpy(eye_mask)[:, None, :, :, None]  # (B, 1, c, c, 1)
         keep = torch.from_numpy(rng.random(tc.batch) >= tc.reference_drop).float()
         ref = ae.reference_features(torch.from_numpy(pic)) * keep.view(-1, 1, 1, 1)
     x = torch.from_numpy(crops).float() / 255.0  # (B, T, c, c, 3)
@@ -82,6 +83,8 @@ def video_step(
     err = (y - x).abs()  # (B, T, c, c, 3)
     if tc.detail_weight > 0:  # small parts (an iris, a pupil) weigh more than flat skin
         err = err * _detail_weights(x, tc.detail_weight)
+    if tc.eye_weight > 0 and eyes is not None:  # the eyes, where the world's layout puts them
+        err = err * (1 + tc.eye_weight * eyes)
     rec = err.mean()
     loss = rec + tc.latent_l2 * z.square().mean()
     parts = {"l1": float(rec.detach())}
