@@ -108,7 +108,7 @@ class ClipStore:
         a clip cached without its identity."""
         h, w = self.frames.shape[1:3]
         mask = np.zeros((h, w), np.float32)
-        ident = self.meta[i].get("identity") if i < len(self.meta) else None
+        ident = self.meta[i].get("identity")
         if not ident:
             return mask
         for x0, y0, x1, y1 in face_layout(Identity.from_json(ident), width=w, height=h).eyes:

@@ -224,9 +224,7 @@ class Stream:
             if interrupt:
                 self._interrupt_locked()
             self._say_epoch += 1
-            kept = [p for p in self._queue if p.chunk.utterance_id is not None]
-            self._stats.dropped += len(self._queue) - len(kept)
-            self._set_queue(kept)  # idle chunks made ahead would delay it
+            self._drop_idle()  # idle chunks made ahead would delay it
             self._utterances.append(utt)
             self._event(utt.utterance_id, "queued", self._end_s)
 
@@ -257,6 +255,12 @@ class Stream:
         a stale instant reads as a slow chunk and makes it prebuffer for nothing)."""
         if was_full and not self._full():
             self._room_at = time.monotonic()
+
+    def _drop_idle(self) -> None:
+        """Drop the queued idle chunks (counted as dropped): speech is next."""
+        kept = [p for p in self._queue if p.chunk.utterance_id is not None]
+        self._stats.dropped += len(self._queue) - len(kept)
+        self._set_queue(kept)
 
     def _set_queue(self, kept: list[_Pending]) -> None:
         full = self._full()
@@ -471,9 +475,7 @@ class Stream:
                 return
             first = job.kind == "utterance" and job.k == 0
             if first:  # idle chunks made while it was planned would play before its words
-                kept = [p for p in self._queue if p.chunk.utterance_id is not None]
-                s.dropped += len(self._queue) - len(kept)
-                self._set_queue(kept)
+                self._drop_idle()
             dur = 0.0
             if job.utterance is not None and job.last:
                 dur = self._utterance_seconds(job.utterance)
