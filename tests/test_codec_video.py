@@ -115,6 +115,40 @@ def test_reference_decoder_starts_as_the_decoder_and_then_reads_the_picture():
     assert np.array_equal(dec.decode(z), plain)
 
 
+def test_reference_attention_starts_closed_and_looks_only_near_each_place():
+    """The look-up adds nothing until trained; once open, the decode follows the picture
+    through it, chunked decode still equals full decode, and a change of the picture far
+    from a place (beyond the window and the layers around it) leaves that place's decode
+    alone."""
+    torch.manual_seed(0)
+    ae = VideoAE(VideoCodecConfig(reference=True, reference_attention=True), LatentConfig())
+    ae.eval()
+    z = torch.randn(1, 4, 8, 16, 16)
+    pic = _frames(1, seed=1)[0]
+    dec = StreamingVideoDecoder(ae)
+    plain = dec.decode(z)
+    dec.set_reference(pic)
+    dec.reset()
+    assert np.array_equal(dec.decode(z), plain), "a closed look-up must add nothing"
+    assert ae.ref_attn is not None
+    with torch.no_grad():
+        ae.ref_attn.out.weight.normal_(0, 1.0)  # only the look-up is open (ref_out stays 0)
+    dec.set_reference(pic)
+    dec.reset()
+    with_pic = dec.decode(z)
+    assert np.abs(with_pic.astype(int) - plain.astype(int)).mean() > 0.5, "look-up ignored"
+    dec.reset()
+    chunked = np.concatenate([dec.decode(z[:, :1]), dec.decode(z[:, 1:])], 1)
+    assert np.abs(chunked.astype(int) - with_pic.astype(int)).max() <= 1
+    corner = pic.copy()
+    corner[:16, :16] = 255 - corner[:16, :16]  # the picture's top-left corner changed
+    dec.set_reference(corner)
+    dec.reset()
+    moved = dec.decode(z).astype(int) - with_pic.astype(int)
+    assert np.abs(moved[:, :, :24, :24]).max() > 0, "the corner's own place must follow it"
+    assert np.abs(moved[:, :, 64:, 64:]).max() == 0, "a far place read the changed corner"
+
+
 def test_reference_crops_share_the_window_and_the_clip():
     from unison_stream.codecs.data import ClipStore
 
@@ -137,6 +171,26 @@ def test_detail_weights_lift_a_small_part_and_leave_flat_areas_at_one():
     w = _detail_weights(x, 4.0)
     assert w.shape == (1, 2, 16, 16, 1)
     assert float(w[0, 0, 7, 7]) > 5 and float(w[0, 0, 0, 0]) == 1.0
+
+
+def test_blurred_eye_loss_prefers_a_ring_a_pixel_off_to_no_ring():
+    """Per-pixel L1 rates a 1-pixel ring drawn a pixel off worse than no ring at all (it
+    misses twice); the blurred L1 inside the eye mask rates it better, and sees nothing
+    outside the mask."""
+    from unison_stream.codecs.train import _blurred_l1
+
+    white = torch.full((1, 1, 16, 16, 3), 0.95)
+    truth, off, none = white.clone(), white.clone(), white.clone()
+    green = torch.tensor([0.25, 0.5, 0.3])
+    truth[:, :, 4:12, 8] = green  # the iris ring, one pixel wide
+    off[:, :, 4:12, 9] = green  # the same, a pixel to the right
+    mask = torch.zeros(1, 1, 16, 16, 1)
+    mask[:, :, 2:14, 4:13] = 1.0
+    assert (off - truth).abs().mean() > (none - truth).abs().mean()
+    assert _blurred_l1(off, truth, mask) < 0.6 * _blurred_l1(none, truth, mask)
+    elsewhere = truth.clone()
+    elsewhere[:, :, :, 0] = 0.0  # a change beyond the blur's reach of the mask
+    assert float(_blurred_l1(elsewhere, truth, mask)) == 0.0
 
 
 def test_round_trip_improves_with_training():
@@ -221,7 +275,8 @@ def test_training_resumes_exactly(tmp_path: Path, adv_weight: float, reference: 
         return CodecTrainConfig(kind="video", steps=4, batch=2, crop=32, clip_latents=2,
                                 val_every=2, ckpt_every=2, warmup=1, data_dir=str(tmp_path),
                                 out_dir=str(tmp_path / out), adv_weight=adv_weight,
-                                adv_start=1, video_reference=reference)  # fmt: skip
+                                adv_start=1, video_reference=reference,
+                                video_reference_attention=reference)  # fmt: skip
 
     train(cfg("a"), export=False)
     train(cfg("b"), export=False, stop_at=2)
@@ -236,8 +291,10 @@ def test_training_resumes_exactly(tmp_path: Path, adv_weight: float, reference: 
     assert any(k.startswith("disc.") for k in a) == (adv_weight > 0)
     assert any(k.startswith("discopt.") for k in a) == (adv_weight > 0)
     assert any(k.startswith("model.ref_out.") for k in a) == reference
-    if reference:  # the new path left its zero start (it learns at its own rate)
+    assert any(k.startswith("model.ref_attn.") for k in a) == reference
+    if reference:  # the new paths left their zero start
         assert float(a["model.ref_out.weight"].abs().max()) > 0
+        assert float(a["model.ref_attn.out.weight"].abs().max()) > 0
 
 
 def test_adversarial_term_trains_the_decoder_only_and_scores_decoded_frames_lower():

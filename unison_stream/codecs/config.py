@@ -23,6 +23,12 @@ class VideoCodecConfig:
     # the decoder also reads a reference frame of the person (the session's portrait): 8×8
     # latents cannot carry a 3-pixel iris or a hairline, the reference can (issue 14)
     reference: bool = False
+    # ... and looks the portrait up (windowed cross-attention at quarter resolution): an iris
+    # a few pixels from where the frame's is still lends its colour (issue 14)
+    reference_attention: bool = False
+    reference_window: int = 7  # cells (4 px) a side: ±12 px
+    reference_heads: int = 2
+    reference_dim: int = 16
 
 
 @dataclass
@@ -74,11 +80,17 @@ class CodecTrainConfig:
     # video, reference decoder: L1 weighted up inside the eyes' boxes (the world's face layout of
     # the clip's identity, cached with it): an iris's colour is a few pixels of a crop
     eye_weight: float = 0.0
+    # video: L1 of σ-1.5-px-blurred frames inside those boxes: an iris ring placed a pixel off
+    # still counts as its colour (codecs/train.py _blurred_l1)
+    eye_blur_weight: float = 0.0
     # video: train a decoder that reads a reference frame (VideoCodecConfig.reference); its
     # reference is another frame of the crop's clip, left out (zeros) this share of the time
     video_reference: bool = False
     reference_drop: float = 0.1
-    reference_lr: float = 2e-4  # the new reference path's learning rate (lr: everything else)
+    video_reference_attention: bool = False  # the decoder also looks the reference up
+    # learning rate of what a fine-tune (init=bundled) adds, a reference path or its attention
+    # (lr: everything else)
+    reference_lr: float = 2e-4
     # video: a patch discriminator's hinge loss on decoded frames (codecs/discriminator.py),
     # scaled by the adaptive weight × adv_weight; 0 = off. The decoder gets the term from step
     # adv_start on; the critic trains from step 0 (a fresh critic warms up on a trained decoder)

@@ -19,6 +19,14 @@ channels, h×w latent grid, H×W pixels.
   can, and the person does not change within a stream. Trained with another frame of the same
   clip as the reference (other mouth, eyes, gesture), so it copies the person, not the pose;
   without a reference (zeros) the decoder still works (training leaves it out now and then).
+- **Reference attention** (``cfg.reference_attention``): the decoder's quarter-resolution
+  features (before its last upsampling) also *look up* the portrait: windowed cross-attention
+  over the portrait's features within ``cfg.reference_window`` cells (4 px each) around the
+  same place, with a learned bias per offset, added back through a zero-initialised 1×1 conv.
+  An addition needs the iris of the picture exactly where the frame's iris is; a look-up
+  finds it a few pixels away (the head sways, the eyes blink) and copies its colour. Keys
+  and values are computed once per stream; a decode costs ~3 M multiply-adds more per
+  latent frame (the decoder: ~400 M).
 - Latents are normalised per channel with statistics measured after training (buffers
   ``latent_mean`` / ``latent_std``): the model sees ≈ zero-mean, unit-variance latents.
 
@@ -26,6 +34,8 @@ No normalisation layers (cheap at inference, and nothing depends on batch statis
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -35,7 +45,7 @@ from torch import nn
 from unison_stream.codecs.config import VideoCodecConfig
 from unison_stream.config import LatentConfig
 
-__all__ = ["StreamingVideoDecoder", "VideoAE", "VideoEncoderStream"]
+__all__ = ["Reference", "StreamingVideoDecoder", "VideoAE", "VideoEncoderStream"]
 
 
 class _Res(nn.Module):
@@ -59,6 +69,70 @@ class _Up(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.pixel_shuffle(self.conv(F.silu(x)), 2)
+
+
+class Reference(NamedTuple):
+    """A portrait as the decoder reads it (:meth:`VideoAE.reference_features`): features added
+    at half resolution (B, w₀, H/2, W/2), and, with reference attention, each quarter-resolution
+    position's window of keys (B, heads, h·w, dim, window²) and values (B, heads, h·w, window²,
+    dim); None without."""
+
+    add: torch.Tensor
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+
+    def masked(self, keep: torch.Tensor) -> Reference:
+        """The same with the portraits of batch items where ``keep`` (B,) is 0 left out."""
+        values = None if self.values is None else self.values * keep.view(-1, 1, 1, 1, 1)
+        return Reference(self.add * keep.view(-1, 1, 1, 1), self.keys, values)
+
+    def float(self) -> Reference:
+        keys = None if self.keys is None else self.keys.float()
+        values = None if self.values is None else self.values.float()
+        return Reference(self.add.float(), keys, values)
+
+
+class _ReferenceAttention(nn.Module):
+    """Windowed cross-attention: each position of the decoder's features (B·F, C, h, w) reads
+    the portrait's features within ``window``² cells around the same place (zero-initialised
+    output: it adds nothing until trained)."""
+
+    def __init__(self, ch: int, ref_ch: int, heads: int, dim: int, window: int) -> None:
+        super().__init__()
+        self.heads, self.dim, self.window = heads, dim, window
+        self.q = nn.Conv2d(ch, heads * dim, 1)
+        self.kv = nn.Conv2d(ref_ch, 2 * heads * dim, 1)
+        self.bias = nn.Parameter(torch.zeros(heads, window * window))  # per offset
+        self.out = nn.Conv2d(heads * dim, ch, 1)
+
+    def memory(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, ref_ch, h, w) portrait features → keys (B, heads, h·w, dim, window²) and values
+        (B, heads, h·w, window², dim): each position's window, laid out for one batched
+        matrix product per position."""
+        b, _, h, w = ref.shape
+        n = self.window
+        kv = F.unfold(self.kv(ref), n, padding=n // 2)  # (B, 2·heads·dim·n², h·w)
+        kv = kv.view(b, 2, self.heads, self.dim, n * n, h * w)
+        keys = kv[:, 0].permute(0, 1, 4, 2, 3).contiguous()
+        values = kv[:, 1].permute(0, 1, 4, 3, 2).contiguous()
+        return keys, values
+
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """x (B·F, C, h, w), keys/values of :meth:`memory` → what to add to x."""
+        b = keys.shape[0]
+        bf, _, h, w = x.shape
+        n2 = self.window**2
+        q = self.q(x).reshape(b, bf // b, self.heads, self.dim, h * w)  # (B, F, heads, dim, hw)
+        q = q.permute(0, 2, 4, 1, 3)  # (B, heads, hw, F, dim)
+        logits = torch.matmul(q, keys) * self.dim**-0.5  # (B, heads, hw, F, n²)
+        logits = logits + self.bias.view(1, self.heads, 1, 1, n2)
+        # cells outside the picture (zero padding) are not looked at
+        inside = F.unfold(x.new_ones(1, 1, h, w), self.window, padding=self.window // 2)
+        outside = (inside == 0).view(n2, h * w).t().view(1, 1, h * w, 1, n2)
+        logits = logits.masked_fill(outside, float("-inf"))
+        read = torch.matmul(logits.softmax(-1), values)  # (B, heads, hw, F, dim)
+        read = read.permute(0, 3, 1, 4, 2).reshape(bf, self.heads * self.dim, h, w)
+        return self.out(read)
 
 
 class VideoAE(nn.Module):
@@ -95,6 +169,7 @@ class VideoAE(nn.Module):
         self.dec = nn.Sequential(*dec)
         # the reference joins after the last upsampling (the decoder's half-resolution level)
         self.inject_at = max(i for i, m in enumerate(dec) if isinstance(m, _Up)) + 1
+        self.attend_at = self.inject_at - 1  # reference attention: just before that upsampling
         self.ref_enc: nn.Sequential | None = None
         self.ref_out: nn.Conv2d | None = None
         self.ref_global: nn.Linear | None = None
@@ -107,6 +182,14 @@ class VideoAE(nn.Module):
             # read alike) added everywhere: what no local feature finds under a head that
             # swayed a few pixels since the picture, an iris's colour say
             self.ref_global = nn.Linear(w[0], w[0])
+        self.ref_down: nn.Sequential | None = None
+        self.ref_attn: _ReferenceAttention | None = None
+        if cfg.reference_attention:
+            assert cfg.reference, "reference_attention reads the reference: set reference too"
+            self.ref_down = nn.Sequential(nn.Conv2d(w[0], w[1], 4, stride=2, padding=1), nn.SiLU())
+            self.ref_attn = _ReferenceAttention(
+                w[1], w[1], cfg.reference_heads, cfg.reference_dim, cfg.reference_window
+            )
         self.register_buffer("latent_mean", torch.zeros(c))
         self.register_buffer("latent_std", torch.ones(c))
         self.initialize_weights()
@@ -120,7 +203,8 @@ class VideoAE(nn.Module):
                     m.c2.weight.mul_(0.1)
                     assert m.c2.bias is not None
                     m.c2.bias.zero_()
-        for out in (self.ref_out, self.ref_global):  # no reference path at first
+        attn_out = None if self.ref_attn is None else self.ref_attn.out
+        for out in (self.ref_out, self.ref_global, attn_out):  # no reference path at first
             if out is not None:  # (the decoder as it was)
                 nn.init.zeros_(out.weight)
                 assert out.bias is not None
@@ -141,9 +225,11 @@ class VideoAE(nn.Module):
         return z.view(b, t // s, *z.shape[1:])  # (B, F, C, h, w)
 
     # ---- decoder -----------------------------------------------------------------------------
-    def reference_features(self, frame: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, 3) uint8 or float in [0, 1] reference frames → (B, w₀, H/2, W/2) features
-        added to the decoder's half-resolution level (computed once per stream)."""
+    def reference_features(self, frame: torch.Tensor) -> Reference:
+        """(B, H, W, 3) uint8 or float in [0, 1] reference frames → what the decoder reads of
+        them (computed once per stream): features added at its half-resolution level, and
+        with ``cfg.reference_attention`` the keys and values its quarter-resolution level
+        looks up."""
         assert self.ref_enc is not None and self.ref_out is not None, "cfg.reference is off"
         assert self.ref_global is not None
         if frame.dtype == torch.uint8:
@@ -151,16 +237,20 @@ class VideoAE(nn.Module):
         x = frame.mul(2).sub(1).permute(0, 3, 1, 2)  # (B, 3, H, W)
         f = self.ref_enc(F.pixel_unshuffle(x, 2))  # (B, w₀, H/2, W/2)
         summary = self.ref_global(f.amax((2, 3)))  # (B, w₀)
-        return self.ref_out(f) + summary[:, :, None, None]  # (B, w₀, H/2, W/2)
+        add = self.ref_out(f) + summary[:, :, None, None]  # (B, w₀, H/2, W/2)
+        if self.ref_down is None or self.ref_attn is None:
+            return Reference(add)
+        keys, values = self.ref_attn.memory(self.ref_down(f))  # per H/4·W/4 position
+        return Reference(add, keys, values)
 
     def decode(
         self,
         z: torch.Tensor,
         history: torch.Tensor | None = None,
-        reference: torch.Tensor | None = None,
+        reference: Reference | None = None,
     ) -> torch.Tensor:
         """(B, F, C, h, w) normalised latents (+ (B, k, C, h, w) earlier ones, zeros if None;
-        + (B, w₀, H/2, W/2) :meth:`reference_features`, none if None) → (B, F·s, H, W, 3) float
+        + the portrait's :meth:`reference_features`, none if None) → (B, F·s, H, W, 3) float
         in [0, 1] (unclamped)."""
         b, f, c, h, w = z.shape
         k, s = self.cfg.temporal_context, self.latent.video_time_stride
@@ -172,9 +262,13 @@ class VideoAE(nn.Module):
         ctx = torch.cat([seq[:, i : i + f] for i in range(k + 1)], 2).flatten(0, 1)
         if ctx.device.type == "cpu":  # oneDNN's convolutions are ~25 % faster on NHWC
             ctx = ctx.contiguous(memory_format=torch.channels_last)
-        x = self.dec[: self.inject_at](ctx)  # (B·F, w₀, H/2, W/2)
+        x = self.dec[: self.attend_at](ctx)  # (B·F, w₁, H/4, W/4)
+        if reference is not None and reference.keys is not None and self.ref_attn is not None:
+            assert reference.values is not None
+            x = x + self.ref_attn(x, reference.keys, reference.values)
+        x = self.dec[self.attend_at : self.inject_at](x)  # (B·F, w₀, H/2, W/2)
         if reference is not None:  # the same portrait for each of a stream's latent frames
-            x = (x.view(b, f, *x.shape[1:]) + reference[:, None]).flatten(0, 1)
+            x = (x.view(b, f, *x.shape[1:]) + reference.add[:, None]).flatten(0, 1)
         x = F.pixel_shuffle(self.dec[self.inject_at :](x), 2)  # (B·F, 3s, H, W)
         x = x.view(b, f, s, 3, *x.shape[-2:]).permute(0, 1, 2, 4, 5, 3)  # (B, F, s, H, W, 3)
         return x.reshape(b, f * s, *x.shape[3:]).add(1).mul(0.5)  # (B, T, H, W, 3)
@@ -197,7 +291,7 @@ class StreamingVideoDecoder:
         self.ae = ae.eval()
         self.ae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts it; the stubs' overloads omit it
         self.history: torch.Tensor | None = None  # (B, k, C, h, w)
-        self.reference: torch.Tensor | None = None  # (B, w₀, H/2, W/2) reference features
+        self.reference: Reference | None = None  # what the decoder reads of the portrait
 
     def reset(self) -> None:
         """Forget the carried latent frames (a new stream); the reference stays."""
@@ -220,8 +314,10 @@ class StreamingVideoDecoder:
         if self.history is not None and self.history.shape[0] != z.shape[0]:
             raise ValueError(f"batch changed from {self.history.shape[0]} to {z.shape[0]}")
         ref = self.reference
-        if ref is not None and ref.shape[0] != z.shape[0]:
-            raise ValueError(f"reference for batch {ref.shape[0]}, latents of batch {z.shape[0]}")
+        if ref is not None and ref.add.shape[0] != z.shape[0]:
+            raise ValueError(
+                f"reference for batch {ref.add.shape[0]}, latents of batch {z.shape[0]}"
+            )
         out = self.ae.decode(z, self.history, ref)
         k = self.ae.cfg.temporal_context
         hist = z if self.history is None else torch.cat([self.history, z], 1)
