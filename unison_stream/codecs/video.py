@@ -75,21 +75,24 @@ class Reference(NamedTuple):
     """A portrait as the decoder reads it (:meth:`VideoAE.reference_features`): features added
     at half resolution (B, w₀, H/2, W/2), and, with reference attention, each quarter-resolution
     position's window of keys (B, heads, h·w, dim, window²) and values (B, heads, h·w, window²,
-    dim); None without."""
+    dim) and the logits' offsets (1, heads, h·w, 1, window²: the bias per offset, −inf off the
+    picture); None without."""
 
     add: torch.Tensor
     keys: torch.Tensor | None = None
     values: torch.Tensor | None = None
+    offsets: torch.Tensor | None = None
 
     def masked(self, keep: torch.Tensor) -> Reference:
         """The same with the portraits of batch items where ``keep`` (B,) is 0 left out."""
         values = None if self.values is None else self.values * keep.view(-1, 1, 1, 1, 1)
-        return Reference(self.add * keep.view(-1, 1, 1, 1), self.keys, values)
+        return Reference(self.add * keep.view(-1, 1, 1, 1), self.keys, values, self.offsets)
 
     def float(self) -> Reference:
-        keys = None if self.keys is None else self.keys.float()
-        values = None if self.values is None else self.values.float()
-        return Reference(self.add.float(), keys, values)
+        def f(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.float()
+
+        return Reference(self.add.float(), f(self.keys), f(self.values), f(self.offsets))
 
 
 class _ReferenceAttention(nn.Module):
@@ -105,31 +108,32 @@ class _ReferenceAttention(nn.Module):
         self.bias = nn.Parameter(torch.zeros(heads, window * window))  # per offset
         self.out = nn.Conv2d(heads * dim, ch, 1)
 
-    def memory(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, ref_ch, h, w) portrait features → keys (B, heads, h·w, dim, window²) and values
-        (B, heads, h·w, window², dim): each position's window, laid out for one batched
-        matrix product per position."""
+    def memory(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, ref_ch, h, w) portrait features → keys (B, heads, h·w, dim, window²), values
+        (B, heads, h·w, window², dim) — each position's window, laid out for one batched
+        matrix product per position — and the logits' offsets (1, heads, h·w, 1, window²):
+        the bias per offset, and −inf for cells outside the picture (the unfold's zero
+        padding), which are not looked at."""
         b, _, h, w = ref.shape
         n = self.window
         kv = F.unfold(self.kv(ref), n, padding=n // 2)  # (B, 2·heads·dim·n², h·w)
         kv = kv.view(b, 2, self.heads, self.dim, n * n, h * w)
         keys = kv[:, 0].permute(0, 1, 4, 2, 3).contiguous()
         values = kv[:, 1].permute(0, 1, 4, 3, 2).contiguous()
-        return keys, values
+        inside = F.unfold(ref.new_ones(1, 1, h, w), n, padding=n // 2)  # (1, n², h·w)
+        outside = (inside == 0).view(n * n, h * w).t().view(1, 1, h * w, 1, n * n)
+        offsets = self.bias.view(1, self.heads, 1, 1, n * n).masked_fill(outside, float("-inf"))
+        return keys, values, offsets
 
-    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """x (B·F, C, h, w), keys/values of :meth:`memory` → what to add to x."""
+    def forward(
+        self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor
+    ) -> torch.Tensor:
+        """x (B·F, C, h, w), the portrait's :meth:`memory` → what to add to x."""
         b = keys.shape[0]
         bf, _, h, w = x.shape
-        n2 = self.window**2
         q = self.q(x).reshape(b, bf // b, self.heads, self.dim, h * w)  # (B, F, heads, dim, hw)
         q = q.permute(0, 2, 4, 1, 3)  # (B, heads, hw, F, dim)
-        logits = torch.matmul(q, keys) * self.dim**-0.5  # (B, heads, hw, F, n²)
-        logits = logits + self.bias.view(1, self.heads, 1, 1, n2)
-        # cells outside the picture (zero padding) are not looked at
-        inside = F.unfold(x.new_ones(1, 1, h, w), self.window, padding=self.window // 2)
-        outside = (inside == 0).view(n2, h * w).t().view(1, 1, h * w, 1, n2)
-        logits = logits.masked_fill(outside, float("-inf"))
+        logits = torch.matmul(q, keys) * self.dim**-0.5 + offsets  # (B, heads, hw, F, n²)
         read = torch.matmul(logits.softmax(-1), values)  # (B, heads, hw, F, dim)
         read = read.permute(0, 3, 1, 4, 2).reshape(bf, self.heads * self.dim, h, w)
         return self.out(read)
@@ -240,8 +244,7 @@ class VideoAE(nn.Module):
         add = self.ref_out(f) + summary[:, :, None, None]  # (B, w₀, H/2, W/2)
         if self.ref_down is None or self.ref_attn is None:
             return Reference(add)
-        keys, values = self.ref_attn.memory(self.ref_down(f))  # per H/4·W/4 position
-        return Reference(add, keys, values)
+        return Reference(add, *self.ref_attn.memory(self.ref_down(f)))  # per H/4·W/4 position
 
     def decode(
         self,
@@ -264,8 +267,8 @@ class VideoAE(nn.Module):
             ctx = ctx.contiguous(memory_format=torch.channels_last)
         x = self.dec[: self.attend_at](ctx)  # (B·F, w₁, H/4, W/4)
         if reference is not None and reference.keys is not None and self.ref_attn is not None:
-            assert reference.values is not None
-            x = x + self.ref_attn(x, reference.keys, reference.values)
+            assert reference.values is not None and reference.offsets is not None
+            x = x + self.ref_attn(x, reference.keys, reference.values, reference.offsets)
         x = self.dec[self.attend_at : self.inject_at](x)  # (B·F, w₀, H/2, W/2)
         if reference is not None:  # the same portrait for each of a stream's latent frames
             x = (x.view(b, f, *x.shape[1:]) + reference.add[:, None]).flatten(0, 1)
