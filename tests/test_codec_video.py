@@ -193,6 +193,30 @@ def test_blurred_eye_loss_prefers_a_ring_a_pixel_off_to_no_ring():
     assert float(_blurred_l1(elsewhere, truth, mask)) == 0.0
 
 
+def test_sharpness_loss_prefers_a_steep_edge_a_pixel_off_to_a_soft_one_in_place():
+    """L1 of pixels and of their differences rate a step spread over 3 pixels, in place, better
+    than the same step drawn steep a pixel off — the blur a decoder learns where the latents
+    place an edge only to a pixel. The local-RMS-gradient loss rates them the other way round,
+    charges a flat frame most, a copy nothing, and texture where the truth is flat."""
+    from unison_stream.codecs.train import _edge_l1, _sharpness_l1
+
+    truth = torch.zeros(1, 1, 16, 16, 3)
+    truth[:, :, 8:] = 1.0  # a horizontal edge
+    off = torch.zeros_like(truth)
+    off[:, :, 9:] = 1.0  # as steep, a pixel lower
+    soft = truth.clone()
+    soft[:, :, 7], soft[:, :, 8] = 1 / 3, 2 / 3  # in place, over three pixels
+    assert (soft - truth).abs().mean() < (off - truth).abs().mean()
+    assert _edge_l1(soft, truth) < _edge_l1(off, truth)
+    assert _sharpness_l1(off, truth) < 0.9 * _sharpness_l1(soft, truth)
+    assert _sharpness_l1(soft, truth) < _sharpness_l1(torch.full_like(truth, 0.5), truth)
+    assert float(_sharpness_l1(truth, truth)) == 0.0
+    flat = torch.full_like(truth, 0.5)
+    checker = flat.clone()
+    checker[:, :, ::2, ::2] += 0.1  # texture the truth does not have
+    assert float(_sharpness_l1(checker, flat)) > 0.01
+
+
 def test_round_trip_improves_with_training():
     torch.manual_seed(0)
     ae = VideoAE(SMALL, LatentConfig())

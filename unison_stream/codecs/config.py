@@ -83,6 +83,9 @@ class CodecTrainConfig:
     # video: L1 of σ-1.5-px-blurred frames inside those boxes: an iris ring placed a pixel off
     # still counts as its colour (codecs/train.py _blurred_l1)
     eye_blur_weight: float = 0.0
+    # video: L1 between local RMS luminance gradients (σ 2 px): an edge as steep as the truth's,
+    # a pixel off, costs less than a soft one in place (codecs/train.py _sharpness_l1)
+    sharp_weight: float = 0.0
     # video: train a decoder that reads a reference frame (VideoCodecConfig.reference); its
     # reference is another frame of the crop's clip, left out (zeros) this share of the time
     video_reference: bool = False
