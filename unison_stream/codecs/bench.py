@@ -16,7 +16,8 @@ trained on), decoding *chunk by chunk* as the engine does (one model chunk at a 
 
 Speed is media seconds decoded per wall second (``x_realtime``), with 2 threads and with 1
 (the engine shares the CPU with the model), next to the preview decoders measured in the same
-process as the baseline (``*_vs_preview``: how many times slower the trained codec is).
+process as the baseline (``*_vs_preview``: how many times slower the trained codec is), and the
+host they were measured on (``runtime.host_info``: CPU model, ISA in use, threads).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from unison_stream.codecs.preview import PreviewAudioDecoder, PreviewVideoDecode
 from unison_stream.codecs.video import StreamingVideoDecoder, VideoAE
 from unison_stream.config import UnisonConfig, load_config
 from unison_stream.eval.visual import gradient_energy
+from unison_stream.runtime import host_info
 
 __all__ = ["register", "run_bench"]
 
@@ -76,7 +78,7 @@ def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Pat
         build_cache(data_dir, CACHE_COUNTS)
     test = load_split(data_dir, "test")
     n = min(clips, len(test))
-    out: dict[str, Any] = {"clips": n}
+    out: dict[str, Any] = {"clips": n, **host_info()}  # decode speed is the host's
     vae = weights.load("video", cfg.latent, cfg.media, weights_dir)
     aae = weights.load("audio", cfg.latent, cfg.media, weights_dir)
     out["video_trained"], out["audio_trained"] = vae is not None, aae is not None
