@@ -47,7 +47,7 @@ from unison_stream.codecs.discriminator import (
 )
 from unison_stream.codecs.video import VideoAE
 from unison_stream.config import LatentConfig, MediaConfig
-from unison_stream.eval.visual import gradient_energy
+from unison_stream.eval.visual import LUMA, gradient_energy
 
 __all__ = ["register", "train"]
 
@@ -173,14 +173,11 @@ def _blurred_l1(y: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.T
     return (err * m).sum() / (3 * m.sum()).clamp_min(1.0)
 
 
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as eval/visual.py's gradient energy
-
-
 def _local_gradient_rms(v: torch.Tensor) -> torch.Tensor:
     """Frames (B, T, H, W, 3) → (B·T, 1, H, W): the root of the σ-2-px-blurred squared
     luminance gradient (forward differences; the last row and column get none)."""
     b, t, h, w, _ = v.shape
-    y = (v.reshape(b * t, h, w, 3) * v.new_tensor(_LUMA)).sum(-1)  # (B·T, H, W)
+    y = (v.reshape(b * t, h, w, 3) * v.new_tensor(LUMA)).sum(-1)  # (B·T, H, W)
     gx = F.pad(y[:, :, 1:] - y[:, :, :-1], (0, 1))
     gy = F.pad(y[:, 1:] - y[:, :-1], (0, 0, 0, 1))
     return (_gaussian_blur((gx.square() + gy.square())[:, None], 2.0) + 1e-6).sqrt()

@@ -25,6 +25,7 @@ from unison_stream.data.synth.face import FaceLayout
 from unison_stream.data.synth.measure import SWAY_X, SWAY_Y, features_visible
 
 __all__ = [
+    "LUMA",
     "IdentityWindow",
     "feature_visibility",
     "frechet_distance",
@@ -36,7 +37,7 @@ __all__ = [
     "window_spans",
 ]
 
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luminance weights
 VERIFY_QUANTILE = 0.99  # same-person distances of ground truth the threshold lets through
 
 
@@ -54,7 +55,7 @@ def _region(frames: np.ndarray, layout: FaceLayout | None) -> np.ndarray:
 def gradient_energy(frames: np.ndarray, layout: FaceLayout | None = None) -> np.ndarray:
     """``(F, H, W, 3)`` uint8 → ``(F,)``: mean of the squared horizontal and vertical
     luminance differences (8-bit levels²) over the whole frame, or over ``layout``'s face."""
-    y = _region(frames, layout).astype(np.float32) @ _LUMA  # (F, h, w)
+    y = _region(frames, layout).astype(np.float32) @ LUMA  # (F, h, w)
     gx = np.diff(y, axis=2) ** 2
     gy = np.diff(y, axis=1) ** 2
     return np.asarray(gx.mean(axis=(1, 2)) + gy.mean(axis=(1, 2)), np.float64)
