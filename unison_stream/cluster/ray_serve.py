@@ -29,8 +29,8 @@ from ray import serve
 
 from unison_stream.cluster.front_door import REPORT_S, STALE_S, Directory, FrontDoor
 from unison_stream.server.app import create_app, make_runner, state_of
-from unison_stream.server.cli import build_engine, split_overrides
 from unison_stream.server.config import load_server_config
+from unison_stream.server.engines import build_engine, split_overrides
 
 __all__ = [
     "APP",
