@@ -21,16 +21,22 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ray
 from aiohttp import web
-from ray import serve
 
 from unison_stream.cluster.front_door import REPORT_S, STALE_S, Directory, FrontDoor
+from unison_stream.extras import require
 from unison_stream.server.app import create_app, make_runner, state_of
 from unison_stream.server.config import load_server_config
 from unison_stream.server.engines import build_engine, split_overrides
+
+if TYPE_CHECKING:
+    import ray
+    from ray import serve
+else:
+    ray = require("ray", "cluster")
+    serve = require("ray.serve", "cluster")
 
 __all__ = [
     "APP",

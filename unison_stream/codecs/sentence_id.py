@@ -13,6 +13,8 @@ import re
 
 import numpy as np
 
+from unison_stream.extras import require
+
 __all__ = ["SentenceIdentifier", "normalise"]
 
 log = logging.getLogger(__name__)
@@ -38,11 +40,11 @@ class SentenceIdentifier:
     """Recognise 16 kHz speech against a closed set of sentences."""
 
     def __init__(self, sentences: list[str], sample_rate: int = 16000) -> None:
-        from pocketsphinx import Config, Decoder
+        ps = require("pocketsphinx", "eval")
 
         assert sample_rate == 16000, "pocketsphinx's en-US model expects 16 kHz"
-        cfg = Config(loglevel="FATAL", lm=None)
-        self.decoder = Decoder(cfg)
+        cfg = ps.Config(loglevel="FATAL", lm=None)
+        self.decoder = ps.Decoder(cfg)
         words = [normalise(s) for s in sentences]
         unknown = {w for s in words for w in s if self.decoder.lookup_word(w) is None}
         if unknown:  # names such as "okonkwo": the grammar (and the match) goes without them

@@ -48,6 +48,7 @@ from unison_stream.codecs.discriminator import (
 from unison_stream.codecs.video import VideoAE
 from unison_stream.config import LatentConfig, MediaConfig
 from unison_stream.eval.visual import LUMA, gradient_energy
+from unison_stream.extras import require
 
 __all__ = ["register", "train"]
 
@@ -324,8 +325,7 @@ def _load_ckpt(path: Path, trainees: list[Trainee],
 
 
 def _plot(history: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
+    matplotlib = require("matplotlib", "train")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiomqtt
 from aiohttp import web
 
+from unison_stream.extras import require
 from unison_stream.mqtt.codec import Dedup, Publish, Topics, event_publishes, parse_command
 from unison_stream.mqtt.config import MqttConfig
 from unison_stream.server import protocol as P
@@ -25,6 +25,11 @@ from unison_stream.server.app import state_of
 from unison_stream.server.errors import ServerError
 from unison_stream.server.session import Session, SessionManager
 from unison_stream.server.tasks import TaskManager
+
+if TYPE_CHECKING:
+    import aiomqtt
+else:
+    aiomqtt = require("aiomqtt", "mqtt")
 
 __all__ = ["MqttBridge", "attach_mqtt"]
 

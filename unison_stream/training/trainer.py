@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from unison_stream.config import UnisonConfig, to_dict
+from unison_stream.extras import require
 from unison_stream.model.dit import UnisonDiT, patchify
 from unison_stream.training.batch import BatchSource, TrainBatch
 from unison_stream.training.config import TrainConfig
@@ -308,8 +309,7 @@ def _train_dict(t: TrainConfig) -> dict[str, Any]:
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     """Loss and validation curves as a PNG (one panel per stream)."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "train")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
