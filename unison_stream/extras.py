@@ -23,9 +23,9 @@ __all__ = ["EXTRAS", "require"]
 # extra → what it enables, as the error message says it; each is an extra of pyproject.toml
 EXTRAS: dict[str, str] = {
     "eval": "sentence identification (eval, bench codec)",
-    "train": "training curves (train model, train codec)",
+    "train": "plotting the training curves (train model, train codec)",
     "mqtt": "the MQTT bridge (serve --mqtt-config)",
-    "cluster": "Ray Serve replicas (serve --cluster ray, bench cluster)",
+    "cluster": "running replicas on Ray Serve (serve --cluster ray, bench cluster)",
 }
 
 
