@@ -11,7 +11,7 @@ import pytest
 
 from tests.mqtt_support import needs_mosquitto
 from tests.server_support import API_KEY, bench_json, running_server
-from unison_stream.server.faults import seq_faults, ws_drops
+from unison_stream.benchmarks.faults import seq_faults, ws_drops
 
 
 def test_sequence_accounting_counts_gaps_as_lost_and_repeats_as_duplicated() -> None:
@@ -72,7 +72,7 @@ def test_bench_hostile_every_attack_answered_and_the_victim_undisturbed() -> Non
 def test_a_failing_bench_shows_the_server_log(capsys: pytest.CaptureFixture[str]) -> None:
     """A bench that fails prints its server's last log lines (here: a server that refused
     its configuration), so a CI log says what the server saw."""
-    from unison_stream.server.bench import served
+    from unison_stream.benchmarks.harness import served
 
     with pytest.raises(RuntimeError), served("fake", ["server.max_sessions=-1"]) as (proc, _):
         proc.wait(60)

@@ -4,8 +4,8 @@ streamed-input speech bit-exact (figures themselves are for the host, not assert
 from __future__ import annotations
 
 from tests.helpers import TEST_OVERRIDES
+from unison_stream.benchmarks.stream import bench_stream
 from unison_stream.config import load_config
-from unison_stream.engine.bench import bench_stream
 
 
 def test_bench_stream_prints_every_figure() -> None:

@@ -26,7 +26,7 @@ def _imports(path: Path) -> set[str]:
 def test_engine_modules_import_each_other_without_a_cycle() -> None:
     graph = {p.stem: _imports(p) - {p.stem} for p in ENGINE.glob("*.py") if p.stem != "__init__"}
     graph = {m: {d for d in deps if d in graph} for m, deps in graph.items()}
-    assert "session" in graph and "engine" in graph["bench"]
+    assert "session" in graph and "session" in graph["engine"]  # the builder sees real edges
     done: set[str] = set()
 
     def visit(m: str, path: tuple[str, ...]) -> None:

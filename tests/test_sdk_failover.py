@@ -14,7 +14,7 @@ from aiohttp import web
 from unison_sdk import ConnectionEvent, ErrorEvent, connect
 
 from tests.server_support import API_KEY, running_server
-from unison_stream.server.faults import Relay
+from unison_stream.benchmarks.faults import Relay
 
 LONG = "This sentence is long enough to be cut off half way through by a dying server. " * 2
 

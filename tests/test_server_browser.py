@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.server_support import API_KEY, running_server
-from unison_stream.server.bench_browser import CHROMIUM, launch
+from unison_stream.benchmarks.browser import CHROMIUM, launch
 
 pytestmark = [
     pytest.mark.slow,

@@ -210,11 +210,11 @@ def test_offers_aiortc_cannot_answer_are_bad_requests_and_leave_no_peer_connecti
     """Found by ``bench hostile``: an offer whose first media section lost its ``a=mid`` line
     made aiortc fail in createAnswer and then again in closing the half-built connection,
     answered ``internal``."""
-    from unison_stream.server.hostile import _offer
+    from unison_stream.benchmarks.hostile import recvonly_offer
 
     async def main() -> None:
         async with running_server() as srv:
-            good = await _offer(srv.base)
+            good = await recvonly_offer(srv.base)
             lines = good.strip().split("\r\n")
             lines.remove("a=mid:0")
             bad = "\r\n".join(lines)

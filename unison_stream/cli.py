@@ -17,7 +17,7 @@ __all__ = ["main"]
 # Modules that contribute subcommands, each with `register(subparsers) -> None`. A registered
 # parser sets `func(args) -> int` as its default.
 COMMAND_MODULES: tuple[str, ...] = (
-    "unison_stream.bench",
+    "unison_stream.benchmarks.cli",
     "unison_stream.render",
     "unison_stream.server.cli",
     "unison_stream.train",

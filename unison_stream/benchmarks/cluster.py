@@ -34,8 +34,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from unison_stream.benchmarks.harness import p50_max, print_figures
 from unison_stream.cluster.front_door import REPORT_S, STALE_S, Directory, FrontDoor, Replica
-from unison_stream.server.bench import p50_max, print_figures
+from unison_stream.extras import require
 
 __all__ = ["register"]
 
@@ -205,8 +206,8 @@ async def _bench(directory: Directory, replicas: int, window_s: float) -> dict[s
 
 
 def run(args: argparse.Namespace) -> int:
-    import ray
-    from ray import serve
+    ray = require("ray", "cluster")
+    serve = require("ray.serve", "cluster")
 
     from unison_stream.cluster.ray_serve import start_replicas
     from unison_stream.runtime import host_info
@@ -232,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """Called by ``unison_stream.bench`` for ``bench cluster``."""
+    """Called by ``unison_stream.benchmarks.cli`` for ``bench cluster``."""
     p = sub.add_parser("cluster", help="Ray Serve replicas: placement, affinity, replica loss")
     p.add_argument("--json", action="store_true")
     p.add_argument("--cpu-s", type=float, default=0.1, help="fake engine CPU s per chunk")

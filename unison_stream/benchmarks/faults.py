@@ -43,17 +43,19 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from unison_stream.server.bench import (
+from unison_stream.benchmarks.harness import (
     KEY,
     LONG_TEXT,
-    _free_port,
-    _Viewer,
+    TEXTS,
+    Viewer,
+    children,
+    free_port,
+    order_violations,
     p50_max,
     print_figures,
     served,
     wait_healthy,
 )
-from unison_stream.server.soak import TEXTS, children, order_violations
 
 __all__ = ["Relay", "register", "seq_faults", "ws_drops"]
 
@@ -182,7 +184,7 @@ class _Mosquitto:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise RuntimeError("mosquitto is not installed (Debian: apt-get install mosquitto)")
-        self.port = _free_port()
+        self.port = free_port()
         self.conf = tmp / "mosquitto.conf"
         user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
@@ -310,7 +312,7 @@ def _replica_pid(server_pid: int) -> int | None:
 
 
 async def replica_kills(base: str, server_pid: int, rounds: int) -> dict[str, Any]:
-    v = _Viewer()
+    v = Viewer()
     await v.open(base, {})
     recovery_ms: list[float] = []
     said: list[str] = []
@@ -404,7 +406,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """Called by ``unison_stream.server.bench`` for ``bench faults``."""
+    """Called by ``unison_stream.benchmarks.cli`` for ``bench faults``."""
     p = sub.add_parser("faults", help="repeated faults: websocket drops, broker, replica kills")
     p.add_argument("--engine", choices=("real", "fake"), default="fake")
     p.add_argument("--ws-drops", type=int, default=20)

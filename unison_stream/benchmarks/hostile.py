@@ -35,11 +35,18 @@ from typing import Any
 
 import aiohttp
 
+from unison_stream.benchmarks.harness import (
+    KEY,
+    Viewer,
+    healthz,
+    print_figures,
+    sample,
+    served,
+    wait_healthy,
+)
 from unison_stream.server.auth import TokenSigner
-from unison_stream.server.bench import KEY, _healthz, _Viewer, print_figures, served, wait_healthy
-from unison_stream.server.soak import sample
 
-__all__ = ["mutate_sdp", "register"]
+__all__ = ["mutate_sdp", "recvonly_offer", "register"]
 
 SECRET = "bench-hostile-secret"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -77,7 +84,7 @@ def mutate_sdp(sdp: str, rng: random.Random) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
-async def _offer(base: str) -> str:
+async def recvonly_offer(base: str) -> str:
     """A valid recvonly offer from a fresh aiortc peer."""
     from aiortc import RTCPeerConnection
 
@@ -101,7 +108,7 @@ async def _session(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
 
 async def sdp_round(base: str, n: int, seed: int = 0) -> dict[str, Any]:
     rng = random.Random(seed)
-    good = await _offer(base)
+    good = await recvonly_offer(base)
     answers: dict[str, int] = {}
     unanswered = 0
     async with aiohttp.ClientSession() as http:
@@ -273,7 +280,7 @@ async def drip_round(base: str, header_drips: int, ws_drips: int, hold_s: float)
         async def probe() -> None:
             while time.monotonic() - t0 < hold_s:
                 t = time.monotonic()
-                await _healthz(base)
+                await healthz(base)
                 health_ms.append(1000 * (time.monotonic() - t))
                 await asyncio.sleep(0.5)
 
@@ -294,7 +301,7 @@ async def drip_round(base: str, header_drips: int, ws_drips: int, hold_s: float)
 
 
 async def hostile(base: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
-    victim = _Viewer()
+    victim = Viewer()
     await victim.open(base, {})
 
     async def keep_alive() -> None:  # a client that is there: the idle timeout spares it
@@ -304,7 +311,7 @@ async def hostile(base: str, pid: int, args: argparse.Namespace) -> dict[str, An
 
     victim.tasks.append(asyncio.ensure_future(keep_alive()))
     await asyncio.sleep(2.0)  # its media is flowing
-    before = {**(await _healthz(base)), **sample(pid)}
+    before = {**(await healthz(base)), **sample(pid)}
     t0 = time.monotonic()
     out: dict[str, Any] = {}
     out["sdp"] = await sdp_round(base, args.sdp)
@@ -322,7 +329,7 @@ async def hostile(base: str, pid: int, args: argparse.Namespace) -> dict[str, An
         out["victim_alive"] = False
     await victim.close()
     await asyncio.sleep(1.0)
-    after = {**(await _healthz(base)), **sample(pid)}
+    after = {**(await healthz(base)), **sample(pid)}
     keys = ("sessions", "channels", "peer_connections", "threads", "fds", "rss_server_mb")
     out["server"] = {k: [before[k], after[k]] for k in keys}
     out["seconds"] = t1 - t0
@@ -348,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """Called by ``unison_stream.server.bench`` for ``bench hostile``."""
+    """Called by ``unison_stream.benchmarks.cli`` for ``bench hostile``."""
     p = sub.add_parser("hostile", help="hostile input at volume while a victim streams")
     p.add_argument("--engine", choices=("real", "fake"), default="fake")
     p.add_argument("--sdp", type=int, default=200, help="malformed offers")

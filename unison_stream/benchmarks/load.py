@@ -24,17 +24,17 @@ from typing import Any
 
 import aiohttp
 
-from unison_stream.server.bench import (
+from unison_stream.benchmarks.harness import (
     KEY,
-    _healthz,
-    _trial,
-    _Viewer,
+    TEXTS,
+    Viewer,
+    healthz,
     p50_max,
     print_figures,
     served,
+    trial,
     wait_healthy,
 )
-from unison_stream.server.soak import TEXTS
 
 __all__ = ["register"]
 
@@ -54,9 +54,9 @@ async def _over_capacity(base: str) -> int:
 
 
 async def load(base: str, minutes: float) -> dict[str, Any]:
-    capacity = int((await _healthz(base))["capacity"])
-    private = [_Viewer() for _ in range(max(0, capacity - 1))]
-    channel = [_Viewer() for _ in range(BROADCAST_VIEWERS)]
+    capacity = int((await healthz(base))["capacity"])
+    private = [Viewer() for _ in range(max(0, capacity - 1))]
+    channel = [Viewer() for _ in range(BROADCAST_VIEWERS)]
     rows: list[list[dict[str, float]]] = [[] for _ in private]
     try:
         for v in private:
@@ -71,7 +71,7 @@ async def load(base: str, minutes: float) -> dict[str, Any]:
             await channel[i % len(channel)].send(
                 {"type": "say", "id": f"b{i}", "text": TEXTS[i % len(TEXTS)]}
             )
-            got = await asyncio.gather(*(_trial(v, f"r{i}s{j}") for j, v in enumerate(private)))
+            got = await asyncio.gather(*(trial(v, f"r{i}s{j}") for j, v in enumerate(private)))
             for j, r in enumerate(got):
                 rows[j].append(r)
             await asyncio.sleep(1.0)
@@ -83,7 +83,7 @@ async def load(base: str, minutes: float) -> dict[str, Any]:
         await asyncio.sleep(5.0)
         admitted = [v.video for v in private] + [v.video for v in channel]
         after = min(_fps(f, t_ref, t_ref + 5.0) for f in admitted) if admitted else float("nan")
-        lag = (await _healthz(base))["loop_lag_ms"]
+        lag = (await healthz(base))["loop_lag_ms"]
         sessions = [
             {
                 "first_media_ms": p50_max([r["first"] for r in rs]),
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """Called by ``unison_stream.server.bench`` for ``bench load``."""
+    """Called by ``unison_stream.benchmarks.cli`` for ``bench load``."""
     p = sub.add_parser("load", help="the server full for --minutes, then one over capacity")
     p.add_argument("--engine", choices=("real", "fake"), default="real")
     p.add_argument("--minutes", type=float, default=5.0)

@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """Called by ``unison_stream.bench`` for ``bench model``."""
+    """Called by ``unison_stream.benchmarks.cli`` for ``bench model``."""
     p = sub.add_parser("model", help="speed of the model core (JSON figures)")
     add_arguments(p)
     p.set_defaults(func=run)

@@ -18,54 +18,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from typing import Any
 
 import numpy as np
 
-from unison_stream.server.bench import _Viewer, print_figures, served, wait_healthy
+from unison_stream.benchmarks.harness import (
+    TEXTS,
+    Viewer,
+    order_violations,
+    print_figures,
+    sample,
+    served,
+    wait_healthy,
+)
 
-__all__ = ["children", "register"]
+__all__ = ["drift_ms_per_min", "register", "soak"]
 
 SAMPLE_S = 15.0
-TEXTS = (
-    "The little robot painted the garden near the station.",
-    "I believe the weather is lovely today <clap> and the birds agree.",
-    "Please bring the blue umbrella when you come back home.",
-)
-GOOD_ORDERS = (
-    ("queued", "started", "finished"),
-    ("queued", "started", "interrupted"),
-    ("queued", "interrupted"),
-)
-
-
-def _status(pid: int, field: str) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return float(line.split()[1])
-    return 0.0
-
-
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            out += [int(x) for x in f.read().split()]
-    return out
-
-
-def sample(pid: int) -> dict[str, float]:
-    kids = children(pid)
-    return {
-        "t": time.monotonic(),
-        "rss_server_mb": _status(pid, "VmRSS") / 1024,
-        "rss_replica_mb": sum(_status(k, "VmRSS") for k in kids) / 1024,
-        "fds": float(len(os.listdir(f"/proc/{pid}/fd"))),
-        "threads": _status(pid, "Threads"),
-    }
 
 
 def drift_ms_per_min(frames: list[tuple[float, int]], rate: int) -> float:
@@ -79,16 +49,8 @@ def drift_ms_per_min(frames: list[tuple[float, int]], rate: int) -> float:
     return float(slope * 60_000)
 
 
-def order_violations(messages: list[dict[str, Any]], said: list[str]) -> int:
-    events: dict[str, list[str]] = {u: [] for u in said}
-    for m in messages:
-        if m.get("type") == "utterance" and m.get("id") in events:
-            events[m["id"]].append(m["event"])
-    return sum(1 for seq in events.values() if tuple(seq) not in GOOD_ORDERS)
-
-
 async def soak(base: str, pid: int, minutes: float, say_every: float) -> dict[str, Any]:
-    v = _Viewer()
+    v = Viewer()
     await v.open(base, {})
     try:
         await asyncio.sleep(3.0)
@@ -155,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """Called by ``unison_stream.server.bench`` for ``bench soak``."""
+    """Called by ``unison_stream.benchmarks.cli`` for ``bench soak``."""
     p = sub.add_parser("soak", help="one served session for --minutes: memory, drift, order")
     p.add_argument("--engine", choices=("real", "fake"), default="fake")
     p.add_argument("--minutes", type=float, default=30.0)
