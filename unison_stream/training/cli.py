@@ -287,6 +287,21 @@ def run_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_frontend(args: argparse.Namespace) -> int:
+    """Train the speech front end (``--export``: bundle its last checkpoint)."""
+    from unison_stream.training.frontend import export, load_train_config, train
+
+    over = [*args.overrides, f"out_dir={args.out}"]
+    if args.steps is not None:
+        over.append(f"steps={args.steps}")
+    cfg = load_train_config(over)
+    if args.export:
+        export(Path(cfg.out_dir))
+    else:
+        train(cfg)
+    return 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("model", help="train the dual-stream model (torchrun-ready)")
     add_arguments(p)
@@ -311,6 +326,16 @@ def register(sub: Any) -> None:
     d = sub.add_parser("distill", help="few-step stage: distil a trained model's sampler")
     add_arguments(d)
     d.set_defaults(func=run_distill)
+    f = sub.add_parser("frontend", help="train the speech → viseme-track front end")
+    f.add_argument("--steps", type=int, default=None, help="training steps (default 5000)")
+    f.add_argument("--out", default="runs/frontend", help="run folder (data cache, checkpoints)")
+    f.add_argument(
+        "--export",
+        action="store_true",
+        help="bundle the run's last checkpoint as unison_stream/engine/weights/frontend.*",
+    )
+    f.add_argument("overrides", nargs="*", default=[], help="training overrides, key=value")
+    f.set_defaults(func=run_frontend)
 
 
 def main(argv: list[str] | None = None) -> int:
