@@ -29,8 +29,8 @@ from unison_stream.model.conditioning import TimedTrack
 from unison_stream.vocab import SILENCE_ID
 
 RATES = (8000, 16000, 22050, 24000, 44100, 48000)
-# measured on 24 clean held-out espeak examples (docs/frontend.md), with a margin
-HELDOUT_ACC_FLOOR = 0.55
+# the bundled model scores 0.88 on these 6 clean held-out examples (0.83 on 32: docs/frontend.md)
+HELDOUT_ACC_FLOOR = 0.75
 
 
 @pytest.fixture(scope="module")
