@@ -246,7 +246,7 @@ def test_numpy_runner_matches_the_torch_net() -> None:
     net = VisemeNet(cfg).eval()
     x = torch.randn(1, 9, cfg.n_mels)
     with torch.no_grad():
-        want = net(x)[0][0].numpy()  # (F, V) in one call
+        want = net(x)[0].numpy()  # (F, V) in one call
     runner = NumpyRunner(net)
     state = runner.initial_state()
     got = np.concatenate([runner(x[0, i : i + 3].numpy(), state) for i in range(0, 9, 3)])

@@ -169,11 +169,9 @@ class RunningNorm:
 
 # ---- the net -------------------------------------------------------------------------------
 
-State = tuple[Tensor, Tensor, Tensor]  # conv-1 inputs, conv-2 inputs (B, C, K−1); GRU (L, B, H)
-
 
 class VisemeNet(nn.Module):
-    """(B, F, M) normalised log-mel → (B, F, V) viseme logits; causal, state carried."""
+    """(B, F, M) normalised log-mel → (B, F, V) viseme logits; causal."""
 
     feat_mean: Tensor  # (M,) the running normaliser's prior, from the training data
     feat_var: Tensor  # (M,)
@@ -189,22 +187,13 @@ class VisemeNet(nn.Module):
         self.gru = nn.GRU(c, cfg.hidden, num_layers=cfg.layers, batch_first=True)
         self.head = nn.Linear(cfg.hidden, len(VISEMES))
 
-    def initial_state(self, batch: int) -> State:
-        cfg, k = self.cfg, self.cfg.conv_kernel - 1
-        return (
-            torch.zeros(batch, cfg.n_mels, k),
-            torch.zeros(batch, cfg.conv_channels, k),
-            torch.zeros(cfg.layers, batch, cfg.hidden),
-        )
-
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """x (B, F, M) → logits (B, F, V) and the state after frame F−1."""
-        c1, c2, h = self.initial_state(x.shape[0]) if state is None else state
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, F, M) → logits (B, F, V), from a zero state (streams use NumpyRunner)."""
         k = self.cfg.conv_kernel - 1
-        a = torch.cat([c1, x.transpose(1, 2)], dim=-1)  # (B, M, K−1+F): causal left context
-        b = torch.cat([c2, F.gelu(self.conv1(a))], dim=-1)  # (B, C, K−1+F)
-        y, h = self.gru(F.gelu(self.conv2(b)).transpose(1, 2), h)  # (B, F, H)
-        return self.head(y), (a[..., a.shape[-1] - k :], b[..., b.shape[-1] - k :], h)
+        h = F.gelu(self.conv1(F.pad(x.transpose(1, 2), (k, 0))))  # (B, C, F): causal
+        h = F.gelu(self.conv2(F.pad(h, (k, 0))))  # (B, C, F)
+        y, _ = self.gru(h.transpose(1, 2))  # (B, F, H)
+        return self.head(y)  # (B, F, V)
 
     def flops_per_frame(self) -> int:
         """Multiply-adds × 2 of one frame through the net (features excluded)."""

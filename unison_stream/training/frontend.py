@@ -341,7 +341,7 @@ def evaluate(net: VisemeNet, fs: FrameSet, mcfg: FrontEndConfig, majority: int) 
         s = fs.span(u)
         x = torch.from_numpy(fs.feats[s].astype(np.float32))
         x = torch.cat([x, x.new_zeros(d, x.shape[1])])[None]  # (1, F+D, M)
-        logits = net(x)[0][0, d:].numpy()  # (F, V): frame t read at step t + D
+        logits = net(x)[0, d:].numpy()  # (F, V): frame t read at step t + D
         preds.append(decode(logits, fs.rms_db[s], mcfg))
     net.train()
     return score(preds, fs, majority, mcfg.gate_dbfs)
@@ -433,7 +433,7 @@ def train(cfg: FrontEndTrainConfig) -> Path:
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
         x, y = _batch(sets["train"], cfg, rng)
-        logits, _ = net(x)  # (B, T+D, V)
+        logits = net(x)  # (B, T+D, V)
         loss = F.cross_entropy(
             logits[:, d:].reshape(-1, len(VISEMES)),
             y.reshape(-1),
