@@ -71,7 +71,7 @@ def test_eval_prints_every_metric_as_one_json_object(
     grid = tmp_path / "grid.png"
     argv = ["eval", "--json", "--checkpoint", "none", "--manifest", str(manifest)]
     argv += ["--limit", "3", "--stream-seconds", "2", "--no-progress", "--grid", str(grid)]
-    argv += SMALL_MODEL
+    argv += ["--states-scale", "0.04", *SMALL_MODEL]
     assert main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1, "exactly one line on stdout: the JSON object"
@@ -120,8 +120,22 @@ def test_eval_prints_every_metric_as_one_json_object(
         assert r["fid_world"] > r["fid_world_codec"] > 0, "random weights: far from the truth"
         assert [w["start_s"] for w in r["identity_windows"]] == [0.0]  # 2 s: one window
     assert r["sharpness_ratio_face"] is not None and r["sharpness_ratio_face_codec"] < 1.0
+    # every state a viewer sees, each with the visual figures and its bars
+    st = r["states"]
+    for state in ("idle", "listening", "transitions", "session", "audio_driven"):
+        assert st[state] is not None and st[state]["frames"] > 0, state
+        assert set(st[state]["bars"]) == {
+            "sharpness_ratio_face",
+            "fid_world_ratio",
+            "feature_visibility",
+            "ghosting_ratio",
+            "identity_verified_all_windows",
+        }
+        assert st[state]["ghosting_gt"] is not None and st[state]["sharpness_ratio_face"] > 0
+    assert st["idle"]["frames"] == 3 * 4 * 8  # 3 people × 1.2 s: 4 chunks of 8 frames each
+    assert st["session_shares"]["speaking"] > 0 and st["session_switches"] >= 2
     with Image.open(grid) as img:
-        assert img.size[0] > 6 * 128 and img.size[1] > 3 * 128, "3 rows of generated | truth"
+        assert img.size[0] > 6 * 128 and img.size[1] > 8 * 128, "3 rows + a row per state"
 
 
 def test_eval_without_a_checkpoint_says_how_to_get_one(tmp_path: object) -> None:

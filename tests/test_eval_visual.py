@@ -37,6 +37,7 @@ from unison_stream.eval.grid import CAPTION_H, GAP, PAD, TITLE_H, GridCell, Grid
 from unison_stream.eval.visual import (
     feature_visibility,
     frechet_distance,
+    ghosting,
     gradient_energy,
     identity_windows,
     sharpness,
@@ -329,3 +330,26 @@ def test_the_mouth_head_reads_lip_sync_through_blur_and_a_vp8_round_trip(
             env[: shift * spf] = 0.0
         ls = lip_sync(seen, noise * (0.05 + env), 16000, 25.0, mouth=head)
         assert ls.lag is not None and abs(ls.offset_ms - want) <= 20.0, (shift, ls)
+
+
+def _ghost(frames: np.ndarray, dx: int, dy: int, weight: float = 0.5) -> np.ndarray:
+    """Each frame blended with a copy of itself shifted by ``(dx, dy)`` px: a doubled face."""
+    shifted = np.roll(frames, (dy, dx), axis=(1, 2)).astype(np.float32)
+    return (weight * frames + (1 - weight) * shifted).round().astype(np.uint8)
+
+
+def test_ghosting_is_low_on_clear_faces_and_high_on_doubled_or_faded_ones() -> None:
+    people = _people(6, seed=3)
+    clear = [
+        float(ghosting(_render(p, 8, seed=k), _layout(p)).mean()) for k, p in enumerate(people)
+    ]
+    assert max(clear) < 0.1, f"the world's own frames have little energy on bare skin: {clear}"
+    for k, p in enumerate(people):
+        frames, layout = _render(p, 8, seed=k), _layout(p)
+        base = float(ghosting(frames, layout).mean())
+        doubled = float(ghosting(_ghost(frames, 0, 9), layout).mean())  # eyes on the cheeks
+        assert doubled > 2 * base + 0.05, (k, base, doubled)
+        faded = float(ghosting(_faded(frames, p, keep=0.3), layout).mean())
+        assert faded >= base, "washed-out features do not read as clearer"
+        blurred = float(ghosting(_blur(frames, 0.7), layout).mean())
+        assert blurred < 1.5 * base + 0.02, "a soft but single face is not a ghost"

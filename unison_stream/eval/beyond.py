@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import wave
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,7 @@ def beyond_grammar(
     gt_corr: float | None,
     limit: int = 0,
     progress: bool = True,
+    keep: Callable[[str, int, np.ndarray], None] | None = None,
 ) -> dict[str, Any]:
     """The ``beyond_grammar`` report: lip sync of the text mode on :data:`OUT_OF_GRAMMAR`
     (``text``), of the audio-driven mode on them spoken by espeak-ng, the training synthesiser
@@ -129,7 +131,9 @@ def beyond_grammar(
     ``clips``: the first test clips, driven again with their own and Flite's speech; their
     first frame and caption give each utterance's person (cycled); ``in_grammar``: the test
     sentences (of ``clips`` first), ``in_grammar_speech`` the text mode's speech for them (both
-    identified again over the larger list); ``gt_corr``: the world's lip correlation on them.
+    identified again over the larger list); ``gt_corr``: the world's lip correlation on them;
+    ``keep(set, clip, frames)`` is given each audio-driven utterance's frames (clip: the index
+    in ``clips`` whose person it shows).
     """
     from unison_stream.data.synth.speech import synthesize
 
@@ -165,6 +169,8 @@ def beyond_grammar(
         for name, speech in drivers:
             d = drive_one(engine, speech=speech, **person)
             sets[name].append(lip_sync(d.frames, d.speech, sr, fps))
+            if keep is not None:
+                keep(name, i % len(clips), d.frames)
     candidates = sorted({*in_grammar, *(spoken(t) for t in ood)})
     ident = SentenceIdentifier(candidates, sample_rate=sr)
     report: dict[str, Any] = {

@@ -156,9 +156,22 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _evaluate(engine: Any, manifest: Path, args: argparse.Namespace, grid: Path | None) -> Any:
-    """``evaluate`` with the command's options; closes ``engine``."""
+def _evaluate(
+    engine: Any, manifest: Path, args: argparse.Namespace, grid: Path | None, *, states: bool
+) -> Any:
+    """``evaluate`` with the command's options (``states``: drive every state a viewer sees,
+    scaled by ``--states-scale``); closes ``engine``."""
     from unison_stream.eval.evaluate import evaluate
+    from unison_stream.eval.states import StatesConfig
+
+    d = StatesConfig()
+    scale = args.states_scale
+    plan = StatesConfig(
+        idle_s=d.idle_s * scale,
+        listening_s=d.listening_s * scale,
+        session_s=d.session_s * scale,
+        first_reply_s=d.first_reply_s * min(1.0, scale * 4),
+    )
 
     try:
         return evaluate(
@@ -170,6 +183,7 @@ def _evaluate(engine: Any, manifest: Path, args: argparse.Namespace, grid: Path 
             progress=not args.no_progress,
             grid=grid,
             beyond=not args.no_beyond,
+            states=plan if states and not args.no_states else None,
         )
     finally:
         engine.close()
@@ -191,7 +205,8 @@ def _run_ablations(args: argparse.Namespace) -> int:
         log.info("ablation row %s: evaluating %s", name, run / ABLATION_MODEL)
         model = load_model(run / ABLATION_MODEL, overrides=args.overrides)
         engine = Engine(model.cfg, model=model, max_sessions=2, max_ahead=2)
-        rows[name] = _evaluate(engine, ensure_world(Path(args.manifest)), args, grid=None)
+        manifest = ensure_world(Path(args.manifest))
+        rows[name] = _evaluate(engine, manifest, args, grid=None, states=False)
         (run / REPORT).write_text(json.dumps(rows[name], indent=1) + "\n")
     table = ablation_table(rows)
     spread = seed_spread(rows)
@@ -205,7 +220,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.ablations:
         return _run_ablations(args)
     manifest = ensure_world(Path(args.manifest))
-    report = _evaluate(_engine(args), manifest, args, grid=Path(args.grid) if args.grid else None)
+    grid = Path(args.grid) if args.grid else None
+    report = _evaluate(_engine(args), manifest, args, grid=grid, states=True)
     report["checkpoint"] = args.checkpoint or f"bundled {args.preset}"
     if args.json:
         print(json.dumps(report))
@@ -239,6 +255,17 @@ def register(sub: Any) -> None:
         "--no-beyond",
         action="store_true",
         help="skip the out-of-grammar and other-voice figures (report key beyond_grammar)",
+    )
+    p.add_argument(
+        "--no-states",
+        action="store_true",
+        help="skip the figures of idle, listening, transitions and a conversation (key states)",
+    )
+    p.add_argument(
+        "--states-scale",
+        type=float,
+        default=1.0,
+        help="scale the states' lengths (30 s idle, 30 s listening, 5 min conversation)",
     )
     p.add_argument(
         "--grid",

@@ -41,6 +41,7 @@ from unison_stream.eval.sfx import (
     summarise_events,
     visual_contact,
 )
+from unison_stream.eval.states import StateFrames, StatesConfig, drive_states, state_report
 
 __all__ = ["BARS", "evaluate", "ground_truth_events", "ratio"]
 
@@ -99,10 +100,13 @@ def evaluate(
     progress: bool = True,
     grid: Path | None = None,
     beyond: bool = True,
+    states: StatesConfig | None = None,
 ) -> dict[str, Any]:
     """Run every metric; returns the flat report that ``--json`` prints. With ``grid`` a PNG
     of generated beside ground-truth frames is written there; ``beyond`` adds the
-    out-of-grammar and other-voice figures (``beyond_grammar``)."""
+    out-of-grammar and other-voice figures (``beyond_grammar``); ``states`` the figures of
+    every state a viewer sees (``states``: idle, listening, transitions, a conversation and
+    the audio-driven mode, :mod:`.states`)."""
     t0 = time.perf_counter()
     cfg = engine.cfg
     sr, fps = cfg.media.sample_rate, cfg.media.fps
@@ -169,8 +173,7 @@ def evaluate(
         driven = drive_one(
             engine, speech=speech, reference_frame=first.frames[0], caption=first.caption, seed=0
         )
-        write_grid(grid, _grid_rows(first, text_mode, driven.frames, frames, fps))
-        log.info("wrote the grid of generated beside ground-truth frames to %s", grid)
+        rows = _grid_rows(first, text_mode, driven.frames, frames, fps)
     d = drift(frames, first.frames[0], fps)
     last = frames[-round(d["window_s"] * fps) :]
     others = [
@@ -216,6 +219,18 @@ def evaluate(
         "sentence_id_ratio": ratio(acc_gen, acc_gt),
         "sentence_candidates": len(candidates),
     }
+    seen = StateFrames()
+    if states is not None:
+        texts = [ds.rows[i][1].get("transcript", "") for i in range(n)]
+        seen = drive_states(
+            engine, [ds[i] for i in range(min(n, states.people))], texts=texts, cfg=states,
+            progress=progress,
+        )  # fmt: skip
+
+    def keep(name: str, clip: int, frames: np.ndarray) -> None:
+        if states is not None and name == "espeak_in":  # the test clips' own speech
+            seen.parts["audio_driven"].append((clip, frames))
+
     report["beyond_grammar"] = (
         beyond_grammar(
             engine,
@@ -225,10 +240,16 @@ def evaluate(
             gt_corr=ls_gt["corr"],
             limit=limit,
             progress=progress,
+            keep=keep,
         )
         if beyond
         else None
     )
+    if states is not None:
+        report["states"] = state_report(seen, visual)
+    if grid is not None:
+        write_grid(grid, rows + _state_rows(seen, ds, fps))
+        log.info("wrote the grid of generated beside ground-truth frames to %s", grid)
     report["bars"] = {
         key: None if report[key] is None else bool(_holds(report[key], op, value))
         for key, op, value in BARS
@@ -278,6 +299,23 @@ def _grid_rows(
             ),
         ),
     ]
+
+
+def _state_rows(seen: StateFrames, ds: ManifestDataset, fps: float) -> list[GridRow]:
+    """A row per state: its first stretch at its start, middle and end, each beside the
+    picture the session was opened on."""
+    rows = []
+    for state, parts in seen.parts.items():
+        if not parts:
+            continue
+        clip, frames = parts[0] if state != "transitions" else parts[min(2, len(parts) - 1)]
+        picture = ds[clip].frames[0]
+        at = [0, len(frames) // 2, len(frames) - 1]
+        cells = tuple(
+            GridCell(f"{k / fps:.1f} s: generated | picture", frames[k], picture) for k in at
+        )
+        rows.append(GridRow(f"state {state}, person of clip {ds.rows[clip][1]['id']}", cells))
+    return rows
 
 
 def _probe(out: list[float], sfx: np.ndarray | None, contacts: list[float], sr: int) -> None:

@@ -23,7 +23,13 @@ from unison_stream.data.synth.identity import Identity
 from unison_stream.data.synth.measure import features_visible
 from unison_stream.eval.features import WorldFeatureNet, embed, identity_embedding, load_features
 from unison_stream.eval.generate import CodecRoundTrip
-from unison_stream.eval.visual import frechet_distance, gradient_energy, verify, window_spans
+from unison_stream.eval.visual import (
+    frechet_distance,
+    ghosting,
+    gradient_energy,
+    verify,
+    window_spans,
+)
 
 __all__ = ["VISUAL_BARS", "WINDOW_S", "VisualQuality"]
 
@@ -52,6 +58,7 @@ class _Frames:
     visible: list[np.ndarray] = field(default_factory=list)  # (F,) eyes and mouth found
     emb: list[np.ndarray] = field(default_factory=list)  # (F, D) feature-net embeddings
     ids: list[np.ndarray] = field(default_factory=list)  # per clip: (F, K) identity vectors
+    ghost: list[np.ndarray] = field(default_factory=list)  # (F,) ghosting (bare skin ÷ features)
 
     def add(
         self, frames: np.ndarray, layout: FaceLayout | None, net: WorldFeatureNet | None
@@ -60,6 +67,7 @@ class _Frames:
         if layout is not None:
             self.face.append(gradient_energy(frames, layout))
             self.visible.append(features_visible(frames, layout))
+            self.ghost.append(ghosting(frames, layout))
         if net is not None:
             self.emb.append(embed(net, frames))
             self.ids.append(identity_embedding(net, frames))
@@ -141,6 +149,62 @@ class VisualQuality:
             self.stream.append(w)
         verdicts = [w["verified"] for w in self.stream if "verified" in w]
         self.stream_verified = all(verdicts) if verdicts else None
+
+    def state_figures(self, parts: list[tuple[int, np.ndarray]]) -> dict[str, Any]:
+        """The visual figures of one state of a session (:mod:`.states`) from ``parts``: each
+        ``(clip, frames)`` is a stretch of frames ``(F, H, W, 3)`` showing clip ``clip``'s
+        person, measured against that person's ground-truth clip: face sharpness, feature
+        visibility and ghosting as ratios or shares per frame, ``fid_world`` against every
+        ground-truth frame of the split (its ratio: over the codec round trip's), identity
+        verified per ``WINDOW_S`` window of each stretch. Call after every clip was added."""
+        gt = self.sets["gt"]
+        face: list[np.ndarray] = []
+        visible: list[np.ndarray] = []
+        ghost: list[np.ndarray] = []
+        ghost_gt: list[np.ndarray] = []
+        emb: list[np.ndarray] = []
+        windows: list[bool] = []
+        for clip, frames in parts:
+            layout = self.layouts[clip]
+            if layout is not None:
+                face.append(gradient_energy(frames, layout) / float(gt.face[clip].mean()))
+                visible.append(features_visible(frames, layout))
+                ghost.append(ghosting(frames, layout))
+                ghost_gt.append(gt.ghost[clip])
+            if self.net is None:
+                continue
+            emb.append(embed(self.net, frames))
+            if self.threshold is not None:
+                ids = identity_embedding(self.net, frames)
+                windows += [
+                    verify(
+                        ids[s:e],
+                        self.refs[clip],
+                        self._others(clip),
+                        threshold=self.threshold,
+                        fps=self.fps,
+                        start=s,
+                    ).verified
+                    for s, e in window_spans(len(frames), self.fps, WINDOW_S)
+                ]
+        fid = frechet_distance(np.concatenate(emb), np.concatenate(gt.emb)) if emb else None
+        codec = self.sets["codec"].emb
+        fid_codec = (
+            frechet_distance(np.concatenate(codec), np.concatenate(gt.emb)) if codec else None
+        )
+        g, g_gt = _mean(ghost), _mean(ghost_gt)
+        return {
+            "frames": int(sum(len(f) for _, f in parts)),
+            "sharpness_ratio_face": _mean(face),
+            "fid_world": fid,
+            "fid_world_ratio": _ratio(fid, fid_codec),
+            "feature_visibility": _mean(visible),
+            "identity_windows_verified": f"{sum(windows)}/{len(windows)}",
+            "identity_verified_all_windows": all(windows) if windows else None,
+            "ghosting": g,
+            "ghosting_gt": g_gt,
+            "ghosting_ratio": _ratio(g, g_gt),
+        }
 
     def _clips_verified(self, name: str) -> float | None:
         """Share of clips of set ``name`` whose frames verify as their own reference."""

@@ -168,3 +168,44 @@ def identity_windows(
         verify(stream[s:e], reference, others, threshold=threshold, fps=fps, start=s)
         for s, e in window_spans(len(stream), fps, window_s)
     ]
+
+
+def _face_masks(layout: FaceLayout, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(H, W)`` bool masks ``(bare, features)``. ``features``: the eyes with their brows, the
+    nose and the mouth, each widened by the head's sway. ``bare``: inside the face ellipse
+    shrunk by the sway and outside ``features`` — where the world draws only skin whatever
+    the head does. A clear face is flat there; a ghost is not."""
+    x0, y0, x1, y1 = layout.head
+    cx, cy, a, b = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    ra, rb = max(a - SWAY_X - 1, 1.0), max(b - SWAY_Y - 1, 1.0)
+    inside = ((xx - cx) / ra) ** 2 + ((yy - cy) / rb) ** 2 <= 1.0
+    eye_h = layout.eyes[0][3] - layout.eyes[0][1]
+    boxes = [(ex0, ey0 - eye_h, ex1, ey1) for ex0, ey0, ex1, ey1 in layout.eyes]  # eye, brow
+    boxes.append(layout.mouth)
+    nose_x = 0.5 * (layout.eyes[1][0] - layout.eyes[0][2])  # half the gap between the eyes
+    boxes.append((cx - nose_x, layout.eyes[0][1], cx + nose_x, layout.mouth[1]))
+    features = np.zeros((height, width), bool)
+    for fx0, fy0, fx1, fy1 in boxes:
+        features |= (
+            (xx >= fx0 - SWAY_X)
+            & (xx <= fx1 + SWAY_X)
+            & (yy >= fy0 - SWAY_Y)
+            & (yy <= fy1 + SWAY_Y)
+        )
+    return inside & ~features, features
+
+
+def ghosting(frames: np.ndarray, layout: FaceLayout) -> np.ndarray:
+    """``(F, H, W, 3)`` uint8 → ``(F,)``: luminance-gradient energy on the face's bare skin
+    over the same on its eyes, brows, nose and mouth (:func:`_face_masks`). A clear face has
+    almost none on bare skin (a hand passing, a little sway); a doubled or faded face — stray
+    eyes on the cheeks and forehead, the background showing through, features washed out —
+    has more there and less on its features."""
+    h, w = frames.shape[1:3]
+    y = frames.astype(np.float32) @ LUMA  # (F, H, W)
+    g = np.zeros_like(y)
+    g[:, :, 1:] += np.diff(y, axis=2) ** 2
+    g[:, 1:, :] += np.diff(y, axis=1) ** 2
+    bare, features = _face_masks(layout, h, w)
+    return np.asarray(g[:, bare].sum(axis=1) / np.maximum(g[:, features].sum(axis=1), 1e-6))

@@ -1,0 +1,296 @@
+"""Every state a viewer sees, driven the way a client drives a session (``docs/eval.md``,
+"States").
+
+A conversation is mostly not the avatar speaking: it waits before the first reply, listens
+while the user talks, waits while the agent thinks. The speech figures of the eval say nothing
+about those stretches, so this module drives sessions through the engine API and cuts what
+they stream into the states a viewer sees:
+
+* ``idle``: the first :attr:`StatesConfig.idle_s` seconds of a session nobody talks to;
+* ``listening``: a session put in the listening state at once, for ``listening_s``;
+* ``session``: ``session_s`` of a conversation (:func:`conversation`): about 70 % idle and
+  listening, replies every 10–30 s, one reply interrupted half-way;
+* ``transitions``: the frames within ``transition_s`` of each idle → speaking,
+  speaking → idle and speaking → listening switch of that conversation;
+* ``audio_driven``: the audio-driven mode on the test clips' own speech.
+
+Each state's frames go to :meth:`~unison_stream.eval.quality.VisualQuality.state_figures`
+with the person they show, which measures them against that person's ground-truth clip.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from unison_stream.data.loader import Sample
+from unison_stream.engine import Engine, EngineSession, MediaChunk
+from unison_stream.eval.generate import CHUNK_TIMEOUT_S, EvalStreamError
+from unison_stream.eval.quality import VisualQuality
+
+__all__ = [
+    "STATES",
+    "STATE_BARS",
+    "Conversation",
+    "StateFrames",
+    "StatesConfig",
+    "Switch",
+    "conversation",
+    "drive_states",
+    "quiet",
+    "state_report",
+    "transition_spans",
+]
+
+log = logging.getLogger(__name__)
+
+STATES = ("idle", "listening", "transitions", "session", "audio_driven")
+SWITCHES = (("idle", "speaking"), ("speaking", "idle"), ("speaking", "listening"))
+
+
+@dataclass(frozen=True)
+class StatesConfig:
+    """How long each state is driven (seconds of media) and on how many people."""
+
+    idle_s: float = 30.0
+    listening_s: float = 30.0
+    session_s: float = 300.0  # five minutes of conversation
+    transition_s: float = 1.0  # frames this close to a switch are the switch's
+    people: int = 3  # test clips whose person is driven idle and listening
+    first_reply_s: float = 5.0  # the conversation opens idle this long
+    user_turn_s: tuple[float, float] = (5.0, 15.0)  # the user talks (avatar listens)
+    think_s: tuple[float, float] = (1.0, 3.0)  # the agent thinks (avatar idle)
+    interrupt_reply: int = 3  # this reply (from 0) is interrupted half-way
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Switch:
+    """The stream's state changed between frame ``frame − 1`` and ``frame``."""
+
+    frame: int
+    before: str  # "idle" | "listening" | "speaking"
+    after: str
+
+
+@dataclass
+class Conversation:
+    """What a driven session streamed: frames, the state each frame shows, its switches."""
+
+    frames: np.ndarray  # (F, H, W, 3) uint8
+    states: list[str] = field(default_factory=list)  # (F,) the chunk's state per frame
+    actions: list[tuple[float, str]] = field(default_factory=list)  # (media s, what was done)
+
+    @property
+    def switches(self) -> list[Switch]:
+        s = self.states
+        return [Switch(i, s[i - 1], s[i]) for i in range(1, len(s)) if s[i] != s[i - 1]]
+
+    def share(self, state: str) -> float:
+        return self.states.count(state) / max(1, len(self.states))
+
+
+def _next(s: EngineSession) -> MediaChunk:
+    c = s.next_chunk(timeout=CHUNK_TIMEOUT_S)
+    if c is None:
+        raise EvalStreamError(f"session {s.session_id}: no chunk in {CHUNK_TIMEOUT_S:.0f} s")
+    return c
+
+
+def _run(
+    engine: Engine,
+    person: Sample,
+    *,
+    seconds: float,
+    actions: list[tuple[float, str, str]],
+    seed: int,
+    desc: str,
+    progress: bool,
+) -> Conversation:
+    """Open a session on ``person``'s first frame and caption, do each ``(media s, verb,
+    argument)`` of ``actions`` once the stream has played up to its time, and collect
+    ``seconds`` of media. Verbs: ``say`` (argument: text), ``state`` (idle | listening),
+    ``interrupt``."""
+    cs = engine.cfg.chunk_seconds()
+    n = max(1, round(seconds / cs))
+    todo = sorted(actions, key=lambda a: a[0])
+    frames: list[np.ndarray] = []
+    states: list[str] = []
+    done: list[tuple[float, str]] = []
+    s = engine.open_session(caption=person.caption, seed=seed, reference_frame=person.frames[0])
+    try:
+        for k in tqdm(range(n), desc=desc, unit="chunk", disable=not progress, file=sys.stderr):
+            while todo and todo[0][0] <= k * cs:
+                _, verb, arg = todo.pop(0)
+                if verb == "say":
+                    s.say(arg, utterance_id=f"reply-{len(done)}")
+                elif verb == "state":
+                    s.set_state(arg)
+                else:
+                    s.interrupt()
+                done.append((round(k * cs, 2), f"{verb} {arg}".strip()))
+            c = _next(s)
+            frames.append(c.video)
+            states += [c.state] * len(c.video)
+            failed = [e for e in s.poll_events() if e.event == "failed"]
+            if failed:
+                raise EvalStreamError(f"{desc}: utterance {failed[0].utterance_id} failed")
+    finally:
+        s.close()
+    return Conversation(np.concatenate(frames), states, done)
+
+
+def quiet(
+    engine: Engine, person: Sample, *, state: str, seconds: float, seed: int, progress: bool
+) -> Conversation:
+    """A session nobody talks to (``idle``), or one put in the listening state at once."""
+    actions = [(0.0, "state", "listening")] if state == "listening" else []
+    return _run(
+        engine, person, seconds=seconds, actions=actions, seed=seed, desc=state, progress=progress
+    )
+
+
+def conversation(
+    engine: Engine, person: Sample, *, texts: list[str], cfg: StatesConfig, progress: bool
+) -> Conversation:
+    """``cfg.session_s`` of a conversation with ``person``: idle at first, then replies (the
+    ``texts`` in turn, one or two sentences each), each followed by the user's turn
+    (listening) and the agent's thinking (idle); reply ``cfg.interrupt_reply`` is interrupted
+    half-way and the user talks at once. Times come from the planner's durations, so the
+    schedule is the same on every run."""
+    rng = np.random.default_rng(cfg.seed)
+    actions: list[tuple[float, str, str]] = []
+    t, i, reply = cfg.first_reply_s, 0, 0
+    while t < cfg.session_s:
+        said = [texts[(i + j) % len(texts)] for j in range(int(rng.integers(1, 3)))]
+        i += len(said)
+        text = " ".join(said)
+        actions.append((t, "say", text))
+        length = engine.planner.plan(text).duration_s
+        if reply == cfg.interrupt_reply:
+            length *= 0.5
+            actions.append((t + length, "interrupt", ""))
+        t += length
+        actions.append((t, "state", "listening"))
+        t += float(rng.uniform(*cfg.user_turn_s))
+        actions.append((t, "state", "idle"))
+        t += float(rng.uniform(*cfg.think_s))
+        reply += 1
+    return _run(
+        engine,
+        person,
+        seconds=cfg.session_s,
+        actions=actions,
+        seed=cfg.seed,
+        desc="conversation",
+        progress=progress,
+    )
+
+
+def transition_spans(c: Conversation, *, fps: float, within_s: float) -> list[tuple[int, int]]:
+    """``[start, end)`` frame spans within ``within_s`` of each switch of :data:`SWITCHES`
+    (spans that overlap are merged)."""
+    half = round(within_s * fps)
+    spans = sorted(
+        (max(0, w.frame - half), min(len(c.states), w.frame + half))
+        for w in c.switches
+        if (w.before, w.after) in SWITCHES
+    )
+    merged: list[tuple[int, int]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+# The bar each state's figures must pass: (key, "<=" | ">=", value); and
+# ``identity_verified_all_windows`` must be true.
+STATE_BARS: tuple[tuple[str, str, float], ...] = (
+    ("sharpness_ratio_face", ">=", 0.8),
+    ("fid_world_ratio", "<=", 2.0),
+    ("feature_visibility", ">=", 0.9),
+    ("ghosting_ratio", "<=", 1.2),  # ghosting ÷ the same people's ground truth
+)
+
+
+def _bars(figures: dict[str, Any]) -> dict[str, bool | None]:
+    out: dict[str, bool | None] = {
+        key: None if figures.get(key) is None else _holds(figures[key], op, value)
+        for key, op, value in STATE_BARS
+    }
+    out["identity_verified_all_windows"] = figures.get("identity_verified_all_windows")
+    return out
+
+
+def _holds(x: float, op: str, value: float) -> bool:
+    return x <= value if op == "<=" else x >= value
+
+
+@dataclass
+class StateFrames:
+    """Each state's stretches: ``(clip whose person they show, frames (F, H, W, 3))``."""
+
+    parts: dict[str, list[tuple[int, np.ndarray]]] = field(
+        default_factory=lambda: {s: [] for s in STATES}
+    )
+    session: Conversation | None = None
+
+
+def drive_states(
+    engine: Engine,
+    people: list[Sample],
+    *,
+    texts: list[str],
+    cfg: StatesConfig,
+    progress: bool = True,
+) -> StateFrames:
+    """Drive ``idle`` and ``listening`` on each of ``people`` (clip ``i`` of the split is
+    ``people[i]``), the conversation on the first, and cut its transitions. The audio-driven
+    state is added by the caller (it drives the clips' speech for other figures too)."""
+    out = StateFrames()
+    fps = engine.cfg.media.fps
+    for i, person in enumerate(people[: cfg.people]):
+        for state, seconds in (("idle", cfg.idle_s), ("listening", cfg.listening_s)):
+            c = quiet(engine, person, state=state, seconds=seconds, seed=i, progress=progress)
+            keep = np.array([s == state for s in c.states])
+            out.parts[state].append((i, c.frames[keep]))
+    c = conversation(engine, people[0], texts=texts, cfg=cfg, progress=progress)
+    out.session = c
+    out.parts["session"].append((0, c.frames))
+    for a, b in transition_spans(c, fps=fps, within_s=cfg.transition_s):
+        out.parts["transitions"].append((0, c.frames[a:b]))
+    log.info(
+        "conversation: %.0f s, speaking %.0f %%, listening %.0f %%, %d switches, %d actions",
+        len(c.frames) / fps,
+        100 * c.share("speaking"),
+        100 * c.share("listening"),
+        len(c.switches),
+        len(c.actions),
+    )
+    return out
+
+
+def state_report(frames: StateFrames, visual: VisualQuality) -> dict[str, Any]:
+    """``states.<state>.<figure>`` and each state's bars (:data:`STATE_BARS`)."""
+    report: dict[str, Any] = {}
+    for state, parts in frames.parts.items():
+        if not parts:
+            report[state] = None
+            continue
+        figures = visual.state_figures(parts)
+        figures["bars"] = _bars(figures)
+        report[state] = figures
+    if frames.session is not None:
+        c = frames.session
+        report["session_shares"] = {
+            s: round(c.share(s), 3) for s in ("idle", "listening", "speaking")
+        }
+        report["session_switches"] = len(c.switches)
+    return report
