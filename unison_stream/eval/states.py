@@ -112,7 +112,7 @@ def _run(
     desc: str,
     progress: bool,
 ) -> Conversation:
-    """Open a session on ``person``'s first frame and caption, do each ``(media s, verb,
+    """Open a session on ``person``'s first frame, do each ``(media s, verb,
     argument)`` of ``actions`` once the stream has played up to its time, and collect
     ``seconds`` of media. Verbs: ``say`` (argument: text), ``state`` (idle | listening),
     ``interrupt``."""
@@ -122,7 +122,8 @@ def _run(
     frames: list[np.ndarray] = []
     states: list[str] = []
     done: list[tuple[float, str]] = []
-    s = engine.open_session(caption=person.caption, seed=seed, reference_frame=person.frames[0])
+    # no caption, as the page and the SDK open sessions: the engine's default one
+    s = engine.open_session(seed=seed, reference_frame=person.frames[0])
     try:
         for k in tqdm(range(n), desc=desc, unit="chunk", disable=not progress, file=sys.stderr):
             while todo and todo[0][0] <= k * cs:
