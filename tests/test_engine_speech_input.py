@@ -13,12 +13,16 @@ import pytest
 
 from tests.helpers import TEST_OVERRIDES, take
 from unison_stream.config import load_config
+from unison_stream.data.synth import speech
 from unison_stream.engine import Engine, EngineSession
 from unison_stream.engine.audio import StreamResampler, resample
 from unison_stream.engine.planner import LetterTiming
 from unison_stream.engine.types import MediaChunk
 
 CFG = load_config("tiny", [*TEST_OVERRIDES, "runtime.dtype=fp32"])
+needs_espeak = pytest.mark.skipif(
+    not speech.available(), reason="libespeak-ng not installed (Debian package libespeak-ng1)"
+)
 CS = CFG.chunk_seconds()
 SR = CFG.media.sample_rate
 
@@ -150,3 +154,42 @@ def test_an_empty_stream_finishes_and_a_write_after_end_is_an_error(engine: Engi
     assert [c for c in chunks if c.utterance_id == "nothing"], "one silent chunk"
     with pytest.raises(ValueError, match="sample_rate"):
         s.say_audio_stream(96000, utterance_id="bad")
+
+
+@needs_espeak
+def test_the_front_ends_track_reaches_the_model_in_both_audio_modes() -> None:
+    """Whole and streamed audio-driven utterances condition their chunks on the speech's
+    timed track as the front end reads it (mouth shapes, not only silence)."""
+    from unison_stream.data.synth.speech import synthesize
+    from unison_stream.engine.replica import LocalReplica
+    from unison_stream.vocab import SILENCE_ID
+
+    pcm = synthesize("hello there my good friend", sample_rate=24000).audio
+    cfg = load_config("tiny", [*TEST_OVERRIDES, "runtime.dtype=fp32", "runtime.replica=thread"])
+    with Engine(cfg, timing=LetterTiming()) as engine:
+        assert engine.frontend is not None, "the front end's weights are bundled"
+        assert isinstance(engine.replica, LocalReplica)
+        model = engine.replica.core.model
+        voiced: list[int] = []
+        real = model.forward_chunk
+
+        def spy(*a, **k):
+            c = a[4]
+            voiced.append(int((c.track_mask & (c.track_ids > SILENCE_ID)).sum()))
+            return real(*a, **k)
+
+        model.forward_chunk = spy  # type: ignore[method-assign]
+        s = engine.open_session()
+        take(s, 1)
+        for uid, streamed in (("whole", False), ("streamed", True)):
+            voiced.clear()
+            if streamed:
+                w = s.say_audio_stream(24000, utterance_id=uid)
+                for i in range(0, pcm.size, 480):
+                    w.write(pcm[i : i + 480])
+                w.end()
+            else:
+                s.say_audio(pcm, 24000, utterance_id=uid)
+            _until(s, uid, "finished")
+            assert sum(v > 0 for v in voiced) >= 3, (uid, voiced)
+        model.forward_chunk = real  # type: ignore[method-assign]

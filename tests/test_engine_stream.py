@@ -18,6 +18,8 @@ from unison_stream.engine import Engine, EngineClosedError, EngineSession
 from unison_stream.engine.audio import resample
 from unison_stream.engine.planner import LetterTiming, Phone
 from unison_stream.engine.replica import LocalReplica, ReplicaCore
+from unison_stream.model.conditioning import Conditioning
+from unison_stream.vocab import SILENCE_ID
 
 OVERRIDES = [*TEST_OVERRIDES, "runtime.dtype=fp32"]
 CFG = load_config("tiny", OVERRIDES)
@@ -156,6 +158,12 @@ def test_audio_driven_mode_returns_the_given_speech_unchanged(local_engine: Engi
         assert torch.equal(clean, out)
 
 
+def _speaks(cond: Conditioning) -> bool:
+    """A chunk of an utterance: its track holds more than silence (idle chunks see one
+    silence token, as the world labels its rests)."""
+    return bool((cond.track_mask & (cond.track_ids > SILENCE_ID)).any())
+
+
 def test_failure_is_recorded_and_the_stream_goes_on(local_engine: Engine) -> None:
     engine = local_engine
     model = core(engine).model
@@ -165,7 +173,7 @@ def test_failure_is_recorded_and_the_stream_goes_on(local_engine: Engine) -> Non
     calls = {"n": 0}
 
     def flaky(*a, **k):
-        if a[4].track_mask.any():  # a chunk of the utterance: fail the first one once
+        if _speaks(a[4]):  # a chunk of the utterance: fail the first one once
             calls["n"] += 1
             if calls["n"] == 1:
                 raise RuntimeError("injected failure")
@@ -238,7 +246,7 @@ def test_interrupt_abandons_the_chunk_being_made() -> None:
         real = model.forward_chunk
 
         def held(*a, **k):  # the utterance's first forward waits until the test lets it go
-            if a[4].track_mask.any() and not release.is_set():
+            if _speaks(a[4]) and not release.is_set():
                 inside.set()
                 release.wait(10)
             return real(*a, **k)
@@ -334,3 +342,46 @@ def test_idle_chunks_made_while_an_utterance_is_planned_do_not_play_before_it() 
         assert s.stats()["dropped"] >= 1, "no idle chunk was made during the plan"
     finally:
         eng.close()
+
+
+def test_idle_sees_a_rest_and_plays_on_while_the_reply_is_made(local_engine: Engine) -> None:
+    """Idle chunks are conditioned on a rest (one silence token, as the world labels pauses),
+    and those made ahead stay queued while a ``say`` is planned and its first chunk made, so a
+    consumer never waits on it with nothing to show; that first chunk then drops them."""
+    engine = local_engine
+    model = core(engine).model
+    tracks: list[tuple[int, ...]] = []
+    inside, release = threading.Event(), threading.Event()
+    real = model.forward_chunk
+
+    def held(*a, **k):  # records each chunk's track; the reply's first forward waits
+        c = a[4]
+        tracks.append(tuple(c.track_ids[0][c.track_mask[0]].tolist()))
+        if _speaks(c) and not release.is_set():
+            inside.set()
+            release.wait(10)
+        return real(*a, **k)
+
+    model.forward_chunk = held  # type: ignore[method-assign]
+    try:
+        s = engine.open_session()
+        take(s, 1)
+        while len(s.queued()) < engine.max_ahead:  # idle made ahead, then the worker waits
+            time.sleep(0.01)
+        s.say("hello there friend", utterance_id="u")
+        assert inside.wait(10), "the worker starts on the reply"
+        queued = s.queued()
+        # the idle chunks made ahead are still there (plus what was made while it was planned,
+        # never more than max_ahead of them)
+        assert engine.max_ahead <= len(queued) <= 2 * engine.max_ahead, queued
+        assert all(q.utterance_id is None for q in queued)
+        assert take(s, 1, timeout=0.5)[0].utterance_id is None, "idle plays while it is made"
+        release.set()
+        chunks, _ = until_event(s, "started")
+    finally:
+        release.set()
+        model.forward_chunk = real  # type: ignore[method-assign]
+    idle = [t for t in tracks if not any(i > SILENCE_ID for i in t)]
+    assert (SILENCE_ID,) in idle and set(idle) <= {(), (SILENCE_ID,)}, set(idle)
+    assert chunks[-1].utterance_id == "u"
+    assert all(c.utterance_id is None for c in chunks[:-1]), "no idle chunk after its words"

@@ -77,6 +77,8 @@ def test_wheel_has_presets_weights_and_page(wheel_names: set[str]) -> None:
         "unison_stream/codecs/weights/video.safetensors",
         "unison_stream/codecs/weights/audio.safetensors",
         "unison_stream/eval/weights/features.safetensors",
+        "unison_stream/engine/weights/frontend.safetensors",
+        "unison_stream/engine/weights/frontend.json",
         "unison_stream/server/static/app.js",
         "unison_stream/py.typed",
     ):

@@ -47,6 +47,7 @@ from unison_stream.engine.replica import (
     make_replica,
 )
 from unison_stream.engine.session import EngineSession
+from unison_stream.engine.speech_frontend import SpeechFrontEnd
 from unison_stream.engine.stream import Job, Planned, Stream, with_identity
 from unison_stream.engine.types import EngineClosedError, EngineFullError
 from unison_stream.model.conditioning import Conditioning, TimedTrack
@@ -93,6 +94,8 @@ class Engine:
         if self.speech_encoder is not None:
             self.silence = silence_latent(self.speech_encoder, self.cfg)
         self.fallback_encoder = BandEnergySpeechEncoder(self.cfg)  # until codecs are trained
+        # speech → the timed track the audio-driven mode is conditioned on (as text mode's)
+        self.frontend = SpeechFrontEnd.load()
         self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)
         self._encoder_lock = threading.Lock()
@@ -321,15 +324,19 @@ class Engine:
                 lat = self._video_encoder.encode(still)[:, :1]  # (1, 1, C, h, w)
         return lat.float().cpu()
 
-    def _encode_speech(self, pcm: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-        """Caller's waveform → (speech at the media rate padded to whole chunks, latents)."""
+    def _encode_speech(
+        self, pcm: np.ndarray, sample_rate: int
+    ) -> tuple[np.ndarray, np.ndarray, TimedTrack]:
+        """Caller's waveform → (speech at the media rate padded to whole chunks, latents, the
+        speech's timed track read by the front end; empty without its weights)."""
+        track = self.frontend.track(pcm, sample_rate) if self.frontend else TimedTrack()
         x = resample(pcm, sample_rate, self.cfg.media.sample_rate)
         if x.size == 0:
             raise ValueError("say_audio: empty waveform")
         per_chunk = round(self.cfg.chunk_seconds() * self.cfg.media.sample_rate)
         n = math.ceil(x.size / per_chunk) * per_chunk
         x = np.pad(np.clip(x, -1.0, 1.0), (0, n - x.size))
-        return x, self._speech_latents(x)
+        return x, self._speech_latents(x), track
 
     def _encode_chunk(self, pcm: np.ndarray, k: int) -> np.ndarray:
         """Streamed audio input: (nc, Ca) latents of chunk ``k`` of ``pcm`` (media rate, whole

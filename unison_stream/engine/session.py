@@ -18,8 +18,10 @@ import numpy as np
 
 from unison_stream.config import UnisonConfig
 from unison_stream.engine.planner import Planner
+from unison_stream.engine.speech_frontend import SpeechFrontEnd
 from unison_stream.engine.stream import Planned, SpeechInput, Stream, Utterance
 from unison_stream.engine.types import MediaChunk, QueuedChunk, UtteranceEvent
+from unison_stream.model.conditioning import TimedTrack
 
 __all__ = ["EngineSession", "Scheduler", "SpeechWriter"]
 
@@ -32,9 +34,12 @@ class Scheduler(Protocol):
     planner: Planner
 
     def _plan_async(self, text: str, caption: str | None = None) -> Future[Planned]: ...
+
+    frontend: SpeechFrontEnd | None
+
     def _encode_speech(
         self, pcm: np.ndarray, sample_rate: int
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+    ) -> tuple[np.ndarray, np.ndarray, TimedTrack]: ...
     def _encode_chunk(self, pcm: np.ndarray, k: int) -> np.ndarray: ...
     def _wake(self) -> None: ...
     def _maybe_cancel(self) -> None: ...
@@ -100,8 +105,8 @@ class EngineSession:
     def say_audio(self, pcm: np.ndarray, sample_rate: int, *, utterance_id: str) -> None:
         """Queue a speech waveform (audio-driven mode): held clean, returned as the speech stem."""
         queued_at = time.monotonic()
-        speech, latents = self._engine._encode_speech(pcm, sample_rate)
-        utt = Utterance(utterance_id, speech_latents=latents, speech_pcm=speech)
+        speech, latents, track = self._engine._encode_speech(pcm, sample_rate)
+        utt = Utterance(utterance_id, speech_latents=latents, speech_pcm=speech, track=track)
         utt.queued_at, utt.encoded_at = queued_at, time.monotonic()
         self.stream.enqueue(utt, interrupt=False)
         self._changed()
@@ -117,7 +122,10 @@ class EngineSession:
             raise ValueError(f"sample_rate must be 8000–48000, not {sample_rate}")
         cfg = self._engine.cfg
         per_chunk = round(cfg.chunk_seconds() * cfg.media.sample_rate)
-        inp = SpeechInput(sample_rate, cfg.media.sample_rate, per_chunk)
+        fe = self._engine.frontend
+        inp = SpeechInput(
+            sample_rate, cfg.media.sample_rate, per_chunk, fe.stream(sample_rate) if fe else None
+        )
         utt = Utterance(utterance_id, speech_input=inp)
         self.stream.enqueue(utt, interrupt=interrupt)
         self._changed()
@@ -193,6 +201,13 @@ class EngineSession:
             if utt.dropped:
                 return
             x = inp.resampler.end() if end else inp.resampler.push(pcm)
+            reader = inp.frontend
+            if reader is not None:  # the track, read off the caller's own samples
+                if end:
+                    reader.finish()
+                else:
+                    reader.push(pcm)
+                track, known = reader.track(), reader.known_s
             speech = np.concatenate([inp.pcm, np.clip(x, -1.0, 1.0)])
             samples = speech.size
             if end:  # pad to whole chunks (at least one: an empty stream is one silent chunk)
@@ -205,6 +220,8 @@ class EngineSession:
                     old = [] if inp.latents is None else [inp.latents]
                     inp.latents = np.concatenate([*old, *new])
                 inp.pcm, inp.samples, inp.ended = speech, samples, end
+                if reader is not None:
+                    inp.track, inp.known_s = track, known
                 utt.speech_pcm, utt.speech_latents = inp.pcm, inp.latents
                 if inp.anchor is None and (inp.makeable(0) or end):
                     inp.anchor = time.monotonic()

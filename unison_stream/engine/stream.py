@@ -14,8 +14,9 @@ The output queue is the stream's only buffer: a consumer takes chunks from it â€
 without waiting (the server's media clock, on its event loop, which also reads the queue and
 sets how far ahead the worker may make chunks). Chunks are numbered and placed on the media
 timeline when they are *delivered*, so the timeline stays contiguous even when chunks made
-ahead are dropped (an interrupt drops the interrupted utterance's queued chunks; a ``say``
-drops queued idle chunks so the new utterance starts as soon as it is made). A consumer that
+ahead are dropped (an interrupt drops the interrupted utterance's queued chunks; an
+utterance's first chunk drops the queued idle chunks, which kept the picture moving while it
+was planned and made, so its words play next). A consumer that
 plays idle frames between chunks passes the media time a chunk starts at, and the events then
 carry that timeline's times: ``queued`` (the timeline's end when it was queued), ``started``
 (its first sample), ``finished`` (the end of its speech), ``interrupted`` (the end of what was
@@ -41,9 +42,11 @@ from unison_stream.config import UnisonConfig
 from unison_stream.engine.audio import Mixer, StreamResampler
 from unison_stream.engine.planner import UtterancePlan
 from unison_stream.engine.replica import Decoded
+from unison_stream.engine.speech_frontend import FrontEndStream
 from unison_stream.engine.types import EngineClosedError, MediaChunk, QueuedChunk, UtteranceEvent
 from unison_stream.model.conditioning import Conditioning, TimedTrack
 from unison_stream.model.generator import PlanSlice
+from unison_stream.vocab import SILENCE_ID
 
 __all__ = ["Job", "Planned", "SessionLog", "SpeechInput", "Stream", "Utterance"]
 
@@ -79,9 +82,21 @@ class SpeechInput:
     chunk and the pace slips by one chunk.
     """
 
-    def __init__(self, sample_rate: int, media_rate: int, per_chunk: int) -> None:
+    def __init__(
+        self,
+        sample_rate: int,
+        media_rate: int,
+        per_chunk: int,
+        frontend: FrontEndStream | None = None,
+    ) -> None:
         self.resampler = StreamResampler(sample_rate, media_rate)
         self.per_chunk = per_chunk  # media samples per chunk
+        self.chunk_s = per_chunk / media_rate
+        # the speech's timed track as the front end reads it (None: no front end weights);
+        # ``track`` / ``known_s`` are its snapshot after each write, final up to ``known_s``
+        self.frontend = frontend
+        self.track = TimedTrack()
+        self.known_s = 0.0
         self.pcm = np.zeros(0, np.float32)  # (S,) at the media rate (padded once ended)
         self.latents: np.ndarray | None = None  # (N, Ca) for the complete chunks
         self.lock = threading.Lock()  # one writer at a time (the resampler carries state)
@@ -96,8 +111,11 @@ class SpeechInput:
         return self.pcm.size // self.per_chunk
 
     def makeable(self, k: int) -> bool:
-        """Chunk ``k``'s speech and latents are here (and whether it is the last is known)."""
-        return self.encoded > k and (self.ended or self.samples > (k + 1) * self.per_chunk)
+        """Chunk ``k``'s speech and latents are here (and whether it is the last is known), and
+        its track is final to the chunk's end (the front end looks ~50 ms ahead)."""
+        here = self.ended or self.samples > (k + 1) * self.per_chunk
+        read = self.ended or self.frontend is None or self.known_s >= (k + 1) * self.chunk_s
+        return self.encoded > k and here and read
 
     def last(self, k: int) -> bool:
         return self.ended and (k + 1) * self.per_chunk >= self.samples
@@ -118,6 +136,7 @@ class Utterance:
     speech_latents: np.ndarray | None = None  # audio mode: (N, Ca) clean speech latents
     speech_pcm: np.ndarray | None = None  # audio mode: the caller's waveform at the media rate
     speech_input: SpeechInput | None = None  # streamed audio mode: speech as it arrives
+    track: TimedTrack | None = None  # whole audio mode: the speech's track (front end)
     dropped: bool = False  # interrupted or its session closed
     caption: str | None = None
     chunks: int = 0  # chunks made so far
@@ -213,6 +232,12 @@ class Stream:
         self._opened = time.perf_counter()
         self._stats = _Stats()
         self._ahead = max_ahead  # chunks the worker may make ahead of the consumer
+        # what a chunk with nothing to say sees of the track: one silence token over it and
+        # its margins â€” the world labels every pause "_" (an empty track is what only the
+        # identity sink saw in training; idle chunks given one drifted into a faded, doubled
+        # face)
+        margin = cfg.model.track_window_s
+        self._rest = TimedTrack((SILENCE_ID,), (-margin,), (self.chunk_s + margin,))
         self._room_at = time.monotonic()  # when the output queue last got room (rate figures)
         self._end_s = 0.0  # media time where the delivered timeline ends
 
@@ -223,9 +248,10 @@ class Stream:
                 raise EngineClosedError(f"session {self.session_id} is closed")
             if interrupt:
                 self._interrupt_locked()
+            full = self._full()
             self._say_epoch += 1
-            self._drop_idle()  # idle chunks made ahead would delay it
-            self._utterances.append(utt)
+            self._utterances.append(utt)  # queued idle chunks play until its first chunk comes
+            self._note_room(full)
             self._event(utt.utterance_id, "queued", self._end_s)
 
     def interrupt(self) -> None:
@@ -246,7 +272,14 @@ class Stream:
             self._note_room(full)
 
     def _full(self) -> bool:
-        return len(self._queue) >= self._ahead
+        """The worker may make no more chunks ahead. While an utterance waits, up to ``_ahead``
+        queued idle chunks do not count: they keep the picture moving until its first chunk
+        is made (which drops them), and must not hold that chunk up."""
+        n = len(self._queue)
+        if self._current is not None or self._utterances:
+            idle = sum(p.chunk.utterance_id is None for p in self._queue)
+            n -= min(idle, self._ahead)
+        return n >= self._ahead
 
     def _note_room(self, was_full: bool) -> None:
         """A full queue that has room now (the consumer took a chunk, chunks were dropped, or
@@ -364,7 +397,7 @@ class Stream:
     # ---- the worker's side --------------------------------------------------------------
     def wants_chunk(self) -> bool:
         with self.lock:
-            return not self.closed and len(self._queue) < self._ahead and self.input_wait() is None
+            return not self.closed and not self._full() and self.input_wait() is None
 
     def input_wait(self) -> float | None:
         """Seconds the current streamed utterance's next chunk may still be waited for (its
@@ -413,6 +446,7 @@ class Stream:
         fc = cfg.stream.chunk_latent_frames
         nc = cfg.audio_frames_per_chunk()
         base = self.listening if job.state == "listening" else self.idle
+        margin = cfg.model.track_window_s
         if job.kind == "sink":  # identity held clean, silence: costs one commit pass
             silence = self.silence.expand(1, cfg.audio_streams(), nc, -1)
             return PlanSlice(
@@ -421,20 +455,24 @@ class Stream:
                 clean_audio=silence,
             )
         u = job.utterance
-        if u is None:
-            return PlanSlice(base.with_tracks([TimedTrack()]), lead="none", lead_steps=0)
+        if u is None:  # idle or listening: a rest, as the world labels its rests
+            return PlanSlice(base.with_tracks([self._rest]), lead="none", lead_steps=0)
         if u.speech_latents is not None:  # audio-driven: speech held clean, SFX + motion made
             a = torch.zeros(1, cfg.audio_streams(), nc, cfg.latent.audio_channels)
             a[0, 0] = torch.from_numpy(u.speech_latents[job.k * nc : (job.k + 1) * nc])
             mask = (True, False) if cfg.audio_streams() == 2 else (True,)
-            return PlanSlice(base.with_tracks([TimedTrack()]), clean_audio=a, clean_audio_mask=mask)
+            track = u.speech_input.track if u.speech_input is not None else u.track
+            window = self._rest
+            if track:  # the front end's reading of the speech, as text mode's plan
+                window = track.window(job.k * self.chunk_s, (job.k + 1) * self.chunk_s, margin)
+            return PlanSlice(base.with_tracks([window]), clean_audio=a, clean_audio_mask=mask)
         assert u.plan is not None
         planned = u.plan.result()
         p = planned.plan
         if planned.caption is not None:  # this utterance's own caption
             base = with_identity(planned.caption, self.idle.identity)
         base = replace(base, transcript_pooled=planned.transcript_pooled)
-        window = p.window(job.k, self.chunk_s, cfg.model.track_window_s)
+        window = p.window(job.k, self.chunk_s, margin)
         lead, steps = p.lead(job.k, self.chunk_s, self.lead_policy, cfg.sampler.lead_steps)
         return PlanSlice(base.with_tracks([window]), lead=lead, lead_steps=steps)
 
@@ -481,7 +519,7 @@ class Stream:
                 dur = self._utterance_seconds(job.utterance)
             chunk.times["wanted"] = self._wanted(job)
             self._queue.append(_Pending(chunk, first, job.last, dur, job.k))
-            if len(self._queue) < self._ahead:
+            if not self._full():
                 self._room_at = time.monotonic()
             self.lock.notify_all()
 
@@ -518,19 +556,17 @@ class Stream:
             return self._current is not None or bool(self._utterances)
 
     def stale(self, job: Job, *, cancel: bool = False) -> bool:
-        """A chunk of ``job`` would be dropped on delivery: its utterance was interrupted, or it
-        is an idle chunk made before a ``say`` that is now pending. With ``cancel`` an idle job
-        counts as stale only once the pending utterance is planned (the chunk being made is
-        then worth abandoning: the next one can be the utterance)."""
+        """A chunk of ``job`` would be dropped on delivery: its utterance was interrupted. With
+        ``cancel``, also an idle job begun before a ``say`` whose utterance is now planned: the
+        chunk being made is then worth abandoning (the next one can be the utterance). Made
+        anyway, such an idle chunk is kept: it plays until the utterance's first chunk comes."""
         with self.lock:
             if self.closed:
                 return True
             if job.kind == "utterance":
                 return job.epoch != self._epoch
-            if job.kind != "idle" or job.say_epoch == self._say_epoch:
+            if job.kind != "idle" or job.say_epoch == self._say_epoch or not cancel:
                 return False
-            if not cancel:
-                return self.has_pending()
             return self._current is not None or bool(
                 self._utterances and self._utterances[0].ready()
             )
