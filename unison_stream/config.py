@@ -51,7 +51,10 @@ class MediaConfig:
 
 @dataclass
 class LatentConfig:
-    """Shape of the codec latents the diffusion model works on (DESIGN.md §3: grids align)."""
+    """Shape of the codec latents the diffusion model works on.
+
+    The video and audio latent grids align exactly (25 fps video, 25 Hz audio latents), so a
+    chunk holds whole latent frames of both (``docs/codecs.md``)."""
 
     video_channels: int = 8
     video_downsample: int = 8  # pixels per latent cell along each side: 128 px → 16 cells
@@ -87,7 +90,7 @@ class AblationConfig:
 
 @dataclass
 class ModelConfig:
-    """The dual-stream DiT (DESIGN.md §2)."""
+    """The dual-stream DiT (``docs/model.md``)."""
 
     width: int = 256  # D, shared by both streams so cross-attention needs no projection
     depth: int = 4
@@ -107,7 +110,7 @@ class ModelConfig:
 
 @dataclass
 class StreamConfig:
-    """Causal chunking and the rolling KV cache (DESIGN.md §3)."""
+    """Causal chunking and the rolling KV cache (``docs/model.md``, ``docs/engine.md``)."""
 
     chunk_latent_frames: int = 4  # video latent frames per chunk: 4 / 12.5 fps = 0.32 s
     window_chunks: int = 4  # W: chunks kept besides the permanent sink

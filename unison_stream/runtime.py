@@ -3,10 +3,10 @@
 - device ``auto``: CUDA when available, else the CPU;
 - dtype ``auto``: bf16 on CUDA; on a CPU bf16 only where the processor computes it natively
   *and* PyTorch is allowed to use it, otherwise fp32 (emulated bf16 is ~2.5× slower than fp32
-  on an AVX2-only host, DESIGN.md §5). Native means AVX512-BF16 or AMX in ``/proc/cpuinfo``,
-  ATen's kernels built for AVX512 (``ATEN_CPU_CAPABILITY`` not capped below) and oneDNN not
-  capped below AVX512-BF16 (``ONEDNN_MAX_CPU_ISA``): the same two variables emulate an
-  ordinary AVX2 laptop on a faster host, so ``auto`` picks what that laptop would.
+  on an AVX2-only host; ``docs/performance.md``). Native means AVX512-BF16 or AMX in
+  ``/proc/cpuinfo``, ATen's kernels built for AVX512 (``ATEN_CPU_CAPABILITY`` not capped below)
+  and oneDNN not capped below AVX512-BF16 (``ONEDNN_MAX_CPU_ISA``): the same two variables
+  emulate an ordinary AVX2 laptop on a faster host, so ``auto`` picks what that laptop would.
 
 :func:`host_info` names what a benchmark ran on (CPU model, ISA in use, threads), so a figure
 from one host can be read on another.

@@ -1,4 +1,4 @@
-"""One dual-stream Unison block and its small parts (DESIGN.md §2).
+"""One dual-stream Unison block and its small parts (``docs/model.md`` "A block").
 
 Per block, in order:
 

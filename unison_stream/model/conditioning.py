@@ -1,6 +1,6 @@
 """What the model is conditioned on, and the timed track that carries the transcript.
 
-Conditioning for one batch (DESIGN.md §2–§3):
+Conditioning for one batch (``docs/model.md``, "A block" and "Text"):
 
 - caption tokens (all-MiniLM-L6-v2 token embeddings) and the pooled caption ``c_a``;
 - the pooled transcript ``c_s`` (for the SCG gates);

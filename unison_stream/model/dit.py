@@ -1,4 +1,4 @@
-"""UnisonDiT: the dual-stream causal diffusion transformer (DESIGN.md §2–§3).
+"""UnisonDiT: the dual-stream causal diffusion transformer (``docs/model.md``).
 
 Streams:
 

@@ -1,4 +1,4 @@
-"""CausalGenerator: chunk-by-chunk generation with the rolling KV cache (DESIGN.md §3).
+"""CausalGenerator: chunk-by-chunk generation with the rolling KV cache (``docs/model.md``).
 
 ``CausalGenerator.step(plan_slice) -> AVChunk`` is synchronous and does no I/O: the engine
 (a later layer) runs it off the event loop. Per chunk it

@@ -1,4 +1,4 @@
-"""Rolling KV cache: a permanent sink plus a ring of the last W chunks (DESIGN.md §3).
+"""Rolling KV cache: a permanent sink plus a ring of the last W chunks (``docs/model.md``).
 
 Contract (tested in ``tests/test_kv_cache.py``):
 

@@ -5,10 +5,10 @@ the single chunk being generated in streaming mode. The rules are written once h
 training (full sequence + mask) and streaming (one chunk + cache) cannot drift apart:
 
 - self-attention: bidirectional inside a chunk; a chunk sees the previous ``W`` chunks (never
-  chunk 0 as a timed chunk) and the sink = chunk 0 as position-free keys (DESIGN.md §3);
+  chunk 0 as a timed chunk) and the sink = chunk 0 as position-free keys (``docs/model.md``);
 - Bi-ACA: speech ↔ SFX inside the chunk;
 - audio ↔ video: inside the chunk, video latent frames within ±(av_window_frames − 1)/2 of the
-  frame that holds the audio token (DESIGN.md §2: 3 latent frames, centre kept);
+  frame that holds the audio token (3 latent frames, centre kept; ``docs/model.md`` "A block");
 - conditioning: track tokens whose span lies within ``track_window_s`` of the query's time,
   plus every caption and identity token.
 

