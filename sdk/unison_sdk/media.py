@@ -135,7 +135,8 @@ def restrict_ice_to_loopback() -> None:
     """Make aioice gather only 127.0.0.1 host candidates (process-wide, idempotent).
 
     aioice skips loopback addresses when it lists interfaces; against a server on this machine
-    only 127.0.0.1 works, so the lookup is swapped (as the server does, DESIGN.md §4)."""
+    only 127.0.0.1 works, so the lookup is swapped (as the server does; ``docs/server.md``,
+    "Loopback and other machines")."""
     import aioice.ice
 
     def _loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:

@@ -24,7 +24,7 @@ from unison_stream.server.media import HOPS
 __all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "chromium_phase", "launch"]
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [  # DESIGN.md §4
+CHROMIUM_FLAGS = [  # headless loopback viewer: docs/server.md, "Loopback and other machines"
     "--headless",
     "--no-sandbox",
     "--disable-gpu",

@@ -1,4 +1,4 @@
-"""Many replicas on Ray Serve (issue 17; docs/cluster.md).
+"""Many replicas on Ray Serve (docs/cluster.md).
 
 Each Serve replica of :class:`AvatarReplica` runs one engine behind its own unison-stream
 server (websocket, WebRTC, ``/healthz``, ``/metrics``) on a free port of the node, in a thread

@@ -21,10 +21,10 @@ class VideoCodecConfig:
     blocks: int = 1  # residual blocks per resolution (decoder; the encoder mirrors it)
     temporal_context: int = 1  # previous latent frames the decoder sees (carried state)
     # the decoder also reads a reference frame of the person (the session's portrait): 8×8
-    # latents cannot carry a 3-pixel iris or a hairline, the reference can (issue 14)
+    # latents cannot carry a 3-pixel iris or a hairline, the reference can (docs/codecs.md)
     reference: bool = False
     # ... and looks the portrait up (windowed cross-attention at quarter resolution): an iris
-    # a few pixels from where the frame's is still lends its colour (issue 14)
+    # a few pixels from where the frame's is still lends its colour (docs/codecs.md)
     reference_attention: bool = False
     reference_window: int = 7  # cells (4 px) a side: ±12 px
     reference_heads: int = 2
@@ -33,7 +33,7 @@ class VideoCodecConfig:
 
 @dataclass
 class AudioCodecConfig:
-    """STFT-domain audio AE with a Vocos-style iSTFT head (DESIGN.md §1, issue 4)."""
+    """STFT-domain audio AE with a Vocos-style iSTFT head (``docs/codecs.md`` "Audio codec")."""
 
     n_fft: int = 640  # STFT size of the decoder head and the encoder input (40 ms)
     stft_hop: int = 160  # 10 ms; latent hop (640 at 25 Hz) / stft_hop = 4 frames per latent
@@ -74,7 +74,7 @@ class CodecTrainConfig:
     freeze_encoder: bool = False  # decoder only: latents, and a DiT trained on them, stay valid
     event_crop_prob: float = 0.0  # audio: share of crops holding an effect onset (SFX or mix)
     envelope_weight: float = 0.0  # audio: L1 between log-RMS envelopes (5 ms): sharp attacks
-    edge_weight: float = 0.0  # video: L1 between pixel differences (sharp edges, issue 14)
+    edge_weight: float = 0.0  # video: L1 between pixel differences (sharp edges; docs/codecs.md)
     # video: L1 weighted up where a pixel differs from its neighbours (irises, pupils, lips)
     detail_weight: float = 0.0
     # video, reference decoder: L1 weighted up inside the eyes' boxes (the world's face layout of

@@ -1,4 +1,7 @@
-"""Patch discriminator and hinge losses for the video decoder's adversarial term (issue 14).
+"""Patch discriminator and hinge losses for the video decoder's adversarial term.
+
+The term serves the visual-quality bar of ``docs/eval.md``; the decoder stages it took part
+in are in ``docs/codecs.md``.
 
 Pixel L1 (and the edge term) make the decoder predict the conditional median of a frame given
 its latents, which is a blurred frame where the latents leave detail open (eyes, hair). A patch

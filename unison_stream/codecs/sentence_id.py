@@ -1,4 +1,4 @@
-"""Closed-set sentence identification with pocketsphinx (DESIGN.md §5, §7: intelligibility).
+"""Closed-set sentence identification with pocketsphinx (intelligibility; ``docs/eval.md``).
 
 A JSGF grammar whose only alternatives are the candidate sentences constrains the recogniser;
 the hypothesis is mapped to the candidate with the smallest word edit distance (the grammar

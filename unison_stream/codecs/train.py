@@ -94,7 +94,7 @@ def video_step(
         eye = _blurred_l1(y, x, eyes)
         loss = loss + tc.eye_blur_weight * eye
         parts["eye_blur"] = float(eye.detach())
-    if tc.sharp_weight > 0:  # steep edges near where the truth has them (issue 14)
+    if tc.sharp_weight > 0:  # steep edges near where the truth has them (docs/codecs.md)
         sharp = _sharpness_l1(y, x)
         loss = loss + tc.sharp_weight * sharp
         parts["sharp"] = float(sharp.detach())

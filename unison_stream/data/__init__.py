@@ -1,4 +1,6 @@
-"""Training data: the synthetic avatar world, the manifest format and its loader (DESIGN.md §6).
+"""Training data: the synthetic avatar world, the manifest format and its loader.
+
+The world, the manifest schema and the loader are described in ``docs/data.md``.
 
 - :mod:`unison_stream.data.synth` renders procedural talking-avatar clips with exact ground truth.
 - :mod:`unison_stream.data.dataset` writes them as tar shards plus a JSONL manifest, with splits.

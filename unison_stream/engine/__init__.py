@@ -1,4 +1,4 @@
-"""The streaming engine (DESIGN.md §1, §3): planner, worker, sessions, benchmark.
+"""The streaming engine (``docs/engine.md``): planner, worker, sessions, benchmark.
 
 ``Engine`` owns one model replica and one worker thread; ``EngineSession`` is a session's
 thread-safe handle; chunks come out as :class:`MediaChunk` and utterance life as

@@ -1,4 +1,4 @@
-"""Batching sessions that share a model replica into one forward (DESIGN.md §1, §3).
+"""Batching sessions that share a model replica into one forward (``docs/engine.md``).
 
 Every session owns a batch-1 :class:`~unison_stream.model.kv_cache.RollingKVCache` and its own
 chunk counter, so it has its own sink (its identity), its own history and can join or leave at

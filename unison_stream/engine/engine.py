@@ -1,4 +1,4 @@
-"""The streaming engine: one worker per model replica, many sessions (DESIGN.md §1, §3).
+"""The streaming engine: one worker per model replica, many sessions (``docs/engine.md``).
 
 The worker loops over the open sessions. Each round it asks every session that has room in its
 output queue (``max_ahead`` chunks: backpressure) for its next job — its identity sink, the next

@@ -1,7 +1,7 @@
 """The planner: text with inline ``<tags>`` → a timed phoneme/event track, sliced per chunk.
 
-DESIGN.md §3 ("Text front end"): the model must know which phonemes and events fall in each
-chunk. The planner
+For streaming, the model must know which phonemes and events fall in each chunk
+(``docs/engine.md`` "Planner"). The planner
 
 1. parses ``"Hello <wave> nice to see you"`` into spoken segments and event tags (unknown tags,
    stray angle brackets, empty or over-long text raise ``ValueError``);

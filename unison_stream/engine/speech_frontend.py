@@ -1,8 +1,9 @@
 """Speech → timed viseme track: the causal, streaming front end of the audio-driven mode.
 
 The model is conditioned on a timed phoneme track (:class:`TimedTrack`); with the user's own
-TTS audio there is no text, so this front end reads the track off the speech (DESIGN.md §10:
-small causal speech → mouth net, speaker invariance from features and many training voices).
+TTS audio there is no text, so this front end reads the track off the speech (a small causal
+speech → mouth net, speaker invariance from features and many training voices;
+``docs/frontend.md``).
 The mouth depends on the viseme only, so the net predicts the 15 visemes of
 :mod:`unison_stream.data.synth.visemes` and each viseme segment carries one representative
 phoneme id (the group's most frequent phoneme in training; ``sil`` → ``SILENCE_ID``).

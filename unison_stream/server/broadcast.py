@@ -1,11 +1,12 @@
 """Encode-once fan-out for broadcast channels.
 
-aiortc encodes each peer connection's tracks separately, so CPU grows with viewers (DESIGN.md
-§4). A channel instead encodes its playout once — VP8 video and Opus audio — and hands the same
-``av.Packet`` objects to every viewer's :class:`PacketTrack`; aiortc's sender only packetizes
-a track's packets (``Encoder.pack``). Encoding runs in an executor, never on the event loop.
-Viewers must negotiate VP8 + Opus (the session sets codec preferences); a keyframe is forced
-when a viewer joins and every ``gop_s``, since a shared encoder cannot answer one viewer's PLI.
+aiortc encodes each peer connection's tracks separately, so CPU grows with viewers
+(``docs/server.md``, "Media timing"). A channel instead encodes its playout once — VP8 video
+and Opus audio — and hands the same ``av.Packet`` objects to every viewer's
+:class:`PacketTrack`; aiortc's sender only packetizes a track's packets (``Encoder.pack``).
+Encoding runs in an executor, never on the event loop. Viewers must negotiate VP8 + Opus (the
+session sets codec preferences); a keyframe is forced when a viewer joins and every ``gop_s``,
+since a shared encoder cannot answer one viewer's PLI.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """One media clock per session and the aiortc tracks it paces.
 
-DESIGN.md §4: video at 25 fps on a 90 kHz clock (pts step 3600), audio as 48 kHz ``s16`` mono
-frames of 960 samples (pts = sample index). Both tracks read one timeline of *slots* (one video
-frame + the audio of the same 1/fps span), so an underrun never moves audio against video:
-when no decoded media is buffered, the clock materialises an idle slot (last frame repeated,
-silence) and counts it. ``recv()`` only sleeps until its pts is due and reads the timeline; it
-never waits on the model. The clock reads the engine session's output queue directly and
-without waiting (``take_chunk``): one buffer, one timeline, no thread between them.
+Video at 25 fps on a 90 kHz clock (pts step 3600), audio as 48 kHz ``s16`` mono frames of 960
+samples (pts = sample index); ``docs/server.md``, "Media timing". Both tracks read one
+timeline of *slots* (one video frame + the audio of the same 1/fps span), so an underrun never
+moves audio against video: when no decoded media is buffered, the clock materialises an idle
+slot (last frame repeated, silence) and counts it. ``recv()`` only sleeps until its pts is due
+and reads the timeline; it never waits on the model. The clock reads the engine session's
+output queue directly and without waiting (``take_chunk``): one buffer, one timeline, no
+thread between them.
 """
 
 from __future__ import annotations

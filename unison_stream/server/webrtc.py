@@ -1,6 +1,6 @@
 """aiortc set-up shared by the server, the tests and the bench: loopback ICE, codec preferences.
 
-Loopback only (DESIGN.md §4): no ICE servers (the default would contact a public STUN server)
+Loopback only (``docs/server.md``): no ICE servers (the default would contact a public STUN server)
 and host candidates restricted to 127.0.0.1. aioice skips loopback addresses when it lists the
 host's interfaces; :func:`restrict_to_loopback` swaps that lookup for one that returns only
 127.0.0.1. The swap is process-wide and idempotent.

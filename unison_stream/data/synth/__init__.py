@@ -1,4 +1,4 @@
-"""The synthetic avatar world (DESIGN.md §6): procedural talking avatars with exact ground truth.
+"""The synthetic avatar world (docs/data.md): procedural talking avatars with exact ground truth.
 
 One module per component: :mod:`.identity` (traits), :mod:`.text` (grammar, tags, captions),
 :mod:`.speech` (libespeak-ng with phoneme times), :mod:`.visemes` (phoneme → mouth pose),

@@ -1,4 +1,4 @@
-"""Knobs of the synthetic avatar world (DESIGN.md §6), gathered in one typed dataclass.
+"""Knobs of the synthetic avatar world (``docs/data.md``), gathered in one typed dataclass.
 
 Every rate, range and level the generator uses comes from :class:`WorldConfig`; the media
 defaults mirror :class:`unison_stream.config.MediaConfig` so generated clips match the model.
