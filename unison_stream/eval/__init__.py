@@ -1,4 +1,5 @@
-"""Evaluation of the streaming model on held-out clips (issues 5 and 14, DESIGN.md §7).
+"""Evaluation of the streaming model on held-out clips: this project's analogues of the Unison
+paper's metrics, from lip sync to visual quality (``docs/eval.md``).
 
 One file per metric family — :mod:`.lipsync`, :mod:`.sfx`, :mod:`.identity`,
 :mod:`.intelligibility`, :mod:`.visual` (sharpness, Fréchet distance, feature visibility,

@@ -1,4 +1,4 @@
-"""``unison-stream eval``: held-out metrics of a checkpoint as one JSON object (issue 5).
+"""``unison-stream eval``: held-out metrics of a checkpoint as one JSON object (docs/eval.md).
 
 The manifest defaults to the synthetic world in ``data/world``; when it is absent the world is
 generated first with fixed arguments (400 clips, seed 0: 40 test clips whose identities and

@@ -1,10 +1,10 @@
-"""``unison-stream eval``: every metric of issue 5 on a held-out split, model beside ground truth.
+"""``unison-stream eval``: every metric of docs/eval.md on a held-out split, model beside truth.
 
 For each of the first ``limit`` clips of the split (all when ``limit`` ≤ 0) the engine says
 the clip's transcript as the clip's person (:mod:`~unison_stream.eval.generate`); lip sync,
 effect recall and alignment and sentence identification are measured on what it streams and
 on the ground-truth clip alike. One long stream (the first clip's person saying the clips'
-sentences back to back) gives identity drift. The visual-quality figures of issue 14 —
+sentences back to back) gives identity drift. The visual-quality figures —
 sharpness, ``fid_world``, feature visibility, identity verification per 10 s window — come
 from :class:`~unison_stream.eval.quality.VisualQuality` for the model, the ground truth and
 the ground truth through the video codec; ``grid`` writes a picture of generated beside
@@ -47,7 +47,8 @@ __all__ = ["BARS", "evaluate", "ground_truth_events", "ratio"]
 
 log = logging.getLogger(__name__)
 
-# Issue 5's bar for the bundled model on the test split: (key, "<=" | ">=", value).
+# The sync and effects bar for the bundled model on the test split (docs/eval.md, "Sync,
+# effects, identity and intelligibility"): (key, "<=" | ">=", value).
 BARS: tuple[tuple[str, str, float], ...] = (
     ("lipsync_offset_ms", "<=", 40.0),
     ("lipsync_corr_ratio", ">=", 0.7),

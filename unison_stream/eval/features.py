@@ -1,5 +1,5 @@
-"""A feature space learned from the synthetic world's ground truth (DESIGN.md §7, "Visual
-quality"; issue 14): the world's analogue of the Inception features behind FID (Heusel et al.,
+"""A feature space learned from the synthetic world's ground truth (``docs/eval-measures.md``,
+"Visual quality"): the world's analogue of the Inception features behind FID (Heusel et al.,
 2017, "GANs Trained by a Two Time-Scale Update Rule…") and of a face-recognition embedding.
 
 :class:`WorldFeatureNet` is a five-layer strided CNN (107 k parameters, 221 kB in fp16) that

@@ -1,4 +1,4 @@
-"""Drive the streaming engine the way a client does, for evaluation (issue 5).
+"""Drive the streaming engine the way a client does, for evaluation (``docs/eval.md``).
 
 Evaluation measures what the product streams: the engine's planner, model, decoders and mixer,
 chunk by chunk. Each held-out clip gets its own session whose identity sink is the clip's first

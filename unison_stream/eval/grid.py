@@ -1,4 +1,4 @@
-"""``eval --grid PATH``: a PNG of generated frames beside ground truth (issue 14).
+"""``eval --grid PATH``: a PNG of generated frames beside ground truth (``docs/eval.md``).
 
 Rows of cells; each cell is a generated frame with the ground-truth frame it should look like
 to its right, under a one-line caption. Frames are pasted at their own size (no resampling).

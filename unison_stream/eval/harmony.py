@@ -1,4 +1,4 @@
-"""Harmony between the speech and sound-effect sub-streams (issue 16; ``docs/eval.md``).
+"""Harmony between the speech and sound-effect sub-streams (``docs/eval.md``).
 
 Three figures per clip, on the model's stems and on the ground truth's alike:
 

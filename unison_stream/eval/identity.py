@@ -1,4 +1,4 @@
-"""Identity stability over a long stream (DESIGN.md §7, "Identity stability"; issue 5).
+"""Identity stability over a long stream (``docs/eval.md``; ``docs/eval-measures.md``).
 
 **Feature.** Each frame becomes the mean colour of an ``GRID × GRID`` grid of blocks (8 × 8
 blocks of 16 × 16 pixels at 128², RGB, 192 numbers). In the synthetic world an identity *is*

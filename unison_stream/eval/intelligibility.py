@@ -1,4 +1,4 @@
-"""Intelligibility: closed-set sentence identification (DESIGN.md §7; issue 5).
+"""Intelligibility: closed-set sentence identification (``docs/eval.md``).
 
 The generated speech of each clip and the ground-truth speech stem are recognised against the
 same closed set — every sentence of the evaluated split — with pocketsphinx

@@ -1,4 +1,4 @@
-"""Lip sync measured from pixels and sound (DESIGN.md §7, "Lip sync"; issue 5).
+"""Lip sync measured from pixels and sound (``docs/eval.md``; ``docs/eval-measures.md``).
 
 Per clip, the mouth-interior area of each frame (:func:`~unison_stream.data.synth.measure.
 mouth_opening`) is correlated with the RMS envelope of the speech the frame owns

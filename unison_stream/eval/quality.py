@@ -1,4 +1,4 @@
-"""The visual-quality part of ``unison-stream eval`` (issue 14), gathered clip by clip.
+"""The visual-quality part of ``unison-stream eval`` (``docs/eval.md``), gathered clip by clip.
 
 :class:`VisualQuality` takes each held-out clip's ground-truth frames and the generated ones,
 passes the ground truth through the video codec (:class:`~.generate.CodecRoundTrip`), and
@@ -35,8 +35,8 @@ __all__ = ["VISUAL_BARS", "WINDOW_S", "VisualQuality"]
 
 log = logging.getLogger(__name__)
 
-# Issue 14's bar for the bundled model on the test split: (key, "<=" | ">=", value); and
-# `identity_verified_all_windows` must be true.
+# The visual-quality bar for the bundled model on the test split (docs/eval.md, "Visual
+# quality"): (key, "<=" | ">=", value); and `identity_verified_all_windows` must be true.
 VISUAL_BARS: tuple[tuple[str, str, float], ...] = (
     ("sharpness_ratio_face", ">=", 0.8),
     ("sharpness_ratio_frame", ">=", 0.8),

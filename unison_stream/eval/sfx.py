@@ -1,5 +1,6 @@
 """Action–sound metrics: effect recall in the mix and audio-onset ↔ visual-contact alignment
-(DESIGN.md §7, "Action–sound sync" and "Harmony: effect recall"; issue 5).
+(the analogue of the paper's DeSync; ``docs/eval.md``, "Sync, effects, identity and
+intelligibility"; how the detector was checked: ``docs/eval-measures.md``).
 
 **Recall.** A requested event counts as *audible* when an onset is found in the mix within
 ``± tolerance_s`` of its planned contact (:func:`~unison_stream.data.synth.measure.onset_time`

@@ -1,5 +1,6 @@
-"""Visual-quality figures of generated frames against ground truth (DESIGN.md §7, "Visual
-quality"; issue 14). Pure numpy: frames and embeddings in, numbers out.
+"""Visual-quality figures of generated frames against ground truth (``docs/eval.md``, "Visual
+quality"; how each is built: ``docs/eval-measures.md``). Pure numpy: frames and embeddings
+in, numbers out.
 
 - :func:`gradient_energy` / :func:`sharpness`: mean squared luminance gradient of frames, on
   the whole frame or on the face box of the world's layout. ``sharpness_ratio`` is the figure
