@@ -1,4 +1,4 @@
-"""``bench faults`` and ``bench load`` (issue 19): the relay's network drop, the sequence-number
+"""``bench faults`` and ``bench load``: the relay's network drop, the sequence-number
 accounting, and each harness end to end on a fake-engine server (websocket drops; a broker
 restart where mosquitto is installed; the server full, then one session over capacity). The
 full runs and their figures are in docs/reliability.md."""

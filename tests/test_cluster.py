@@ -1,4 +1,4 @@
-"""Scale-out (issue 17): the front door places sessions on replicas with room, keeps each
+"""Scale-out (docs/cluster.md): the front door places sessions on replicas with room, keeps each
 session on its replica, answers 503 when all are full, drains; and the same on a local Ray
 cluster (Serve replicas, the directory actor) with the fake engine."""
 

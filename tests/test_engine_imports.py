@@ -1,4 +1,4 @@
-"""No file of ``unison_stream/engine/`` imports another in a circle (issue 15), counting every
+"""No file of ``unison_stream/engine/`` imports another in a circle, counting every
 import statement, those under ``TYPE_CHECKING`` and inside functions included."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Streamed audio input (issue 18): speech written in pieces while the avatar speaks it. The
-speech heard is the given speech bit-exact after resampling, chunks start before the input
-ends, late input gives listening chunks (not a freeze), an interrupt drops the rest."""
+"""Streamed audio input (docs/engine.md "Audio-driven mode"): speech written in pieces while the
+avatar speaks it. The speech heard is the given speech bit-exact after resampling, chunks start
+before the input ends, late input gives listening chunks (not a freeze), an interrupt drops the
+rest."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Harmony figures (issue 16) on stems built to known levels: clean stems read at the floor,
+"""Harmony figures (docs/eval.md) on stems built to known levels: clean stems read at the floor,
 speech copied into the effects stem reads its gain, and the effect-to-speech ratio follows the
 effect's level."""
 

@@ -1,4 +1,4 @@
-"""Visual-quality figures of issue 14 on frames rendered by the world's own renderer: the face
+"""Visual-quality figures (docs/eval.md) on frames rendered by the world's own renderer: the face
 layout agrees with the renderer, eyes and mouth are found on real frames and not on faded ones,
 blur lowers sharpness, the Fréchet distance grows with a shift, the feature net tells people
 apart, identity verification and the grid picture."""

@@ -1,7 +1,7 @@
 """What a wheel of the project carries and what a plain install pulls in.
 
 A wheel holds what an installed copy needs at run time: the presets, the bundled weights and the
-page (a wheel install used to find no presets, issue 15), and nothing else from the weights
+page (a wheel install used to find no presets), and nothing else from the weights
 folders (no training logs, curves or superseded stages). The base dependencies are what
 ``unison-stream serve`` runs on; evaluation, training plots, MQTT and Ray Serve are extras, and
 an import of theirs without the extra fails with an error that names it.

@@ -1,4 +1,4 @@
-"""The Pipecat video service (issue 18) in a real Pipecat pipeline, against the real server
+"""The Pipecat video service (docs/pipecat.md) in a real Pipecat pipeline, against the real server
 in-process (fake engine, WebRTC on loopback): the TTS's frames become the avatar's synced
 video and audio, bot speaking frames follow the avatar's events, interruptions (five in a row
 too) cut the avatar and the pipeline goes on."""

@@ -1,4 +1,4 @@
-"""A session whose server dies moves to another one (issue 17): the SDK opens a new session
+"""A session whose server dies moves to another one (docs/sdk.md): the SDK opens a new session
 with the same identity and caption through the front door, reports the utterance in flight
 ``interrupted``, says again what was queued but never heard, and gets media again."""
 

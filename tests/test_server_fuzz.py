@@ -1,7 +1,7 @@
-"""Hostile input (issue 19, the fast subset): a property-based fuzzer over every client message
-type and the session body, then a flood of ≥ 1,000 hostile websocket messages (text and binary)
-at a live server while another session streams. Every input gets a documented answer, the
-server and the other stream carry on, and nothing leaks."""
+"""Hostile input (the fast subset of docs/reliability.md): a property-based fuzzer over every
+client message type and the session body, then a flood of ≥ 1,000 hostile websocket messages
+(text and binary) at a live server while another session streams. Every input gets a
+documented answer, the server and the other stream carry on, and nothing leaks."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The served path's latency budget: hop traces on ``started`` and an event loop that nothing
-heavy blocks (issue 15; docs/server.md "Latency budget")."""
+heavy blocks (docs/server.md "Latency budget")."""
 
 from __future__ import annotations
 
