@@ -56,6 +56,7 @@ from unison_stream.benchmarks.harness import (
     served,
     wait_healthy,
 )
+from unison_stream.extras import require
 
 __all__ = ["Relay", "register", "seq_faults", "ws_drops"]
 
@@ -213,7 +214,7 @@ class _Mosquitto:
 @contextlib.asynccontextmanager
 async def _follower(port: int, topic: str) -> AsyncIterator[list[tuple[str, Any, bool]]]:
     """A subscriber to ``topic``; yields the (topic, payload, retained) list it fills."""
-    import aiomqtt
+    aiomqtt = require("aiomqtt", "mqtt")
 
     got: list[tuple[str, Any, bool]] = []
     async with aiomqtt.Client("127.0.0.1", port) as client:
@@ -246,7 +247,7 @@ async def _until(pred: Any, timeout: float, what: str) -> None:
 
 
 async def broker_restarts(broker: _Mosquitto, rounds: int, prefix: str) -> dict[str, Any]:
-    import aiomqtt
+    aiomqtt = require("aiomqtt", "mqtt")
 
     back_ms: list[float] = []
     missing = 0

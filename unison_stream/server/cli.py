@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from unison_stream.extras import require
 from unison_stream.server.app import create_app, make_runner
 from unison_stream.server.config import ServerConfig, load_server_config
 from unison_stream.server.engine_api import EngineLike
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_ray(args: argparse.Namespace, cfg: ServerConfig, server_over: list[str]) -> int:
     """``serve --cluster ray``: replicas on Ray Serve, the front door here (docs/cluster.md)."""
-    import ray
+    ray = require("ray", "cluster")
 
     from unison_stream.cluster.ray_serve import RayDirectory, serve_front_door, start_replicas
 
@@ -128,7 +129,7 @@ def _run_ray(args: argparse.Namespace, cfg: ServerConfig, server_over: list[str]
     except KeyboardInterrupt:
         pass
     finally:
-        from ray import serve
+        serve = require("ray.serve", "cluster")
 
         if not args.front_door_only:  # what this command deployed, it takes down
             serve.shutdown()
