@@ -1,5 +1,5 @@
 """``unison-stream eval`` end to end on a small random model and a 3-clip test split: one JSON
-object with every metric of issue 5, ground-truth figures and counts."""
+object with every metric, ground-truth figures and counts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from tests.eval_support import SMALL_MODEL, tiny_world
 from unison_stream.cli import main
 from unison_stream.data.synth import speech as espeak
-from unison_stream.eval.beyond import flite_available
+from unison_stream.eval.beyond import festival_available, flite_available
 
 pytestmark = pytest.mark.skipif(
     not espeak.available(), reason="libespeak-ng not installed (Debian package libespeak-ng1)"
@@ -45,7 +45,7 @@ KEYS = {
     "sentence_id_accuracy",
     "sentence_id_accuracy_gt",
     "bars",
-    # issue 14: visual quality, model beside ground truth and the codec round trip
+    # visual quality, model beside ground truth and the codec round trip
     "sharpness_ratio_face",
     "sharpness_ratio_frame",
     "sharpness_ratio_face_codec",
@@ -92,7 +92,7 @@ def test_eval_prints_every_metric_as_one_json_object(
         "identity_recognised",
     }
     assert r["checkpoint"] == "none"
-    # issue 16: per-class action–sound figures and harmony, ground truth beside the model
+    # per-class action–sound figures and harmony, ground truth beside the model
     assert r["sfx_by_class_gt"] and all(c["recall"] == 1.0 for c in r["sfx_by_class_gt"].values())
     assert sum(c["events"] for c in r["sfx_by_class"].values()) == r["events"]
     assert r["harmony_sfx_in_speech_db_gt"] <= -40, (
@@ -102,9 +102,12 @@ def test_eval_prints_every_metric_as_one_json_object(
     # beyond the grammar: as many out-of-grammar sentences as --limit, each in every set
     b = r["beyond_grammar"]
     assert b["sentences"] == 3 and b["sentence_candidates"] == 3 + 3
-    sets = ("text", "espeak", "espeak_in", *(("flite", "flite_in") if flite_available() else ()))
+    sets = ["text", "espeak", "espeak_in", "noisy"]
+    sets += ["flite", "flite_in"] if flite_available() else []
+    sets += ["festival", "festival_in"] if festival_available() else []
     for name in sets:
         assert b[name]["clips"] == 3 and b[name]["offset_ms"] is not None, name
+        assert b[name]["mouth_spread_ratio"] is not None, name
     # visual quality: ground truth finds its features and verifies as its own people
     assert r["feature_visibility_gt"] >= 0.9 and r["sharpness_face_gt"] > 0
     assert set(r["visual_bars"]) == {

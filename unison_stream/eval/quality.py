@@ -154,8 +154,9 @@ class VisualQuality:
         """The visual figures of one state of a session (:mod:`.states`) from ``parts``: each
         ``(clip, frames)`` is a stretch of frames ``(F, H, W, 3)`` showing clip ``clip``'s
         person, measured against that person's ground-truth clip: face sharpness, feature
-        visibility and ghosting as ratios or shares per frame, ``fid_world`` against every
-        ground-truth frame of the split (its ratio: over the codec round trip's), identity
+        visibility as ratios or shares per frame, ghosting against every ground-truth clip of
+        the split, ``fid_world`` against every ground-truth frame of the split (its ratio: over
+        the codec round trip's), identity
         verified per ``WINDOW_S`` window of each stretch. Call after every clip was added."""
         gt = self.sets["gt"]
         face: list[np.ndarray] = []
@@ -192,7 +193,9 @@ class VisualQuality:
         fid_codec = (
             frechet_distance(np.concatenate(codec), np.concatenate(gt.emb)) if codec else None
         )
-        g, g_gt = _mean(ghost), _mean(ghost_gt)
+        # ghosting against the world's own level (every ground-truth clip of the split): one
+        # person's clear face can read 0.00 (no fringe, no hands), so a ratio to it is no figure
+        g, g_gt = _mean(ghost), _mean(gt.ghost)
         return {
             "frames": int(sum(len(f) for _, f in parts)),
             "sharpness_ratio_face": _mean(face),
@@ -203,6 +206,7 @@ class VisualQuality:
             "identity_verified_all_windows": all(windows) if windows else None,
             "ghosting": g,
             "ghosting_gt": g_gt,
+            "ghosting_gt_people": _mean(ghost_gt),
             "ghosting_ratio": _ratio(g, g_gt),
         }
 

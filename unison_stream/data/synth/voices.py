@@ -1,5 +1,5 @@
 """Training speech for the speech front end: the world's sentences in many espeak-ng voices,
-augmented, with exact per-frame viseme labels (DESIGN.md §10).
+augmented, with exact per-frame viseme labels (docs/frontend.md).
 
 Each example is 1–3 sentences of the world's grammar (:func:`sample_sentence`, split by
 ``sentence_key`` like the dataset: training examples use train sentences, validation ones
@@ -35,11 +35,14 @@ from unison_stream.data.synth.visemes import VISEMES, phoneme_viseme
 __all__ = [
     "FORBIDDEN_SYNTHS",
     "HELDOUT_VOICES",
+    "SR",
     "TRAIN_VOICES",
     "VoiceDataConfig",
     "VoiceExample",
+    "babble",
     "frame_visemes",
     "make_example",
+    "opus_round_trip",
     "viseme_of",
     "world_sentence",
 ]
@@ -205,7 +208,7 @@ def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.fft.irfft(spec / np.sqrt(f), n)
 
 
-def _babble(n: int, rng: np.random.Generator, world: WorldConfig) -> np.ndarray:
+def babble(n: int, rng: np.random.Generator, world: WorldConfig) -> np.ndarray:
     """2–4 other espeak talkers (training voices) summed, looped to ``n`` samples."""
     out = np.zeros(n, np.float64)
     for _ in range(int(rng.integers(2, 5))):
@@ -225,7 +228,7 @@ def _noise(x: np.ndarray, rng: np.random.Generator, cfg: VoiceDataConfig, world:
            speech_rms: float) -> tuple[np.ndarray, str]:  # fmt: skip
     kind = ("babble", "white", "pink")[int(rng.integers(3))]
     if kind == "babble":
-        noise = _babble(len(x), rng, world)
+        noise = babble(len(x), rng, world)
     elif kind == "white":
         noise = rng.standard_normal(len(x))
     else:
