@@ -38,7 +38,7 @@ from unison_stream.codecs.data import build_cache, load_split
 from unison_stream.codecs.preview import PreviewAudioDecoder, PreviewVideoDecoder
 from unison_stream.codecs.video import StreamingVideoDecoder, VideoAE
 from unison_stream.config import UnisonConfig, load_config
-from unison_stream.eval.visual import gradient_energy
+from unison_stream.imaging import gradient_energy
 from unison_stream.runtime import host_info
 
 __all__ = ["register", "run_bench"]

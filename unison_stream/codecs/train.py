@@ -47,8 +47,8 @@ from unison_stream.codecs.discriminator import (
 )
 from unison_stream.codecs.video import VideoAE
 from unison_stream.config import LatentConfig, MediaConfig
-from unison_stream.eval.visual import LUMA, gradient_energy
 from unison_stream.extras import require
+from unison_stream.imaging import gaussian_blur, gradient_energy, local_gradient_rms
 
 __all__ = ["register", "train"]
 
@@ -150,15 +150,6 @@ def _detail_weights(x: torch.Tensor, weight: float) -> torch.Tensor:
     return (1 + weight * d).permute(0, 2, 3, 1).reshape(b, t, h, w, 1)
 
 
-def _gaussian_blur(img: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
-    """(N, C, H, W) images blurred by a Gaussian of ``sigma`` px (7×7 kernel, edges replicated)."""
-    c = img.shape[1]
-    k = torch.exp(-0.5 * (torch.arange(-3.0, 4.0) / sigma).square())
-    k = (k[:, None] * k[None, :]) / k.sum() ** 2  # (7, 7), sums to 1
-    kernel = k.expand(c, 1, 7, 7).to(img)
-    return F.conv2d(F.pad(img, (3, 3, 3, 3), mode="replicate"), kernel, groups=c)
-
-
 def _blurred_l1(y: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean L1 inside ``mask`` (B, 1, H, W, 1) between frames (B, T, H, W, 3) blurred by a
     Gaussian of σ 1.5 px. A 1-pixel iris ring whose place the latents give only to a pixel or so
@@ -167,32 +158,23 @@ def _blurred_l1(y: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.T
     b, t, h, w, c = x.shape
 
     def blur(v: torch.Tensor) -> torch.Tensor:  # (B, T, H, W, 3) → (B·T, 3, H, W)
-        return _gaussian_blur(v.reshape(b * t, h, w, c).permute(0, 3, 1, 2))
+        return gaussian_blur(v.reshape(b * t, h, w, c).permute(0, 3, 1, 2))
 
     err = (blur(y) - blur(x)).abs().sum(1)  # (B·T, H, W)
     m = mask.expand(b, t, h, w, 1).reshape(b * t, h, w)
     return (err * m).sum() / (3 * m.sum()).clamp_min(1.0)
 
 
-def _local_gradient_rms(v: torch.Tensor) -> torch.Tensor:
-    """Frames (B, T, H, W, 3) → (B·T, 1, H, W): the root of the σ-2-px-blurred squared
-    luminance gradient (forward differences; the last row and column get none)."""
-    b, t, h, w, _ = v.shape
-    y = (v.reshape(b * t, h, w, 3) * v.new_tensor(LUMA)).sum(-1)  # (B·T, H, W)
-    gx = F.pad(y[:, :, 1:] - y[:, :, :-1], (0, 1))
-    gy = F.pad(y[:, 1:] - y[:, :-1], (0, 0, 0, 1))
-    return (_gaussian_blur((gx.square() + gy.square())[:, None], 2.0) + 1e-6).sqrt()
-
-
 def _sharpness_l1(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """L1 between the local RMS luminance gradients (:func:`_local_gradient_rms`) of frames
-    (B, T, H, W, 3). Where the latents give an edge's place only to a pixel or so, L1 of pixels,
-    and of their signed differences, is least for a soft edge (per pixel the step is there only
-    some of the time). Squared, a step spread over 3 px has a third of a steep one's energy
-    (what ``sharpness_ratio`` measures), and blurred, a steep edge a pixel off is nearly where
-    the truth's is: this term charges a soft edge for its missing steepness, a steep one a
-    pixel off little — and texture where the truth is flat."""
-    return (_local_gradient_rms(y) - _local_gradient_rms(x)).abs().mean()
+    """L1 between the local RMS luminance gradients (:func:`~unison_stream.imaging.
+    local_gradient_rms`, σ 2 px) of frames (B, T, H, W, 3). Where the latents give an edge's
+    place only to a pixel or so, L1 of pixels, and of their signed differences, is least for a
+    soft edge (per pixel the step is there only some of the time). Squared, a step spread over
+    3 px has a third of a steep one's energy (what ``sharpness_ratio`` measures), and blurred,
+    a steep edge a pixel off is nearly where the truth's is: this term charges a soft edge for
+    its missing steepness, a steep one a pixel off little — and texture where the truth is
+    flat."""
+    return (local_gradient_rms(y) - local_gradient_rms(x)).abs().mean()
 
 
 def _edge_l1(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

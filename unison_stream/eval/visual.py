@@ -22,11 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unison_stream import imaging
 from unison_stream.data.synth.face import FaceLayout
 from unison_stream.data.synth.measure import SWAY_X, SWAY_Y, features_visible
+from unison_stream.imaging import LUMA
 
 __all__ = [
-    "LUMA",
     "IdentityWindow",
     "feature_visibility",
     "frechet_distance",
@@ -38,7 +39,6 @@ __all__ = [
     "window_spans",
 ]
 
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luminance weights
 VERIFY_QUANTILE = 0.99  # same-person distances of ground truth the threshold lets through
 
 
@@ -55,11 +55,9 @@ def _region(frames: np.ndarray, layout: FaceLayout | None) -> np.ndarray:
 
 def gradient_energy(frames: np.ndarray, layout: FaceLayout | None = None) -> np.ndarray:
     """``(F, H, W, 3)`` uint8 → ``(F,)``: mean of the squared horizontal and vertical
-    luminance differences (8-bit levels²) over the whole frame, or over ``layout``'s face."""
-    y = _region(frames, layout).astype(np.float32) @ LUMA  # (F, h, w)
-    gx = np.diff(y, axis=2) ** 2
-    gy = np.diff(y, axis=1) ** 2
-    return np.asarray(gx.mean(axis=(1, 2)) + gy.mean(axis=(1, 2)), np.float64)
+    luminance differences (8-bit levels²) over the whole frame, or over ``layout``'s face
+    (:func:`unison_stream.imaging.gradient_energy` of that region)."""
+    return imaging.gradient_energy(_region(frames, layout))
 
 
 def sharpness(clips: list[tuple[np.ndarray, FaceLayout | None]]) -> float:
