@@ -82,7 +82,7 @@ def test_chunked_decode_equals_full_decode(cfg: AudioCodecConfig):
 def test_decoder_with_its_own_stft_keeps_the_encoder_and_its_latents():
     """A decoder with a shorter STFT (20 ms) starts from a trained codec: every encoder tensor
     is loaded (same latents), the new head is fresh, frames are dec_n_fft long."""
-    from unison_stream.codecs.train import _load_fitting
+    from unison_stream.training.codec import _load_fitting
 
     old = _ae()
     cfg = AudioCodecConfig(width=64, enc_blocks=1, dec_blocks=2, dec_n_fft=320, dec_stft_hop=80)

@@ -163,7 +163,7 @@ def test_reference_crops_share_the_window_and_the_clip():
 
 
 def test_detail_weights_lift_a_small_part_and_leave_flat_areas_at_one():
-    from unison_stream.codecs.train import _detail_weights
+    from unison_stream.training.codec import _detail_weights
 
     x = torch.full((1, 2, 16, 16, 3), 0.5)
     torch.testing.assert_close(_detail_weights(x, 4.0), torch.ones(1, 2, 16, 16, 1))
@@ -177,7 +177,7 @@ def test_blurred_eye_loss_prefers_a_ring_a_pixel_off_to_no_ring():
     """Per-pixel L1 rates a 1-pixel ring drawn a pixel off worse than no ring at all (it
     misses twice); the blurred L1 inside the eye mask rates it better, and sees nothing
     outside the mask."""
-    from unison_stream.codecs.train import _blurred_l1
+    from unison_stream.training.codec import _blurred_l1
 
     white = torch.full((1, 1, 16, 16, 3), 0.95)
     truth, off, none = white.clone(), white.clone(), white.clone()
@@ -198,7 +198,7 @@ def test_sharpness_loss_prefers_a_steep_edge_a_pixel_off_to_a_soft_one_in_place(
     than the same step drawn steep a pixel off — the blur a decoder learns where the latents
     place an edge only to a pixel. The local-RMS-gradient loss rates them the other way round,
     charges a flat frame most, a copy nothing, and texture where the truth is flat."""
-    from unison_stream.codecs.train import _edge_l1, _sharpness_l1
+    from unison_stream.training.codec import _edge_l1, _sharpness_l1
 
     truth = torch.zeros(1, 1, 16, 16, 3)
     truth[:, :, 8:] = 1.0  # a horizontal edge
@@ -291,7 +291,7 @@ def _fake_cache(root: Path) -> None:
 def test_training_resumes_exactly(tmp_path: Path, adv_weight: float, reference: bool):
     from safetensors.torch import load_file
 
-    from unison_stream.codecs.train import train
+    from unison_stream.training.codec import train
 
     _fake_cache(tmp_path)
 
@@ -324,8 +324,8 @@ def test_training_resumes_exactly(tmp_path: Path, adv_weight: float, reference: 
 def test_adversarial_term_trains_the_decoder_only_and_scores_decoded_frames_lower():
     """With the encoder frozen the adversarial gradient reaches the decoder, never the encoder;
     a few critic steps separate real frames from a blurred decoder's."""
-    from unison_stream.codecs.discriminator import to_nchw
-    from unison_stream.codecs.train import Adversary
+    from unison_stream.training.codec import Adversary
+    from unison_stream.training.codec_discriminator import to_nchw
 
     torch.manual_seed(0)
     ae = VideoAE(SMALL, LatentConfig())

@@ -170,7 +170,7 @@ def _training_curves(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _codec_curves(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from unison_stream.codecs.train import _plot
+    from unison_stream.training.codec import _plot
 
     _plot({"train_step": [1], "train_loss": [1.0], "val_step": [1], "val": {"l1": [1.0]}},
           tmp / "loss.png")  # fmt: skip

@@ -10,7 +10,7 @@ __all__ = ["register"]
 
 # Modules with `register(train_subparsers)`; each adds one `train <name>` command.
 TRAINERS: tuple[str, ...] = (
-    "unison_stream.codecs.train",
+    "unison_stream.training.codec",
     "unison_stream.training.cli",
     "unison_stream.eval.features_train",
 )

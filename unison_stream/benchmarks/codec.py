@@ -34,7 +34,7 @@ import torch
 
 from unison_stream.codecs import metrics, weights
 from unison_stream.codecs.audio import AudioAE, StreamingAudioDecoder
-from unison_stream.codecs.data import build_cache, load_split
+from unison_stream.codecs.data import CACHE_COUNTS, build_cache, load_split
 from unison_stream.codecs.preview import PreviewAudioDecoder, PreviewVideoDecoder
 from unison_stream.codecs.video import StreamingVideoDecoder, VideoAE
 from unison_stream.config import UnisonConfig, load_config
@@ -72,7 +72,6 @@ def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Pat
               ) -> dict[str, Any]:  # fmt: skip
     """All codec figures as a flat dict (see the module docstring)."""
     from unison_stream.codecs.sentence_id import SentenceIdentifier
-    from unison_stream.codecs.train import CACHE_COUNTS
 
     if not (data_dir / "test.npz").exists():
         build_cache(data_dir, CACHE_COUNTS)

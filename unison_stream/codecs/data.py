@@ -27,11 +27,12 @@ from unison_stream.data.synth.face import face_layout
 from unison_stream.data.synth.identity import Identity, identity_key, sample_identity
 from unison_stream.data.synth.text import Script, sample_script, sample_sentence
 
-__all__ = ["ClipStore", "build_cache", "load_split"]
+__all__ = ["CACHE_COUNTS", "ClipStore", "build_cache", "load_split"]
 
 log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+CACHE_COUNTS = {"train": 320, "val": 24, "test": 40}  # clips per split of the cache
 
 
 @dataclass

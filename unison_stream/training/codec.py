@@ -1,9 +1,10 @@
 """``unison-stream train codec --kind video|audio``: train one codec on the synthetic world.
 
-- Data: a cache of rendered clips (:mod:`.data`), built on first use under ``--data-dir``.
+- Data: a cache of rendered clips (:mod:`unison_stream.codecs.data`), built on first use under
+  ``data_dir``.
 - Losses: video L1 on pixels (plus ``edge_weight`` × L1 of pixel differences,
   ``sharp_weight`` × L1 of local RMS gradients, the eyes' weights, and with ``adv_weight`` a
-  patch discriminator's hinge loss, :mod:`.discriminator`); audio
+  patch discriminator's hinge loss, :mod:`.codec_discriminator`); audio
   multi-resolution STFT + mel L1 (the first latent frame of each crop is left out: the causal
   decoder has no history there and the overlap-add is incomplete). Both add a small latent L2
   and train the decoder on latents with Gaussian noise (σ relative to each channel's batch
@@ -37,24 +38,22 @@ from tqdm import tqdm
 from unison_stream.codecs import metrics, weights
 from unison_stream.codecs.audio import AudioAE
 from unison_stream.codecs.config import CodecTrainConfig, VideoCodecConfig
-from unison_stream.codecs.data import ClipStore, build_cache, load_split
-from unison_stream.codecs.discriminator import (
+from unison_stream.codecs.data import CACHE_COUNTS, ClipStore, build_cache, load_split
+from unison_stream.codecs.video import VideoAE
+from unison_stream.config import LatentConfig, MediaConfig
+from unison_stream.extras import require
+from unison_stream.imaging import gaussian_blur, gradient_energy, local_gradient_rms
+from unison_stream.training.codec_discriminator import (
     PatchDiscriminator,
     adaptive_weight,
     d_hinge,
     g_hinge,
     to_nchw,
 )
-from unison_stream.codecs.video import VideoAE
-from unison_stream.config import LatentConfig, MediaConfig
-from unison_stream.extras import require
-from unison_stream.imaging import gaussian_blur, gradient_energy, local_gradient_rms
 
 __all__ = ["register", "train"]
 
 log = logging.getLogger(__name__)
-
-CACHE_COUNTS = {"train": 320, "val": 24, "test": 40}
 
 
 # ---- losses ---------------------------------------------------------------------------------
