@@ -224,6 +224,7 @@ def beyond_grammar(
             u = say_one(engine, text=text, **person)
             text_speech.append(u.speech)
             sets["text"].append(lip_sync(u.frames, u.speech, sr, fps))
+            spreads["text"].append(mouth_spread(u.frames))
             drivers.append(("espeak", synthesize(spoken(text), sample_rate=sr).audio))
         else:  # the clip's own speech: the training synthesiser on a test sentence
             own = c.stems.get("speech", c.audio)

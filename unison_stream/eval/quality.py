@@ -155,8 +155,8 @@ class VisualQuality:
         ``(clip, frames)`` is a stretch of frames ``(F, H, W, 3)`` showing clip ``clip``'s
         person, measured against that person's ground-truth clip: face sharpness, feature
         visibility as ratios or shares per frame, ghosting against every ground-truth clip of
-        the split, ``fid_world`` against every ground-truth frame of the split (its ratio: over
-        the codec round trip's), identity
+        the split, ``fid_world`` against the same people's ground truth (its ratio: over the
+        codec round trip's of those frames, :meth:`_people_fid`), identity
         verified per ``WINDOW_S`` window of each stretch. Call after every clip was added."""
         gt = self.sets["gt"]
         face: list[np.ndarray] = []
@@ -188,11 +188,7 @@ class VisualQuality:
                     ).verified
                     for s, e in window_spans(len(frames), self.fps, WINDOW_S)
                 ]
-        fid = frechet_distance(np.concatenate(emb), np.concatenate(gt.emb)) if emb else None
-        codec = self.sets["codec"].emb
-        fid_codec = (
-            frechet_distance(np.concatenate(codec), np.concatenate(gt.emb)) if codec else None
-        )
+        fid, fid_codec = self._people_fid(emb, sorted({clip for clip, _ in parts}))
         # ghosting against the world's own level (every ground-truth clip of the split): one
         # person's clear face can read 0.00 (no fringe, no hands), so a ratio to it is no figure
         g, g_gt = _mean(ghost), _mean(gt.ghost)
@@ -209,6 +205,25 @@ class VisualQuality:
             "ghosting_gt_people": _mean(ghost_gt),
             "ghosting_ratio": _ratio(g, g_gt),
         }
+
+    def _people_fid(
+        self, emb: list[np.ndarray], clips: list[int]
+    ) -> tuple[float | None, float | None]:
+        """``fid_world`` of embeddings ``emb`` (frames showing the people of ``clips``) against
+        those people's ground-truth frames, and the codec round trip's against the same. The
+        generated frames are evenly subsampled to as many as the ground truth's, so both
+        distances are estimated from equal counts (a state of three people against the
+        split's forty would measure who is shown, not how)."""
+        gt, codec = self.sets["gt"].emb, self.sets["codec"].emb
+        if not emb or not gt:
+            return None, None
+        truth = np.concatenate([gt[c] for c in clips])
+        made = np.concatenate(emb)
+        made = made[np.linspace(0, len(made) - 1, min(len(made), len(truth))).round().astype(int)]
+        fid = frechet_distance(made, truth)
+        if not codec:
+            return fid, None
+        return fid, frechet_distance(np.concatenate([codec[c] for c in clips]), truth)
 
     def _clips_verified(self, name: str) -> float | None:
         """Share of clips of set ``name`` whose frames verify as their own reference."""
