@@ -12,10 +12,11 @@ import torch
 
 from unison_stream.codecs import CodecUnavailableError, load_decoders, load_encoders, metrics
 from unison_stream.codecs import weights as cw
-from unison_stream.codecs.config import CodecTrainConfig, VideoCodecConfig
+from unison_stream.codecs.config import VideoCodecConfig
 from unison_stream.codecs.preview import PreviewVideoDecoder
 from unison_stream.codecs.video import StreamingVideoDecoder, VideoAE, VideoEncoderStream
 from unison_stream.config import LatentConfig, MediaConfig, load_config
+from unison_stream.training.codec_config import CodecTrainConfig
 
 SMALL = VideoCodecConfig(widths=(8, 16, 32), blocks=1, temporal_context=1)
 
@@ -163,7 +164,7 @@ def test_reference_crops_share_the_window_and_the_clip():
 
 
 def test_detail_weights_lift_a_small_part_and_leave_flat_areas_at_one():
-    from unison_stream.training.codec import _detail_weights
+    from unison_stream.training.codec_losses import detail_weights as _detail_weights
 
     x = torch.full((1, 2, 16, 16, 3), 0.5)
     torch.testing.assert_close(_detail_weights(x, 4.0), torch.ones(1, 2, 16, 16, 1))
@@ -177,7 +178,7 @@ def test_blurred_eye_loss_prefers_a_ring_a_pixel_off_to_no_ring():
     """Per-pixel L1 rates a 1-pixel ring drawn a pixel off worse than no ring at all (it
     misses twice); the blurred L1 inside the eye mask rates it better, and sees nothing
     outside the mask."""
-    from unison_stream.training.codec import _blurred_l1
+    from unison_stream.training.codec_losses import blurred_l1 as _blurred_l1
 
     white = torch.full((1, 1, 16, 16, 3), 0.95)
     truth, off, none = white.clone(), white.clone(), white.clone()
@@ -198,7 +199,8 @@ def test_sharpness_loss_prefers_a_steep_edge_a_pixel_off_to_a_soft_one_in_place(
     than the same step drawn steep a pixel off — the blur a decoder learns where the latents
     place an edge only to a pixel. The local-RMS-gradient loss rates them the other way round,
     charges a flat frame most, a copy nothing, and texture where the truth is flat."""
-    from unison_stream.training.codec import _edge_l1, _sharpness_l1
+    from unison_stream.training.codec_losses import edge_l1 as _edge_l1
+    from unison_stream.training.codec_losses import sharpness_l1 as _sharpness_l1
 
     truth = torch.zeros(1, 1, 16, 16, 3)
     truth[:, :, 8:] = 1.0  # a horizontal edge
@@ -298,7 +300,7 @@ def test_training_resumes_exactly(tmp_path: Path, adv_weight: float, reference: 
     def cfg(out: str) -> CodecTrainConfig:
         return CodecTrainConfig(kind="video", steps=4, batch=2, crop=32, clip_latents=2,
                                 val_every=2, ckpt_every=2, warmup=1, data_dir=str(tmp_path),
-                                out_dir=str(tmp_path / out), adv_weight=adv_weight,
+                                out_dir=str(tmp_path / out), losses={"adv": adv_weight},
                                 adv_start=1, video_reference=reference,
                                 video_reference_attention=reference)  # fmt: skip
 
@@ -324,14 +326,14 @@ def test_training_resumes_exactly(tmp_path: Path, adv_weight: float, reference: 
 def test_adversarial_term_trains_the_decoder_only_and_scores_decoded_frames_lower():
     """With the encoder frozen the adversarial gradient reaches the decoder, never the encoder;
     a few critic steps separate real frames from a blurred decoder's."""
-    from unison_stream.training.codec import Adversary
     from unison_stream.training.codec_discriminator import to_nchw
+    from unison_stream.training.codec_losses import Adversary
 
     torch.manual_seed(0)
     ae = VideoAE(SMALL, LatentConfig())
     for name, p in ae.named_parameters():
         p.requires_grad_(not name.startswith("enc"))
-    adv = Adversary(ae, CodecTrainConfig(adv_weight=0.5, disc_lr=2e-3, disc_width=8))
+    adv = Adversary(ae, CodecTrainConfig(losses={"adv": 0.5}, disc_lr=2e-3, disc_width=8))
     x = torch.from_numpy(np.stack([_frames(2, seed=s, size=32) for s in range(4)])).float() / 255
     y = ae.decode(ae.encode(x))
     rec = (y - x).abs().mean()
@@ -361,3 +363,26 @@ def test_eye_mask_covers_the_layouts_eyes_and_nothing_far_from_them():
     for x0, y0, x1, y1 in face_layout(ident, width=128, height=128).eyes:
         assert mask[int((y0 + y1) / 2), int((x0 + x1) / 2)] == 1.0
     assert 0 < mask.mean() < 0.05 and mask[100:, :].sum() == 0 and mask[:, :20].sum() == 0
+
+
+def test_loss_weights_come_from_one_registry_and_old_names_still_work():
+    """Every term has a default weight; a run's ``losses`` overrides some; the weights' old
+    field names (the journal's commands) land in ``losses``; an unknown name is refused."""
+    from unison_stream.config import ConfigError
+    from unison_stream.training.codec_config import (
+        DEFAULT_LOSS_WEIGHTS,
+        load_codec_train_config,
+        loss_weights,
+    )
+    from unison_stream.training.codec_losses import LOSSES
+
+    assert set(LOSSES) <= set(DEFAULT_LOSS_WEIGHTS)
+    assert {k: v for k, v in DEFAULT_LOSS_WEIGHTS.items() if v} == {
+        "l1": 1.0, "mr_stft": 1.0, "mel": 1.0, "latent_l2": 1e-3}  # fmt: skip
+    assert loss_weights({"edge": 2.0}) == {**DEFAULT_LOSS_WEIGHTS, "edge": 2.0}
+    tc = load_codec_train_config("video", ["edge_weight=1.0", "adv_weight=0.5", "losses.sharp=32"])
+    assert tc.losses == {**DEFAULT_LOSS_WEIGHTS, "edge": 1.0, "adv": 0.5, "sharp": 32.0}
+    with pytest.raises(ConfigError, match="no term named blur"):
+        load_codec_train_config("video", ["losses.blur=1"])
+    with pytest.raises(ConfigError, match="≥ 0"):
+        loss_weights({"edge": -1.0})

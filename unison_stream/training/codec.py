@@ -2,19 +2,17 @@
 
 - Data: a cache of rendered clips (:mod:`unison_stream.codecs.data`), built on first use under
   ``data_dir``.
-- Losses: video L1 on pixels (plus ``edge_weight`` × L1 of pixel differences,
-  ``sharp_weight`` × L1 of local RMS gradients, the eyes' weights, and with ``adv_weight`` a
-  patch discriminator's hinge loss, :mod:`.codec_discriminator`); audio
-  multi-resolution STFT + mel L1 (the first latent frame of each crop is left out: the causal
-  decoder has no history there and the overlap-add is incomplete). Both add a small latent L2
-  and train the decoder on latents with Gaussian noise (σ relative to each channel's batch
-  spread), so it tolerates the model's imperfect latents.
+- Losses: the registry of :mod:`.codec_losses`, weighted by ``losses`` (:mod:`.codec_config`):
+  video L1 on pixels, audio multi-resolution STFT + mel L1, each with the terms a recipe turns
+  on, and with ``losses.adv`` a patch discriminator's hinge loss. Both add a small latent L2 and
+  train the decoder on latents with Gaussian noise (σ relative to each channel's batch spread),
+  so it tolerates the model's imperfect latents.
 - Checkpoints (``<out>/<kind>/ckpt.safetensors``) hold the model, AdamW moments, step, RNG
   states and history: a restart resumes exactly where it stopped. Validation every
   ``val_every`` steps; ``loss.png`` plots train and val curves.
 - At the end the latent statistics are measured on training crops and written into the
   normalisation buffers, and the codec is exported to the bundled weights directory
-  (``--export``, default on).
+  (``--no-export`` leaves them alone).
 """
 
 from __future__ import annotations
@@ -24,12 +22,12 @@ import json
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -37,33 +35,35 @@ from tqdm import tqdm
 
 from unison_stream.codecs import metrics, weights
 from unison_stream.codecs.audio import AudioAE
-from unison_stream.codecs.config import CodecTrainConfig, VideoCodecConfig
+from unison_stream.codecs.config import VideoCodecConfig
 from unison_stream.codecs.data import CACHE_COUNTS, ClipStore, build_cache, load_split
 from unison_stream.codecs.video import VideoAE
 from unison_stream.config import LatentConfig, MediaConfig
 from unison_stream.extras import require
-from unison_stream.imaging import gaussian_blur, gradient_energy, local_gradient_rms
-from unison_stream.training.codec_discriminator import (
-    PatchDiscriminator,
-    adaptive_weight,
-    d_hinge,
-    g_hinge,
-    to_nchw,
+from unison_stream.imaging import gradient_energy
+from unison_stream.training.codec_config import (
+    CodecTrainConfig,
+    load_codec_train_config,
+    loss_weights,
 )
+from unison_stream.training.codec_losses import Adversary, Reconstruction, total
 
 __all__ = ["register", "train"]
 
 log = logging.getLogger(__name__)
 
 
-# ---- losses ---------------------------------------------------------------------------------
+# ---- one step ------------------------------------------------------------------------------
 def _noisy(z: torch.Tensor, sigma: float, dims: tuple[int, ...]) -> torch.Tensor:
     spread = z.detach().std(dim=dims, keepdim=True)
     return z + sigma * spread * torch.randn_like(z)
 
 
 def video_step(
-    ae: VideoAE, store: ClipStore, rng: np.random.Generator, tc: CodecTrainConfig
+    ae: VideoAE,
+    store: ClipStore,
+    rng: np.random.Generator,
+    tc: CodecTrainConfig,
 ) -> tuple[torch.Tensor, dict[str, float], tuple[torch.Tensor, torch.Tensor]]:
     """Reconstruction loss of one batch of crops, its parts, and (decoded, target) frames
     (B, T, c, c, 3) for the adversarial term."""
@@ -81,106 +81,8 @@ def video_step(
     x = torch.from_numpy(crops).float() / 255.0  # (B, T, c, c, 3)
     z = ae.encode(x)  # (B, F, C, h, w)
     y = ae.decode(_noisy(z, tc.latent_noise, (0, 1, 3, 4)), reference=ref)
-    err = (y - x).abs()  # (B, T, c, c, 3)
-    if tc.detail_weight > 0:  # small parts (an iris, a pupil) weigh more than flat skin
-        err = err * _detail_weights(x, tc.detail_weight)
-    if tc.eye_weight > 0 and eyes is not None:  # the eyes, where the world's layout puts them
-        err = err * (1 + tc.eye_weight * eyes)
-    rec = err.mean()
-    loss = rec + tc.latent_l2 * z.square().mean()
-    parts = {"l1": float(rec.detach())}
-    if tc.eye_blur_weight > 0 and eyes is not None and bool(eyes.any()):
-        eye = _blurred_l1(y, x, eyes)
-        loss = loss + tc.eye_blur_weight * eye
-        parts["eye_blur"] = float(eye.detach())
-    if tc.sharp_weight > 0:  # steep edges near where the truth has them (docs/codecs.md)
-        sharp = _sharpness_l1(y, x)
-        loss = loss + tc.sharp_weight * sharp
-        parts["sharp"] = float(sharp.detach())
-    if tc.edge_weight > 0:  # L1 alone is content with a blur; edges must match too
-        edge = _edge_l1(y, x)
-        loss = loss + tc.edge_weight * edge
-        parts["edge"] = float(edge.detach())
+    loss, parts = total(Reconstruction("video", y, x, z, tc.losses, eyes))
     return loss, parts, (y, x)
-
-
-class Adversary:
-    """The patch discriminator of the video decoder and its optimizer (not exported)."""
-
-    def __init__(self, ae: VideoAE, tc: CodecTrainConfig) -> None:
-        self.disc = PatchDiscriminator(tc.disc_width)
-        self.opt = torch.optim.AdamW(
-            self.disc.parameters(), lr=tc.disc_lr, betas=(0.5, 0.9), weight_decay=0.0
-        )
-        convs = [m for m in ae.dec.modules() if isinstance(m, torch.nn.Conv2d)]
-        self.last = convs[-1].weight  # the decoder's last layer: where the terms are balanced
-        self.weight = tc.adv_weight
-
-    def generator_term(
-        self, rec: torch.Tensor, fake: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """adv_weight · λ · hinge loss of the decoded frames (B, T, H, W, 3), λ balancing it
-        against ``rec`` at the decoder's last layer."""
-        self.disc.requires_grad_(False)
-        adv = g_hinge(self.disc(to_nchw(fake)))
-        self.disc.requires_grad_(True)
-        lam = adaptive_weight(rec, adv, self.last)
-        return self.weight * lam * adv, {"g_adv": float(adv.detach()), "lambda": float(lam)}
-
-    def critic_step(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
-        """One discriminator update on decoded (detached) and real frames."""
-        loss = d_hinge(self.disc(to_nchw(real)), self.disc(to_nchw(fake.detach())))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        return {"d_loss": float(loss.detach())}
-
-
-def _detail_weights(x: torch.Tensor, weight: float) -> torch.Tensor:
-    """Per-pixel weights (B, T, H, W, 1) of frames (B, T, H, W, 3): 1 + ``weight`` × the
-    pixel's distance to its 3×3 neighbourhood's mean, ÷ the batch's mean distance. Flat areas
-    stay near 1; a 3-pixel iris against the white of the eye weighs several times more, so
-    L1 no longer lets the decoder paint it the surrounding colour."""
-    b, t, h, w, c = x.shape
-    img = x.reshape(b * t, h, w, c).permute(0, 3, 1, 2)  # (B·T, 3, H, W)
-    local = F.avg_pool2d(img, 3, stride=1, padding=1, count_include_pad=False)
-    d = (img - local).abs().sum(1, keepdim=True)  # (B·T, 1, H, W)
-    d = d / d.mean().clamp_min(1e-6)
-    return (1 + weight * d).permute(0, 2, 3, 1).reshape(b, t, h, w, 1)
-
-
-def _blurred_l1(y: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean L1 inside ``mask`` (B, 1, H, W, 1) between frames (B, T, H, W, 3) blurred by a
-    Gaussian of σ 1.5 px. A 1-pixel iris ring whose place the latents give only to a pixel or so
-    has, per pixel, no colour a majority of the time, so L1 paints it white or black; blurred,
-    the ring's colour is there wherever it lands, and a decoder that leaves it out pays."""
-    b, t, h, w, c = x.shape
-
-    def blur(v: torch.Tensor) -> torch.Tensor:  # (B, T, H, W, 3) → (B·T, 3, H, W)
-        return gaussian_blur(v.reshape(b * t, h, w, c).permute(0, 3, 1, 2))
-
-    err = (blur(y) - blur(x)).abs().sum(1)  # (B·T, H, W)
-    m = mask.expand(b, t, h, w, 1).reshape(b * t, h, w)
-    return (err * m).sum() / (3 * m.sum()).clamp_min(1.0)
-
-
-def _sharpness_l1(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """L1 between the local RMS luminance gradients (:func:`~unison_stream.imaging.
-    local_gradient_rms`, σ 2 px) of frames (B, T, H, W, 3). Where the latents give an edge's
-    place only to a pixel or so, L1 of pixels, and of their signed differences, is least for a
-    soft edge (per pixel the step is there only some of the time). Squared, a step spread over
-    3 px has a third of a steep one's energy (what ``sharpness_ratio`` measures), and blurred,
-    a steep edge a pixel off is nearly where the truth's is: this term charges a soft edge for
-    its missing steepness, a steep one a pixel off little — and texture where the truth is
-    flat."""
-    return (local_gradient_rms(y) - local_gradient_rms(x)).abs().mean()
-
-
-def _edge_l1(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """L1 between the horizontal and vertical pixel differences of frames (B, T, H, W, 3)."""
-    dy = (y[:, :, 1:] - y[:, :, :-1]) - (x[:, :, 1:] - x[:, :, :-1])
-    dx = (y[:, :, :, 1:] - y[:, :, :, :-1]) - (x[:, :, :, 1:] - x[:, :, :, :-1])
-    return dy.abs().mean() + dx.abs().mean()
 
 
 def audio_step(
@@ -190,6 +92,8 @@ def audio_step(
     tc: CodecTrainConfig,
     onsets: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Reconstruction loss of one batch of crops (a share holding an effect onset) and its
+    parts; the first latent frame of each crop is left out of it."""
     hop, samples = ae.hop, tc.audio_latents * ae.hop
     n_fx = 0
     if onsets is not None and len(onsets):
@@ -197,18 +101,10 @@ def audio_step(
     crops = [store.audio_crops(rng, tc.batch - n_fx, samples, hop, tc.stems)]
     if n_fx:
         crops.append(store.effect_crops(rng, n_fx, samples, hop, onsets))  # type: ignore[arg-type]
-    x = torch.from_numpy(np.concatenate(crops))
+    x = torch.from_numpy(np.concatenate(crops))  # (B, S)
     z = ae.encode(x)  # (B, N, Ca)
     y = ae.decode(_noisy(z, tc.latent_noise, (0, 1)))
-    sts = metrics.mr_stft(y[:, hop:], x[:, hop:])
-    mel = metrics.mel_l1(y[:, hop:], x[:, hop:])
-    loss = sts + mel + tc.latent_l2 * z.square().mean()
-    parts = {"mr_stft": float(sts.detach()), "mel": float(mel.detach())}
-    if tc.envelope_weight > 0:
-        env = metrics.envelope_l1(y[:, hop:], x[:, hop:])
-        loss = loss + tc.envelope_weight * env
-        parts["envelope"] = float(env.detach())
-    return loss, parts
+    return total(Reconstruction("audio", y[:, hop:], x[:, hop:], z, tc.losses))
 
 
 @torch.no_grad()
@@ -350,6 +246,7 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
     ``stop_at`` ends this process early at that step (after its checkpoint): an interruption
     on purpose, resumed by calling again.
     """
+    tc = replace(tc, losses=loss_weights(tc.losses))  # every term's weight, checked and saved
     torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -387,9 +284,9 @@ def train(tc: CodecTrainConfig, *, export: bool = True, stop_at: int | None = No
     )
     trainees: list[Trainee] = [("model", model, opt)]
     adversary = None
-    if tc.adv_weight > 0:
+    if tc.losses["adv"] > 0:
         if not isinstance(model, VideoAE):
-            raise SystemExit("adv_weight: the adversarial term is for the video decoder")
+            raise SystemExit("losses.adv: the adversarial term is for the video decoder")
         adversary = Adversary(model, tc)
         trainees.append(("disc", adversary.disc, adversary.opt))
     onsets = train_set.effect_onsets() if tc.event_crop_prob > 0 else None
@@ -484,10 +381,7 @@ def _calibrate(model: VideoAE | AudioAE, store: ClipStore, rng: np.random.Genera
 
 # ---- CLI ------------------------------------------------------------------------------------
 def _run(args: argparse.Namespace) -> int:
-    base = OmegaConf.structured(CodecTrainConfig(kind=args.kind))
-    tc = OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.from_dotlist(args.overrides)))
-    assert isinstance(tc, CodecTrainConfig)
-    train(tc, export=not args.no_export)
+    train(load_codec_train_config(args.kind, args.overrides), export=not args.no_export)
     return 0
 
 
@@ -495,5 +389,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("codec", help="train the video or the audio codec on the synthetic world")
     p.add_argument("--kind", choices=("video", "audio"), required=True)
     p.add_argument("--no-export", action="store_true", help="do not write the bundled weights")
-    p.add_argument("overrides", nargs="*", help="CodecTrainConfig overrides, e.g. steps=2000")
+    p.add_argument(
+        "overrides", nargs="*", help="CodecTrainConfig overrides, e.g. steps=2000 losses.edge=1"
+    )
     p.set_defaults(func=_run)

@@ -12,7 +12,7 @@ them, stay valid; the discriminator is a training tool and is not exported.
 
 The adversarial gradient is balanced against the reconstruction gradient at the decoder's last
 layer (the adaptive weight of VQGAN-style codecs): ``λ = ‖∇L_rec‖ / (‖∇L_adv‖ + 1e-4)``, so one
-``adv_weight`` holds across crop sizes and loss scales.
+weight (``losses.adv``) holds across crop sizes and loss scales.
 """
 
 from __future__ import annotations
