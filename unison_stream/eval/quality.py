@@ -154,10 +154,11 @@ class VisualQuality:
         """The visual figures of one state of a session (:mod:`.states`) from ``parts``: each
         ``(clip, frames)`` is a stretch of frames ``(F, H, W, 3)`` showing clip ``clip``'s
         person, measured against that person's ground-truth clip: face sharpness, feature
-        visibility as ratios or shares per frame, ghosting against every ground-truth clip of
-        the split, ``fid_world`` against the same people's ground truth (its ratio: over the
-        codec round trip's of those frames, :meth:`_people_fid`), identity
-        verified per ``WINDOW_S`` window of each stretch. Call after every clip was added."""
+        visibility as ratios or shares per frame, ghosting against the same people's ground
+        truth (each floored at the split's level), ``fid_world`` against the same people's
+        ground truth (its ratio: over the codec round trip's of those frames,
+        :meth:`_people_fid`), identity verified per ``WINDOW_S`` window of each stretch. Call
+        after every clip was added."""
         gt = self.sets["gt"]
         face: list[np.ndarray] = []
         visible: list[np.ndarray] = []
@@ -189,9 +190,15 @@ class VisualQuality:
                     for s, e in window_spans(len(frames), self.fps, WINDOW_S)
                 ]
         fid, fid_codec = self._people_fid(emb, sorted({clip for clip, _ in parts}))
-        # ghosting against the world's own level (every ground-truth clip of the split): one
-        # person's clear face can read 0.00 (no fringe, no hands), so a ratio to it is no figure
-        g, g_gt = _mean(ghost), _mean(gt.ghost)
+        # ghosting against the same people's ground truth, each person's level floored at the
+        # world's (every ground-truth clip of the split): a clear bald face with no hand in
+        # view reads 0.00, and a ratio to nothing is no figure
+        world = _mean(gt.ghost) or 0.0
+        floored = [
+            np.full(len(g), max(float(t.mean()), world))
+            for g, t in zip(ghost, ghost_gt, strict=True)
+        ]
+        g, g_gt = _mean(ghost), _mean(floored)
         return {
             "frames": int(sum(len(f) for _, f in parts)),
             "sharpness_ratio_face": _mean(face),
@@ -202,7 +209,7 @@ class VisualQuality:
             "identity_verified_all_windows": all(windows) if windows else None,
             "ghosting": g,
             "ghosting_gt": g_gt,
-            "ghosting_gt_people": _mean(ghost_gt),
+            "ghosting_gt_world": world,
             "ghosting_ratio": _ratio(g, g_gt),
         }
 
