@@ -50,7 +50,7 @@ from unison_stream.eval.lipsync import LipSync, lip_sync, summarise_lip_sync
 
 __all__ = [
     "OUT_OF_GRAMMAR",
-    "FliteUnavailableError",
+    "SynthesiserUnavailableError",
     "beyond_grammar",
     "festival",
     "festival_available",
@@ -82,23 +82,9 @@ FLITE_VOICES = ("slt", "rms", "awb", "kal16")  # rotated over the sentences
 _TAG = re.compile(r"<[^>]*>")
 
 
-class FliteUnavailableError(RuntimeError):
-    """The ``flite`` program is not installed (Debian package ``flite``)."""
-
-
-def flite_available() -> bool:
-    return shutil.which("flite") is not None
-
-
-def flite(text: str, sample_rate: int, *, voice: str = "slt") -> np.ndarray:
-    """``text`` spoken by Flite's ``voice``: (S,) float32 at ``sample_rate``."""
-    exe = shutil.which("flite")
-    if exe is None:
-        raise FliteUnavailableError("flite is not installed (apt-get install flite)")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "speech.wav"
-        subprocess.run([exe, "-voice", voice, "-t", text, "-o", str(out)], check=True)
-        return _read_wav(out, sample_rate)
+class SynthesiserUnavailableError(RuntimeError):
+    """A speech synthesiser the set needs is not installed (Debian packages ``flite``,
+    ``festival`` and ``festvox-kallpc16k``)."""
 
 
 FESTIVAL_VOICES = ("kal_diphone",)
@@ -109,21 +95,46 @@ _FESTIVAL_SCRIPT = """(voice_{voice})
 """
 
 
+def flite_available() -> bool:
+    return shutil.which("flite") is not None
+
+
 def festival_available() -> bool:
     return shutil.which("festival") is not None
 
 
+def flite(text: str, sample_rate: int, *, voice: str = "slt") -> np.ndarray:
+    """``text`` spoken by Flite's ``voice``: (S,) float32 at ``sample_rate``."""
+
+    def args(_: Path, wav: Path) -> list[str]:
+        return ["-voice", voice, "-t", text, "-o", str(wav)]
+
+    return _synthesise("flite", args, sample_rate)
+
+
 def festival(text: str, sample_rate: int, *, voice: str = "kal_diphone") -> np.ndarray:
     """``text`` spoken by Festival's ``voice``: (S,) float32 at ``sample_rate``."""
-    exe = shutil.which("festival")
-    if exe is None:
-        raise FliteUnavailableError("festival is not installed (apt-get install festival)")
-    with tempfile.TemporaryDirectory() as tmp:
-        out, script = Path(tmp) / "speech.wav", Path(tmp) / "say.scm"
+
+    def script(tmp: Path, wav: Path) -> list[str]:
+        path = tmp / "say.scm"
         clean = text.replace("\\", " ").replace('"', " ")
-        script.write_text(_FESTIVAL_SCRIPT.format(voice=voice, text=clean, wav=out))
-        subprocess.run([exe, "-b", str(script)], check=True, capture_output=True)
-        return _read_wav(out, sample_rate)
+        path.write_text(_FESTIVAL_SCRIPT.format(voice=voice, text=clean, wav=wav))
+        return ["-b", str(path)]
+
+    return _synthesise("festival", script, sample_rate)
+
+
+def _synthesise(
+    program: str, args: Callable[[Path, Path], list[str]], sample_rate: int
+) -> np.ndarray:
+    """Run ``program`` with ``args(temporary folder, wav path)``; the wav it wrote, resampled."""
+    exe = shutil.which(program)
+    if exe is None:
+        raise SynthesiserUnavailableError(f"{program} is not installed (apt-get install {program})")
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "speech.wav"
+        subprocess.run([exe, *args(Path(tmp), wav)], check=True, capture_output=True)
+        return _read_wav(wav, sample_rate)
 
 
 def _read_wav(path: Path, sample_rate: int) -> np.ndarray:

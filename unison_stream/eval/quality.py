@@ -24,6 +24,7 @@ from unison_stream.data.synth.measure import features_visible
 from unison_stream.eval.features import WorldFeatureNet, embed, identity_embedding, load_features
 from unison_stream.eval.generate import CodecRoundTrip
 from unison_stream.eval.visual import (
+    IdentityWindow,
     frechet_distance,
     ghosting,
     gradient_energy,
@@ -137,14 +138,7 @@ class VisualQuality:
                 face = float(gradient_energy(frames[s:e], layout).mean())
                 w["sharpness_ratio_face"] = _ratio(face, face_gt)
             if ids is not None and self.threshold is not None:
-                v = verify(
-                    ids[s:e],
-                    self.refs[clip],
-                    self._others(clip),
-                    threshold=self.threshold,
-                    fps=self.fps,
-                    start=s,
-                )
+                v = self._verify(ids, clip, s, e, self.threshold)
                 w.update(distance=v.distance, distance_other=v.distance_other, verified=v.verified)
             self.stream.append(w)
         verdicts = [w["verified"] for w in self.stream if "verified" in w]
@@ -179,14 +173,7 @@ class VisualQuality:
             if self.threshold is not None:
                 ids = identity_embedding(self.net, frames)
                 windows += [
-                    verify(
-                        ids[s:e],
-                        self.refs[clip],
-                        self._others(clip),
-                        threshold=self.threshold,
-                        fps=self.fps,
-                        start=s,
-                    ).verified
+                    self._verify(ids, clip, s, e, self.threshold).verified
                     for s, e in window_spans(len(frames), self.fps, WINDOW_S)
                 ]
         fid, fid_codec = self._people_fid(emb, sorted({clip for clip, _ in parts}))
@@ -212,6 +199,19 @@ class VisualQuality:
             "ghosting_gt_world": world,
             "ghosting_ratio": _ratio(g, g_gt),
         }
+
+    def _verify(
+        self, ids: np.ndarray, clip: int, s: int, e: int, threshold: float
+    ) -> IdentityWindow:
+        """Frames ``[s, e)`` of ``ids (F, K)`` verified as clip ``clip``'s person."""
+        return verify(
+            ids[s:e],
+            self.refs[clip],
+            self._others(clip),
+            threshold=threshold,
+            fps=self.fps,
+            start=s,
+        )
 
     def _people_fid(
         self, emb: list[np.ndarray], clips: list[int]
