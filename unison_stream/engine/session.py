@@ -32,11 +32,9 @@ class Scheduler(Protocol):
 
     cfg: UnisonConfig
     planner: Planner
+    frontend: SpeechFrontEnd | None  # speech → timed track (None: no weights)
 
     def _plan_async(self, text: str, caption: str | None = None) -> Future[Planned]: ...
-
-    frontend: SpeechFrontEnd | None
-
     def _encode_speech(
         self, pcm: np.ndarray, sample_rate: int
     ) -> tuple[np.ndarray, np.ndarray, TimedTrack]: ...
