@@ -97,8 +97,9 @@ class EngineSession:
             Utterance(utterance_id, plan=plan, caption=caption), interrupt=interrupt
         )
         self._changed()
-        # once planned, an idle chunk still being made is not worth waiting for
-        plan.add_done_callback(lambda _: self._engine._maybe_cancel())
+        # once planned it can be made (wake the worker), and an idle chunk still being made is
+        # not worth waiting for
+        plan.add_done_callback(lambda _: self._changed())
 
     def say_audio(self, pcm: np.ndarray, sample_rate: int, *, utterance_id: str) -> None:
         """Queue a speech waveform (audio-driven mode): held clean, returned as the speech stem."""

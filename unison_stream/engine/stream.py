@@ -272,11 +272,13 @@ class Stream:
             self._note_room(full)
 
     def _full(self) -> bool:
-        """The worker may make no more chunks ahead. While an utterance waits, up to ``_ahead``
-        queued idle chunks do not count: they keep the picture moving until its first chunk
-        is made (which drops them), and must not hold that chunk up."""
+        """The worker may make no more chunks ahead: ``_ahead`` are queued. Once a waiting
+        utterance can be made, up to ``_ahead`` queued idle chunks do not count: they keep the
+        picture moving until its first chunk is made (which drops them), and must not hold
+        that chunk up. While it is still planned the rule is the usual one (no idle chunk
+        beyond ``_ahead`` is made for a plan about to replace it)."""
         n = len(self._queue)
-        if self._current is not None or self._utterances:
+        if self._current is not None or (self._utterances and self._utterances[0].ready()):
             idle = sum(p.chunk.utterance_id is None for p in self._queue)
             n -= min(idle, self._ahead)
         return n >= self._ahead
