@@ -24,7 +24,15 @@ from tqdm import tqdm
 from unison_stream.config import UnisonConfig
 from unison_stream.engine import Engine, EngineSession, MediaChunk
 
-__all__ = ["CodecRoundTrip", "EvalStreamError", "Utterance", "drive_one", "say_one", "stream"]
+__all__ = [
+    "CodecRoundTrip",
+    "EvalStreamError",
+    "Utterance",
+    "drive_one",
+    "next_chunk",
+    "say_one",
+    "stream",
+]
 
 log = logging.getLogger(__name__)
 CHUNK_TIMEOUT_S = 120.0  # one chunk on a loaded 2-core box takes < 1 s; this means a hang
@@ -46,7 +54,8 @@ class Utterance:
     stems: bool = True  # False: a one-stream model (speech is the mix, sfx zeros)
 
 
-def _next(s: EngineSession) -> MediaChunk:
+def next_chunk(s: EngineSession) -> MediaChunk:
+    """The session's next chunk; EvalStreamError on a stall or an utterance that failed."""
     c = s.next_chunk(timeout=CHUNK_TIMEOUT_S)
     if c is None:
         raise EvalStreamError(f"session {s.session_id}: no chunk in {CHUNK_TIMEOUT_S:.0f} s")
@@ -103,7 +112,7 @@ def _collect(s: EngineSession, n: int) -> list[MediaChunk]:
     chunks: list[MediaChunk] = []
     skipped = 0
     while len(chunks) < n:
-        c = _next(s)
+        c = next_chunk(s)
         if c.utterance_id == "eval":
             chunks.append(c)
         elif chunks:
@@ -154,7 +163,7 @@ def stream(
         for k, text in enumerate(plans):
             s.say(text, utterance_id=f"stream-{k}")
         for _ in tqdm(range(n), desc=f"{seconds:.0f} s stream", unit="chunk", disable=not progress):
-            frames.append(_next(s).video)
+            frames.append(next_chunk(s).video)
     finally:
         s.close()
     log.info("stream: %d chunks, %d utterances queued", n, len(plans))

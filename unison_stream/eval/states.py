@@ -29,8 +29,8 @@ import numpy as np
 from tqdm import tqdm
 
 from unison_stream.data.loader import Sample
-from unison_stream.engine import Engine, EngineSession, MediaChunk
-from unison_stream.eval.generate import CHUNK_TIMEOUT_S, EvalStreamError
+from unison_stream.engine import Engine
+from unison_stream.eval.generate import next_chunk
 from unison_stream.eval.quality import VisualQuality
 
 __all__ = [
@@ -95,13 +95,6 @@ class Conversation:
         return self.states.count(state) / max(1, len(self.states))
 
 
-def _next(s: EngineSession) -> MediaChunk:
-    c = s.next_chunk(timeout=CHUNK_TIMEOUT_S)
-    if c is None:
-        raise EvalStreamError(f"session {s.session_id}: no chunk in {CHUNK_TIMEOUT_S:.0f} s")
-    return c
-
-
 def _run(
     engine: Engine,
     person: Sample,
@@ -135,12 +128,9 @@ def _run(
                 else:
                     s.interrupt()
                 done.append((round(k * cs, 2), f"{verb} {arg}".strip()))
-            c = _next(s)
+            c = next_chunk(s)  # raises EvalStreamError on a stall or a failed utterance
             frames.append(c.video)
             states += [c.state] * len(c.video)
-            failed = [e for e in s.poll_events() if e.event == "failed"]
-            if failed:
-                raise EvalStreamError(f"{desc}: utterance {failed[0].utterance_id} failed")
     finally:
         s.close()
     return Conversation(np.concatenate(frames), states, done)
