@@ -41,6 +41,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from unison_stream.data.synth.config import WorldConfig
+from unison_stream.data.synth.measure import lagged_correlation
 from unison_stream.data.synth.speech import Timed
 from unison_stream.data.synth.visemes import VISEME_POSES, VISEMES
 from unison_stream.data.synth.voices import (
@@ -301,12 +302,6 @@ def decode(logits: np.ndarray, rms_db: np.ndarray, mcfg: FrontEndConfig) -> np.n
     return out
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if a.std() < 1e-9 or b.std() < 1e-9:
-        return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def score(
     pred: list[np.ndarray], fs: FrameSet, majority: int, gate_dbfs: float
 ) -> dict[str, float]:
@@ -321,10 +316,10 @@ def score(
         hits += int((p[known] == lab[known]).sum())
         base += int((lab[known] == majority).sum())
         total += int(known.sum())
-        r_pred.append(_pearson(OPENING[p], env))
-        r_gate.append(_pearson((fs.rms_db[s] >= gate_dbfs).astype(np.float32), env))
+        r_pred.append(lagged_correlation(OPENING[p], env, 0))
+        r_gate.append(lagged_correlation((fs.rms_db[s] >= gate_dbfs).astype(np.float32), env, 0))
         if known.all():
-            r_true.append(_pearson(OPENING[lab], env))
+            r_true.append(lagged_correlation(OPENING[lab], env, 0))
     out = {"mouth_r": float(np.mean(r_pred)), "mouth_r_gate_only": float(np.mean(r_gate))}
     if total:
         out.update(acc=hits / total, majority=base / total, mouth_r_truth=float(np.mean(r_true)))
