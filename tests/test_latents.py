@@ -70,6 +70,26 @@ def test_prepare_and_sample_training_windows(tmp_path: Path) -> None:
     assert mb.audio.shape == (3, 1, 3 * nc, cfg.latent.audio_channels)
     assert not torch.equal(mixed.stats["audio_shift"], src.stats["audio_shift"])
     assert torch.equal(mb.video, b.video), "same windows, other audio"
+    # the heard track (the speech front end's reading of the clip's speech) rides along and
+    # replaces the true track only in the rows asked for
+    assert b.heard is not None and b.tracks is not None and len(b.heard) == 3
+    assert any(len(h) for h in b.heard), "the front end hears the world's speech"
+    heard = b.hearing(torch.tensor([True, False, False]))
+    n0, n1 = len(b.heard[0]), len(b.tracks[1])
+    assert heard.cond.track_ids[0, :n0].tolist() == list(b.heard[0].ids)
+    assert heard.cond.track_ids[1, :n1].tolist() == list(b.tracks[1].ids)
+    assert b.hearing(torch.zeros(3, dtype=torch.bool)) is b
+    # a generic caption (what a session opened without one runs on) replaces the clip's own
+    from unison_stream.model.text import TextEncoder
+
+    generic = LatentShardSource(
+        lat, cfg, batch=3, chunks=3, seed=0, generic_caption_prob=1.0,
+        generic_captions=("a person talking", "a person listening"),
+    )  # fmt: skip
+    gb = generic.next_batch()
+    want = TextEncoder.shared().encode(["a person talking"])
+    assert torch.allclose(gb.cond.caption_pooled, want.pooled.expand(3, -1))
+    assert torch.equal(gb.video[0], b.video[0]), "the first window is drawn before its caption"
 
 
 def test_generator_works_in_codec_space_with_normalised_model() -> None:

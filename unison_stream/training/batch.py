@@ -29,9 +29,22 @@ class TrainBatch:
     video: Tensor  # (B, K·Fc, C, h, w) video latents, chunk 0 = reference
     audio: Tensor  # (B, S, K·Nc, Ca): [speech, sfx] latents
     cond: Conditioning  # track times from the sequence start
+    # the track the speech front end reads off each sequence's speech (what serving gives the
+    # audio-driven mode), beside the world's true track; None where the source has none
+    heard: list[TimedTrack] | None = None
+    tracks: list[TimedTrack] | None = None  # the true tracks ``cond`` was built with
 
     def to(self, device: torch.device | str) -> TrainBatch:
-        return TrainBatch(self.video.to(device), self.audio.to(device), self.cond.to(device))
+        v, a, c = self.video.to(device), self.audio.to(device), self.cond.to(device)
+        return TrainBatch(v, a, c, self.heard, self.tracks)
+
+    def hearing(self, rows: Tensor) -> TrainBatch:
+        """This batch with the heard track in the rows where ``rows`` (B,) bool is set."""
+        if self.heard is None or self.tracks is None or not bool(rows.any()):
+            return self
+        pairs = zip(self.heard, self.tracks, rows, strict=True)
+        tracks = [h if bool(r) else t for h, t, r in pairs]
+        return TrainBatch(self.video, self.audio, self.cond.with_tracks(tracks), self.heard, tracks)
 
 
 class BatchSource(Protocol):

@@ -53,6 +53,8 @@ def make_source(
         seed=seed,
         split=split,
         event_prob=tcfg.event_window_prob if split == "train" else 0.0,
+        generic_caption_prob=tcfg.generic_caption_prob if split == "train" else 0.0,
+        generic_captions=tuple(tcfg.generic_captions),  # type: ignore[arg-type]
     )
 
 

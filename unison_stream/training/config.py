@@ -46,6 +46,7 @@ class DistillConfig:
     # distillation: the student makes no extra call for effects)
     guidance: bool = False
     audio_driven_prob: float = 0.0  # per step: speech given clean (the audio→video task)
+    heard_track_prob: float = 0.0  # per audio-driven step: the front end's track, not the true one
     # the student's starting weights; empty: a copy of the teacher (``init``). A student
     # already distilled can so be fine-tuned further, e.g. on its own rollouts
     student_init: str = ""
@@ -79,6 +80,16 @@ class TrainConfig:
     event_window_prob: float = 0.0  # per sequence: the window is cut around a random event
     # SFX latent frames overlapping [onset − 40 ms, onset + 160 ms] of an event weigh 1 + this
     event_frame_weight: float = 0.0
+    # share of the audio-driven rows (and distillation steps) conditioned on the speech front
+    # end's track of the clip's speech instead of the world's true track: what serving gives
+    heard_track_prob: float = 0.0
+    # share of sequences that see the engine's generic caption (a session opened without one)
+    # instead of their own; listening clips see the second, the engine's listening caption
+    generic_caption_prob: float = 0.0
+    generic_captions: tuple[str, str] = (
+        "a person talking in a quiet room",
+        "a person talking in a quiet room, listening attentively",
+    )
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -128,6 +139,8 @@ def load_train_config(
         raise ConfigError("strategy: ddp or fsdp")
     if cfg.sfx_weight < 0 or cfg.event_frame_weight < 0 or not 0 <= cfg.event_window_prob <= 1:
         raise ConfigError("sfx_weight, event_frame_weight: ≥ 0; event_window_prob: in [0, 1]")
+    if not (0 <= cfg.heard_track_prob <= 1 and 0 <= cfg.generic_caption_prob <= 1):
+        raise ConfigError("heard_track_prob, generic_caption_prob: in [0, 1]")
     if cfg.seq_chunks < 2:
         raise ConfigError("seq_chunks: ≥ 2 (the reference chunk and at least one generated chunk)")
     return cfg

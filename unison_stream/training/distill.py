@@ -171,6 +171,12 @@ class FewStepDistiller:
         d, cfg = self.dcfg, self.cfg
         b = batch.video.shape[0]
         k_total = min(d.chunks, batch.video.shape[1] // cfg.stream.chunk_latent_frames)
+        audio_driven = (
+            d.audio_driven_prob > 0 and float(torch.rand((), generator=g)) < d.audio_driven_prob
+        )
+        heard = audio_driven and d.heard_track_prob > 0  # the front end's track, as served
+        if heard and float(torch.rand((), generator=g)) < d.heard_track_prob:
+            batch = batch.hearing(torch.ones(b, dtype=torch.bool))
         t_cache, s_cache = self.teacher.new_cache(b), self.student.new_cache(b)
         ref_v, ref_a = self._chunk(batch, 0)
         cond0 = self._cond(batch, 0)
@@ -179,9 +185,6 @@ class FewStepDistiller:
         keep = d.teacher_steps // d.student_steps
         grid = time_grid(d.student_steps, cfg.sampler.shift)
         last_step = cfg.stream.commit == "last_step"
-        audio_driven = (
-            d.audio_driven_prob > 0 and float(torch.rand((), generator=g)) < d.audio_driven_prob
-        )
         sums = {"video": 0.0, "speech": 0.0, "sfx": 0.0}
         n = 0
         for k in range(1, k_total):

@@ -12,6 +12,13 @@ chunk-aligned position of a clip; track times are moved so the window starts at 
 With probability ``event_prob`` a sequence is instead cut around a random sound event of the
 split (the event's chunk placed uniformly among the window's chunks): effects are sparse (about
 one per clip), so uniform windows show one to about a fifth of the sequences.
+
+Two conditionings serving gives and the world does not are trained in too. Each clip also
+stores the **heard track**: the speech front end's viseme track read off its speech stem, what
+the audio-driven mode is conditioned on when an agent's own voice drives the avatar (the
+trainer puts it in place of the true track in a share of the audio-driven rows). And a share of
+sequences (``generic_caption_prob``) sees the engine's **generic caption** instead of the clip's
+own, because a session opened without a caption runs on it.
 """
 
 from __future__ import annotations
@@ -49,10 +56,12 @@ def prepare_latents(
     """Encode every clip of ``manifest`` into ``out/<split>.safetensors``; clips per split."""
     from unison_stream.codecs import load_encoders, silence_latent
     from unison_stream.data.loader import ManifestDataset
+    from unison_stream.engine.speech_frontend import SpeechFrontEnd
     from unison_stream.model.text import TextEncoder
 
     venc, aenc = load_encoders(cfg)
     text = TextEncoder.shared()
+    frontend = SpeechFrontEnd.load()
     stride = cfg.latent.video_time_stride
     per_v = round(cfg.latent.audio_hz / cfg.video_latent_fps())  # audio latents per video latent
     hop = round(cfg.media.sample_rate / cfg.latent.audio_hz)
@@ -62,7 +71,7 @@ def prepare_latents(
         ds = ManifestDataset(manifest, split=split, media=cfg.media)
         if len(ds) == 0:
             continue
-        videos, audios, mixes, tracks, meta = [], [], [], [], []
+        videos, audios, mixes, tracks, heards, meta = [], [], [], [], [], []
         cap_tok, cap_mask, cap_pool, tr_pool = [], [], [], []
         for i in tqdm(range(len(ds)), desc=f"encode {split}", file=sys.stderr):
             s = ds[i]
@@ -92,17 +101,29 @@ def prepare_latents(
                     dim=1,
                 )
             )  # (L, 3): id, start, end
+            speech = np.asarray(s.stems.get("speech", s.audio), np.float32)
+            heard = frontend.track(speech, cfg.media.sample_rate) if frontend else TimedTrack()
+            heards.append(_track_rows(heard))  # (L', 3)
             emb = text.encode([s.caption, s.transcript])
             cap_tok.append(emb.tokens[0])
             cap_mask.append(emb.mask[0])
             cap_pool.append(emb.pooled[0])
             tr_pool.append(emb.pooled[1])
-            meta.append({"id": s.id, "frames": int(lv.shape[0]), "track": len(s.track_ids)})
+            meta.append(
+                {
+                    "id": s.id,
+                    "frames": int(lv.shape[0]),
+                    "track": len(s.track_ids),
+                    "heard": len(heard),
+                    "caption": s.caption,
+                }
+            )
         tensors = {
             "video": torch.cat(videos),
             "audio": torch.cat(audios),
             "audio_mix": torch.cat(mixes),
             "track": torch.cat(tracks) if tracks else torch.zeros(0, 3),
+            "heard": torch.cat(heards) if heards else torch.zeros(0, 3),
             "caption_tokens": torch.stack(cap_tok),
             "caption_mask": torch.stack(cap_mask),
             "caption_pooled": torch.stack(cap_pool),
@@ -117,6 +138,23 @@ def prepare_latents(
         counts[split] = len(meta)
         log.info("%s: %d clips, %d latent frames", split, len(meta), int(tensors["video"].shape[0]))
     return counts
+
+
+def _track_rows(track: TimedTrack) -> Tensor:
+    """A timed track as (L, 3) rows: id, start, end."""
+    return torch.tensor(
+        [[float(i), a, b] for i, a, b in zip(track.ids, track.start, track.end, strict=True)]
+    ).reshape(-1, 3)
+
+
+def _window(rows: Tensor, a: float, b: float, shift: float) -> TimedTrack:
+    """The spans of ``rows`` (L, 3) that overlap [a, b), times moved by ``shift``."""
+    rows = rows[(rows[:, 2] > a) & (rows[:, 1] < b)]
+    return TimedTrack(
+        tuple(int(x) for x in rows[:, 0]),
+        tuple(float(x) + shift for x in rows[:, 1]),
+        tuple(float(x) + shift for x in rows[:, 2]),
+    )
 
 
 def latent_stats(video: Tensor, audio: Tensor) -> dict[str, Tensor]:
@@ -142,6 +180,8 @@ class LatentShardSource:
         seed: int = 0,
         split: str = "train",
         event_prob: float = 0.0,
+        generic_caption_prob: float = 0.0,
+        generic_captions: tuple[str, str] = ("", ""),  # (default, listening)
     ) -> None:
         path = root / f"{split}.safetensors"
         if not path.is_file():
@@ -158,6 +198,16 @@ class LatentShardSource:
         with safe_open(str(path), framework="pt") as f:
             self.clips = json.loads((f.metadata() or {})["clips"])
         per_v = round(cfg.latent.audio_hz / cfg.video_latent_fps())
+        # prepared before the heard track existed: no heard tracks, no caption texts
+        self.has_heard = "heard" in self.t and all("heard" in c for c in self.clips)
+        h_off = np.cumsum([0] + [c.get("heard", 0) for c in self.clips])
+        self.heard_rows = [(int(h_off[i]), int(h_off[i + 1])) for i in range(len(self.clips))]
+        self.generic_p = generic_caption_prob
+        self.generic = None
+        if generic_caption_prob > 0:
+            from unison_stream.model.text import TextEncoder
+
+            self.generic = TextEncoder.shared().encode(list(generic_captions))
         v_off = np.cumsum([0] + [c["frames"] for c in self.clips])
         t_off = np.cumsum([0] + [c["track"] for c in self.clips])
         fc = cfg.stream.chunk_latent_frames
@@ -209,7 +259,7 @@ class LatentShardSource:
             cfg.chunk_seconds(),
         )
         k = self.chunks
-        videos, audios, tracks, idents, rows = [], [], [], [], []
+        videos, audios, tracks, heards, idents, rows, generic = [], [], [], [], [], [], []
         for _ in range(self.batch):
             around = self.event_prob > 0 and float(torch.rand((), generator=g)) < self.event_prob
             if around:
@@ -235,29 +285,40 @@ class LatentShardSource:
             silence = self.silence.expand(nc, win_a.shape[1], -1)  # the silent reference chunk
             videos.append(torch.cat((ref, win_v)))
             audios.append(torch.cat((silence, win_a)).permute(1, 0, 2))  # (S, K·Nc, Ca)
-            tr = self.t["track"][t0:t1]
             a, b = start * cs, (start + k - 1) * cs
-            keep = (tr[:, 2] > a) & (tr[:, 1] < b)
-            tr = tr[keep]
             shift = cs - a  # window start → chunk 1
-            tracks.append(
-                TimedTrack(
-                    tuple(int(x) for x in tr[:, 0]),
-                    tuple(float(x) + shift for x in tr[:, 1]),
-                    tuple(float(x) + shift for x in tr[:, 2]),
-                )
-            )
+            tracks.append(_window(self.t["track"][t0:t1], a, b, shift))
+            if self.has_heard:
+                h0, h1 = self.heard_rows[ci]
+                heards.append(_window(self.t["heard"][h0:h1], a, b, shift))
             idents.append(clip_v[0])
             rows.append(ci)
+            # -1: the clip's own caption; 0 / 1: the engine's generic (listening) caption
+            use = self.generic is not None and float(torch.rand((), generator=g)) < self.generic_p
+            listening = "listen" in self.clips[ci].get("caption", "")
+            generic.append(int(listening) if use else -1)
         video = torch.stack(videos)  # (B, K·Fc, C, h, w)
         ident = patchify(torch.stack(idents)[:, None], cfg.latent.patch)[:, 0]
         idx = torch.tensor(rows)
+        cap_tok = self.t["caption_tokens"][idx].clone()  # (B, Lc, D)
+        cap_mask = self.t["caption_mask"][idx].bool()
+        cap_pool = self.t["caption_pooled"][idx].clone()
+        if self.generic is not None:
+            for r, which in enumerate(generic):
+                if which >= 0:
+                    n = min(cap_tok.shape[1], self.generic.tokens.shape[1])
+                    cap_tok[r] = 0
+                    cap_tok[r, :n] = self.generic.tokens[which, :n]
+                    cap_mask[r] = False
+                    cap_mask[r, :n] = self.generic.mask[which, :n]
+                    cap_pool[r] = self.generic.pooled[which]
         cond = Conditioning.build(
-            caption_tokens=self.t["caption_tokens"][idx],
-            caption_mask=self.t["caption_mask"][idx].bool(),
-            caption_pooled=self.t["caption_pooled"][idx],
+            caption_tokens=cap_tok,
+            caption_mask=cap_mask,
+            caption_pooled=cap_pool,
             transcript_pooled=self.t["transcript_pooled"][idx],
             identity=ident,
             tracks=tracks,
         )
-        return TrainBatch(video, torch.stack(audios), cond)
+        heard = heards if self.has_heard else None
+        return TrainBatch(video, torch.stack(audios), cond, heard=heard, tracks=tracks)

@@ -159,6 +159,9 @@ class Trainer:
             self.noise_g,
             forcing=self.cfg.model.ablation.cross_modal_forcing,
         )
+        if t.heard_track_prob > 0:  # audio-driven rows hear the front end's track
+            heard = torch.rand(plan.task.shape, generator=self.noise_g) < t.heard_track_prob
+            batch = batch.hearing((plan.task == TASKS.index("audio_to_video")) & heard)
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         losses = self.losses(self.net, batch, plan, self.noise_g)
