@@ -93,7 +93,10 @@ def test_bad_websocket_input_gets_errors_and_the_connection_keeps_working() -> N
     asyncio.run(main())
 
 
-def test_engine_exception_mid_stream_sends_error_falls_back_to_idle_and_server_lives() -> None:
+def test_a_model_fault_mid_utterance_fails_it_reports_it_and_the_stream_goes_on() -> None:
+    """A step that raises in the replica (as a model or decoder would) reaches the client as
+    the engine reports it: the utterance's ``failed`` event becomes an ``error`` naming it,
+    the stream goes on idle with no frozen frame, and the next ``say`` plays."""
     eng = fake_engine()
 
     async def main() -> None:
@@ -102,18 +105,19 @@ def test_engine_exception_mid_stream_sends_error_falls_back_to_idle_and_server_l
             try:
                 await c.send({"type": "say", "id": "u1", "text": "a long sentence " * 4})
                 await c.wait_for(lambda m: m.get("event") == "started")
-                eng.opened[0].fail_next = 3
+                eng.tone.fail_steps = 1
                 err = await c.wait_for(lambda m: m["type"] == "error", 5)
                 assert err["code"] == "internal" and "generation failed" in err["message"]
+                assert err.get("ref") == "u1", err
                 await c.wait_for(lambda m: m["type"] == "state" and m["state"] == "idle", 5)
+                assert not [m for m in c.messages if m.get("event") == "finished"]
                 n = len(c.video)
                 await asyncio.sleep(1.0)
                 assert len(c.video) - n >= 20, "stream froze after the fault"
                 await c.send({"type": "say", "id": "u2", "text": "still here"})
                 await c.wait_for(lambda m: m.get("id") == "u2" and m.get("event") == "finished")
-                assert (
-                    srv.state.manager.channels[next(iter(srv.state.manager.channels))].errors == 3
-                )
+                channel = srv.state.manager.channels[next(iter(srv.state.manager.channels))]
+                assert channel.errors == 1 and eng.tone.fail_steps == 0
             finally:
                 await c.close()
 
@@ -195,7 +199,7 @@ def test_churn_of_50_sessions_leaves_nothing_behind() -> None:
             await asyncio.sleep(0.5)
             m = srv.state.manager
             assert not m.sessions and not m.channels and m.peer_connections() == 0
-            assert eng.sessions == 0 and len(eng.opened) == 50
+            assert eng.sessions == 0 and eng.tone.opened == 50
             assert len(asyncio.all_tasks()) <= base_tasks + 1, [
                 t.get_name() for t in asyncio.all_tasks()
             ]

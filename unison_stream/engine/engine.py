@@ -41,11 +41,7 @@ from unison_stream.config import UnisonConfig
 from unison_stream.engine.audio import BandEnergySpeechEncoder, resample
 from unison_stream.engine.batching import cat_conditioning, window_fill
 from unison_stream.engine.planner import LEAD_POLICIES, Planner, TimingProvider, transcript
-from unison_stream.engine.replica import (
-    ReplicaError,
-    StepRequest,
-    make_replica,
-)
+from unison_stream.engine.replica import Replica, ReplicaError, StepRequest, make_replica
 from unison_stream.engine.session import EngineSession
 from unison_stream.engine.speech_frontend import SpeechFrontEnd
 from unison_stream.engine.stream import Job, Planned, Stream, with_identity
@@ -77,12 +73,14 @@ class Engine:
         lead_policy: str = "none",
         timing: TimingProvider | None = None,
         model: UnisonDiT | None = None,
+        replica: Replica | None = None,
     ) -> None:
         if lead_policy not in LEAD_POLICIES:
             raise ValueError(f"lead_policy must be one of {LEAD_POLICIES}, not {lead_policy!r}")
         if cfg.runtime.threads > 0:
             torch.set_num_threads(cfg.runtime.threads)
-        self.replica = make_replica(cfg, checkpoint, model)
+        # the model's replica, or one given (``ToneReplica``: a test pattern, no model)
+        self.replica = replica if replica is not None else make_replica(cfg, checkpoint, model)
         self.cfg = self.replica.cfg  # the checkpoint's config
         self.device, self.dtype = self.replica.device, self.replica.dtype
         self.max_sessions, self.max_ahead = max_sessions, max_ahead
@@ -100,6 +98,7 @@ class Engine:
         self._work = threading.Condition(self._lock)
         self._encoder_lock = threading.Lock()
         self._video_encoder: VideoEncoder | None = None  # loaded on the first reference frame
+        self._no_video_codec: CodecUnavailableError | None = None  # why none fits (asked once)
         self._streams: dict[str, Stream] = {}  # by session id
         self._closing: list[str] = []  # released sessions whose replica rows are to be freed
         self._step_id = 0
@@ -316,8 +315,14 @@ class Engine:
                 f"not {frame.shape} {frame.dtype}"
             )
         with self._encoder_lock:
+            if self._no_video_codec is not None:
+                raise self._no_video_codec
             if self._video_encoder is None:
-                self._video_encoder = load_encoders(self.cfg)[0]  # CodecUnavailableError
+                try:
+                    self._video_encoder = load_encoders(self.cfg)[0]
+                except CodecUnavailableError as e:
+                    self._no_video_codec = e
+                    raise
             self._video_encoder.reset()
             still = np.repeat(frame[None, None], self.cfg.latent.video_time_stride, axis=1)
             with torch.inference_mode():
