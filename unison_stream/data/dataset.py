@@ -16,6 +16,11 @@ no test identity or test sentence ever appears in training, whatever the seed. C
 drawn from ``numpy.random.default_rng([seed, i])``, so the output does not depend on how many
 worker processes made it; tar headers and zip entries carry fixed timestamps, so equal seeds
 give byte-identical files.
+
+Worlds other than the classic one (:meth:`WorldConfig.classic`) draw each clip's kind and
+rests from ``default_rng([seed, 3, i])`` and each pool member's look from
+``default_rng([seed, 2, j])``, streams the classic world never touches, so its files stay
+the same bytes; their rows also carry ``kind``, ``rest``, ``nods`` and ``smiles``.
 """
 
 from __future__ import annotations
@@ -38,7 +43,13 @@ from tqdm import tqdm
 
 from unison_stream.data.synth.clip import make_clip, sample_spec
 from unison_stream.data.synth.config import WorldConfig
-from unison_stream.data.synth.identity import Identity, identity_key, sample_identity
+from unison_stream.data.synth.identity import (
+    Identity,
+    identity_key,
+    sample_identity,
+    sample_look_identity,
+)
+from unison_stream.data.synth.states import StateDraw, sample_state
 from unison_stream.data.synth.text import Script, sample_script, sample_sentence
 
 __all__ = ["SPLITS", "SynthReport", "clip_row", "split_of", "synth_dataset"]
@@ -62,17 +73,43 @@ def split_of(key: str, fractions: tuple[float, float, float]) -> str:
     return SPLITS[-1]
 
 
-def _identity_pool(seed: int, n: int) -> list[Identity]:
-    return [sample_identity(np.random.default_rng([seed, 1, j])) for j in range(n)]
+def _identity_pool(seed: int, n: int, cfg: WorldConfig | None = None) -> list[Identity]:
+    """``n`` identities; a ``cfg.look_share`` of them with a free look (none by default)."""
+    cfg = cfg or WorldConfig()
+    pool = []
+    for j in range(n):
+        look_rng = np.random.default_rng([seed, 2, j])
+        if cfg.look_share > 0 and look_rng.random() < cfg.look_share:
+            pool.append(
+                sample_look_identity(
+                    look_rng,
+                    unnatural_skin=cfg.look_unnatural_skin,
+                    glasses=cfg.look_glasses,
+                    headwear=cfg.look_headwear,
+                    earrings=cfg.look_earrings,
+                )
+            )
+        else:
+            pool.append(sample_identity(np.random.default_rng([seed, 1, j])))
+    return pool
 
 
 def _draw(
-    cfg: WorldConfig, seed: int, index: int, pools: dict[str, list[Identity]]
+    cfg: WorldConfig,
+    seed: int,
+    index: int,
+    pools: dict[str, list[Identity]],
+    kind: str = "speech",
 ) -> tuple[str, Identity, Script, np.random.Generator]:
-    """Split, identity and script of clip ``index``: all from ``default_rng([seed, index])``."""
+    """Split, identity and script of clip ``index``: all from ``default_rng([seed, index])``.
+
+    Quiet and listening clips get an empty script (no words, no tags).
+    """
     rng = np.random.default_rng([seed, 0, index])
     split = str(rng.choice(np.array(SPLITS), p=np.array(cfg.split_fractions)))
     identity = pools[split][int(rng.integers(len(pools[split])))]
+    if kind != "speech":
+        return split, identity, Script(words=(), events=()), rng
     for _ in range(_MAX_TRIES):
         words = sample_sentence(rng, cfg.min_words, cfg.max_words)
         script = sample_script(rng, words, cfg.max_events, cfg.event_prob)
@@ -98,9 +135,13 @@ def clip_row(
     cfg: WorldConfig, seed: int, index: int, pools: dict[str, list[Identity]]
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Generate clip ``index``: its manifest row (without media paths) and its arrays."""
-    split, identity, script, rng = _draw(cfg, seed, index, pools)
+    state = StateDraw()
+    if not cfg.classic():
+        state = sample_state(np.random.default_rng([seed, 3, index]), cfg)
+    split, identity, script, rng = _draw(cfg, seed, index, pools, state.kind)
     clip_id = f"syn-{seed}-{index:07d}"
     spec = sample_spec(rng, cfg, clip_id=clip_id, identity=identity, script=script)
+    spec = replace(spec, state=state)
     clip = make_clip(spec, cfg)
     row: dict[str, Any] = {
         "id": clip_id,
@@ -116,6 +157,8 @@ def clip_row(
         "sentence_key": script.sentence_key(),
         **clip.annotations(),
     }
+    if not cfg.classic():
+        row.update(clip.state_annotations())
     arrays = {
         "frames": clip.frames,
         "speech": clip.speech,
@@ -177,7 +220,7 @@ def synth_dataset(
         raise ValueError("n must be ≥ 1")
     out = Path(out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
-    pool = _identity_pool(seed, identities)
+    pool = _identity_pool(seed, identities, cfg)
     pools = {
         s: [i for i in pool if split_of(identity_key(i), cfg.split_fractions) == s] for s in SPLITS
     }
@@ -185,6 +228,7 @@ def synth_dataset(
         if not members:
             raise ValueError(f"no identity of split {s!r} among {identities}; raise --identities")
     counts = dict.fromkeys(SPLITS, 0)
+    seconds_by_kind: dict[str, float] = {}
     start = time.perf_counter()
     tar: tarfile.TarFile | None = None
     frames_total = 0
@@ -208,6 +252,8 @@ def synth_dataset(
             manifest.write(json.dumps({**row, **media}, ensure_ascii=False) + "\n")
             counts[row["split"]] += 1
             frames_total += row["num_frames"]
+            kind = str(row.get("kind", "speech"))
+            seconds_by_kind[kind] = round(seconds_by_kind.get(kind, 0.0) + row["duration"], 3)
         if tar is not None:
             tar.close()
     elapsed = time.perf_counter() - start
@@ -219,6 +265,7 @@ def synth_dataset(
         splits=counts,
         shards=(n + cfg.shard_size - 1) // cfg.shard_size,
         hours=round(frames_total / cfg.fps / 3600, 4),
+        seconds_by_kind=seconds_by_kind,
         workers=workers,
         seconds=round(elapsed, 2),
         clips_per_s=round(n / elapsed, 2),

@@ -10,12 +10,14 @@ Timing rules (the ground truth every test relies on):
 - An event's contact time is a frame instant ``t_c = f_c / fps``: its effect starts at sample
   ``f_c · spf`` and the gesture reaches its contact pose in frame ``f_c``. So audio onset and
   visual contact coincide by construction, and the tests measure both from the media.
+- Quiet and listening clips (:mod:`.states`) hold no speech and no events: one ``_`` span over
+  the clip, the mouth at rest. Rests in speech clips push the words later and the end further.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from unison_stream.data.synth.gesture import PROPS, hands_at
 from unison_stream.data.synth.identity import Identity
 from unison_stream.data.synth.sfx import audible_length, synth_event
 from unison_stream.data.synth.speech import Timed, synthesize
+from unison_stream.data.synth.states import IdleMotion, StateDraw, idle_motion
 from unison_stream.data.synth.text import Script, caption
 from unison_stream.data.synth.visemes import mouth_track, viseme_track
 
@@ -46,8 +49,11 @@ class ClipSpec:
     pitch: int
     pitch_range: int
     ambience: str
+    state: StateDraw = field(default_factory=StateDraw)  # kind, rests, quiet length
 
-    def voice_json(self) -> dict[str, Any]:
+    def voice_json(self) -> dict[str, Any] | None:
+        if self.state.kind != "speech":
+            return None
         return {
             "name": self.voice,
             "rate": self.rate,
@@ -93,6 +99,17 @@ class Clip:
     caption: str
     states: list[FaceState]  # what the renderer drew per frame (not stored; for checks)
     props: list[str]
+    idle: IdleMotion | None = None  # breathing, gaze, nods, smiles (config ``idle_motion``)
+
+    def state_annotations(self) -> dict[str, Any]:
+        """Ground truth of the kind, rests and idle motion (rows of non-classic worlds)."""
+        st = self.spec.state
+        return {
+            "kind": st.kind,
+            "rest": [round(st.rest[0], 5), round(st.rest[1], 5)],
+            "nods": self.idle.nods if self.idle else [],
+            "smiles": [list(s) for s in self.idle.smiles] if self.idle else [],
+        }
 
     def annotations(self) -> dict[str, Any]:
         """The JSON-able ground truth stored in the manifest row."""
@@ -161,7 +178,7 @@ def _timeline(
     phonemes: list[Timed] = []
     words: list[Timed] = []
     contacts: list[tuple[str, int]] = []  # (event, contact frame)
-    t = float(rng.uniform(*cfg.lead_in_s))
+    t = float(rng.uniform(*cfg.lead_in_s)) + spec.state.rest[0]
     last_contact = -math.inf
     for text, event in spec.script.segments():
         if text:
@@ -197,6 +214,7 @@ def _timeline(
     total = t + float(rng.uniform(*cfg.tail_s))
     if contacts:  # let the last gesture finish and the last effect ring
         total = max(total, last_contact + cfg.gesture_retract_s + 0.1)
+    total += spec.state.rest[1]
     num_frames = math.ceil(total * cfg.fps)
     del spf
     return pieces, phonemes, words, contacts, num_frames
@@ -235,7 +253,11 @@ def make_clip(spec: ClipSpec, cfg: WorldConfig) -> Clip:
     """Render audio, video and ground truth for ``spec``."""
     rng = np.random.default_rng(spec.seed)
     sr, spf = cfg.sample_rate, cfg.samples_per_frame()
-    pieces, phon, words, contacts, num_frames = _timeline(spec, cfg, rng)
+    if spec.state.kind == "speech":
+        pieces, phon, words, contacts, num_frames = _timeline(spec, cfg, rng)
+    else:  # quiet or listening: no words, no events
+        pieces, phon, words, contacts = [], [], [], []
+        num_frames = math.ceil(spec.state.quiet_s * cfg.fps)
     n = num_frames * spf
     duration = n / sr
 
@@ -266,6 +288,13 @@ def make_clip(spec: ClipSpec, cfg: WorldConfig) -> Clip:
     phonemes = _fill_silence(phon, duration)
     mouth, _ = mouth_track(phonemes, num_frames, cfg.fps, cfg.mouth_smooth_s)
     head, blink, brow = _motion(spec, cfg, rng, words, contacts, num_frames)
+    idle = None
+    gaze = np.zeros((num_frames, 2))
+    smile = np.zeros(num_frames)
+    if cfg.idle_motion:  # own generator: the draws above stay those of the classic world
+        idle = idle_motion(np.random.default_rng([spec.seed, 2]), cfg, spec.state.kind, num_frames)
+        head[:, 1] += idle.head_dy
+        gaze, smile = idle.gaze, idle.smile
     props = [e for e, _ in contacts if e in PROPS]
     renderer = FaceRenderer(
         spec.identity, width=cfg.width, height=cfg.height, supersample=cfg.supersample, props=props
@@ -281,6 +310,8 @@ def make_clip(spec: ClipSpec, cfg: WorldConfig) -> Clip:
             blink=float(blink[f]),
             brow=float(brow[f]),
             hands=hands_at(f / cfg.fps, gestures, cfg.gesture_approach_s, cfg.gesture_retract_s),
+            gaze=(float(gaze[f, 0]), float(gaze[f, 1])),
+            smile=float(smile[f]),
         )
         frames[f] = renderer.render(state)
         states.append(state)
@@ -301,7 +332,10 @@ def make_clip(spec: ClipSpec, cfg: WorldConfig) -> Clip:
         mouth=mouth,
         events=events,
         transcript=spec.script.transcript(),
-        caption=caption(spec.identity.describe(), AMBIENCES[spec.ambience][1], names),
+        caption=caption(
+            spec.identity.describe(), AMBIENCES[spec.ambience][1], names, spec.state.activity
+        ),
         states=states,
         props=props,
+        idle=idle,
     )

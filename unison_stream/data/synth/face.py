@@ -3,8 +3,10 @@
 Each frame is drawn at ``supersample``× the output size and box-filtered down, so every edge
 is area-averaged (exact coverage anti-aliasing). What does not move (background, props, torso,
 neck) is drawn once per clip; the head (with ``head_dx/dy`` offsets), eyes (blink), brows, mouth
-(viseme pose) and hands are drawn per frame. The mouth interior has its own colour
+(viseme pose, or a closed smile), gaze, accessories (:mod:`.accessories`) and hands are drawn
+per frame. The mouth interior has its own colour
 (:data:`~unison_stream.data.synth.identity.MOUTH_INTERIOR`) so its area can be measured.
+:func:`portrait` draws one neutral frame of an identity at the model's framing.
 """
 
 from __future__ import annotations
@@ -14,29 +16,27 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
+from unison_stream.data.synth.accessories import draw_earrings, draw_glasses, draw_headwear
 from unison_stream.data.synth.gesture import PROPS, HandPose
 from unison_stream.data.synth.identity import (
-    BACKGROUND_COLORS,
     BACKGROUNDS,
     CLOTHES,
-    CLOTHES_COLORS,
-    EYE_COLORS,
     FACE_SHAPES,
-    HAIR_COLORS,
     HAIR_STYLES,
     LIP_TINT,
     MOUTH_INTERIOR,
-    SKIN_TONES,
     Identity,
 )
 
-__all__ = ["FaceLayout", "FaceRenderer", "FaceState", "face_layout"]
+__all__ = ["FaceLayout", "FaceRenderer", "FaceState", "face_layout", "portrait"]
 
 RGB = tuple[int, int, int]
 HEAD_CENTRE = (0.5, 0.42)  # frame fractions
 MOUTH_MAX_OPEN = 0.085  # interior height at full opening, as a fraction of the frame
 HAND_R = (0.05, 0.06)  # palm half-width, half-height
 LIP_THICKNESS = 0.012  # lip thickness around the mouth interior, frame fraction
+GAZE_REACH = (0.45, 0.3)  # iris travel at |gaze| = 1, as fractions of the eye's half-axes
+SMILE_LIFT = 0.02  # corner lift of a full closed smile, frame fraction
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in output pixels
 
 
@@ -50,6 +50,8 @@ class FaceState:
     blink: float = 0.0  # 0 open .. 1 closed
     brow: float = 0.0  # 0 rest .. 1 raised
     hands: list[HandPose] = field(default_factory=list)
+    gaze: tuple[float, float] = (0.0, 0.0)  # iris offset x, y in -1..1 (0: at the camera)
+    smile: float = 0.0  # 0 none .. 1 full; drawn only while the mouth is closed
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,9 @@ class FaceRenderer:
         self.size = (width, height)
         self.ss = supersample
         self.W, self.H = width * supersample, height * supersample
-        self.skin = SKIN_TONES[identity.skin][1]
-        self.hair = HAIR_COLORS[identity.hair_color][1]
+        self.colours = identity.colours()
+        self.skin = self.colours["skin"]
+        self.hair = self.colours["hair"]
         self.lips: RGB = tuple(int(v) for v in np.array(self.skin) * LIP_TINT)  # type: ignore[assignment]
         _, self.a, self.b, self.round = FACE_SHAPES[identity.face_shape]
         self.static = self._static_layer(sorted(set(props)))
@@ -127,7 +130,7 @@ class FaceRenderer:
     # ---- static layer --------------------------------------------------------------------------
     def _static_layer(self, props: list[str]) -> Image.Image:
         ident = self.id
-        bg = BACKGROUND_COLORS[ident.background_color][1]
+        bg = self.colours["background"]
         img = Image.new("RGB", (self.W, self.H), bg)
         d = ImageDraw.Draw(img)
         style = BACKGROUNDS[ident.background]
@@ -201,7 +204,7 @@ class FaceRenderer:
 
     def _torso(self, d: ImageDraw.ImageDraw) -> None:
         ident, (cx, cy) = self.id, HEAD_CENTRE
-        cloth = CLOTHES_COLORS[ident.clothes_color][1]
+        cloth = self.colours["clothes"]
         style = CLOTHES[ident.clothes]
         neck_top, shoulder = cy + 0.6 * self.b, 0.86
         if style == "hoodie":
@@ -304,15 +307,23 @@ class FaceRenderer:
             d.ellipse(self._box(cx, cy - 0.1 * b, a * 1.04, b * 0.8), fill=skin)
 
     def _eyes(
-        self, d: ImageDraw.ImageDraw, cx: float, cy: float, blink: float, brow: float
+        self,
+        d: ImageDraw.ImageDraw,
+        cx: float,
+        cy: float,
+        blink: float,
+        brow: float,
+        gaze: tuple[float, float],
     ) -> None:
         a, b = self.a, self.b
-        iris = EYE_COLORS[self.id.eye_color][1]
+        iris = self.colours["eyes"]
         brow_col = self.hair if HAIR_STYLES[self.id.hair_style] != "bald" else (70, 50, 40)
         open_ = max(0.0, 1.0 - blink)
         for s in (-1, 1):
             ex, ey = cx + s * self.id.eye_spacing * a, cy - 0.2 * b
             rx, ry = 0.2 * a, 0.12 * b
+            ix = ex + gaze[0] * GAZE_REACH[0] * rx  # iris centre
+            iy = ey + gaze[1] * GAZE_REACH[1] * ry * open_
             if open_ > 0.15:
                 d.ellipse(
                     self._box(ex, ey, rx, ry * open_),
@@ -321,9 +332,9 @@ class FaceRenderer:
                     width=self.ss,
                 )
                 d.ellipse(
-                    self._box(ex, ey, 0.5 * ry * 1.1, 0.5 * ry * open_ * 1.1 + 1e-4), fill=iris
+                    self._box(ix, iy, 0.5 * ry * 1.1, 0.5 * ry * open_ * 1.1 + 1e-4), fill=iris
                 )
-                d.ellipse(self._box(ex, ey, 0.22 * ry, 0.22 * ry * open_ + 1e-4), fill=(20, 20, 25))
+                d.ellipse(self._box(ix, iy, 0.22 * ry, 0.22 * ry * open_ + 1e-4), fill=(20, 20, 25))
             else:
                 d.line(
                     (*self._px(ex - rx, ey), *self._px(ex + rx, ey)),
@@ -339,7 +350,12 @@ class FaceRenderer:
         d.ellipse(self._box(cx, cy + 0.15 * b, 0.1 * a, 0.08 * b), fill=_shade(self.skin, 0.85))
 
     def _mouth(
-        self, d: ImageDraw.ImageDraw, cx: float, cy: float, pose: tuple[float, float, float]
+        self,
+        d: ImageDraw.ImageDraw,
+        cx: float,
+        cy: float,
+        pose: tuple[float, float, float],
+        smile: float,
     ) -> None:
         opening, width, rounding = pose
         my = cy + 0.55 * self.b
@@ -349,6 +365,23 @@ class FaceRenderer:
         d.ellipse(self._box(cx, my, hw + lip, hh + lip), fill=self.lips)
         if hh > 0.002:
             d.ellipse(self._box(cx, my, hw, hh), fill=MOUTH_INTERIOR)
+        elif smile > 0.0:  # closed lips, wider, curving up at the corners (lowest point at my)
+            lift = SMILE_LIFT * min(1.0, smile)
+            hw *= 1.0 + 0.15 * min(1.0, smile)
+            d.arc(
+                self._box(cx, my - lift, hw + 0.5 * lip, lift + 0.5 * lip),
+                10,
+                170,
+                fill=self.lips,
+                width=round(lip * self.H),
+            )
+            d.arc(
+                self._box(cx, my - lift, hw, lift),
+                15,
+                165,
+                fill=_shade(self.lips, 0.6),
+                width=self.ss,
+            )
         else:
             d.line(
                 (*self._px(cx - hw, my), *self._px(cx + hw, my)),
@@ -398,10 +431,42 @@ class FaceRenderer:
         cy = HEAD_CENTRE[1] + state.head_dy / self.size[1]
         self._hair(d, cx, cy, front=False)
         self._head(d, cx, cy)
+        look = self.id.look
+        if look is not None and look.earrings:
+            draw_earrings(d, look, box=self._box, cx=cx, cy=cy, a=self.a)
         self._hair(d, cx, cy, front=True)
-        self._eyes(d, cx, cy, state.blink, state.brow)
-        self._mouth(d, cx, cy, state.mouth)
+        if look is not None and look.headwear:
+            draw_headwear(
+                d, look, box=self._box, px=self._px, cx=cx, cy=cy, a=self.a, b=self.b, line=self.ss
+            )
+        self._eyes(d, cx, cy, state.blink, state.brow, state.gaze)
+        if look is not None and look.glasses:
+            draw_glasses(
+                d,
+                look,
+                box=self._box,
+                px=self._px,
+                cx=cx,
+                cy=cy,
+                a=self.a,
+                b=self.b,
+                eye_spacing=self.id.eye_spacing,
+                line=round(1.5 * self.ss),
+            )
+        self._mouth(d, cx, cy, state.mouth, state.smile)
         if draw_hands:
             for h in state.hands:
                 self._hand(d, h)
         return np.asarray(img.resize(self.size, Image.Resampling.BOX))
+
+
+def portrait(
+    identity: Identity, *, width: int = 128, height: int = 128, supersample: int = 4
+) -> np.ndarray:
+    """One neutral frame ``(H, W, 3)`` uint8 of ``identity`` at the model's framing.
+
+    Head at rest, eyes open and looking at the camera, mouth closed, no hands or props: the
+    picture a session starts from. Works for palette and :class:`~.identity.Look` identities.
+    """
+    r = FaceRenderer(identity, width=width, height=height, supersample=supersample, props=[])
+    return r.render(FaceState(), draw_hands=False)

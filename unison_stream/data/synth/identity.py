@@ -1,17 +1,21 @@
-"""Avatar identities: a small set of discrete traits, each drawn from a named palette.
+"""Avatar identities: discrete traits drawn from named palettes, or a free :class:`Look`.
 
-An identity is the tuple of trait indices (face shape, skin, hair style and colour, eyes,
-clothes style and colour, background style and colour). The product of the palette sizes is
-the number of distinct identities (:func:`num_combinations`, far above the 1,000 the issue
-asks for); :func:`identity_key` gives a stable string so splits can hold identities out.
-Colours are RGB; none comes near :data:`MOUTH_INTERIOR`, which the tests use to measure the
-mouth opening from pixels.
+A palette identity is the tuple of trait indices (face shape, skin, hair style and colour,
+eyes, clothes style and colour, background style and colour). The product of the palette
+sizes is the number of distinct palette identities (:func:`num_combinations`);
+:func:`identity_key` gives a stable string so splits can hold identities out.
+
+A *look* identity (:func:`sample_look_identity`) keeps the shapes and styles but takes its
+colours as free RGB (green or purple skin included) and may wear accessories (glasses, a hat
+or headband, earrings): the looks of pictures users bring. Its key holds every colour and
+accessory. Colours are RGB; none comes near :data:`MOUTH_INTERIOR`, which the tests use to
+measure the mouth opening from pixels, nor (skin) near the white of the eye.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,14 +25,20 @@ __all__ = [
     "CLOTHES",
     "EYE_COLORS",
     "FACE_SHAPES",
+    "GLASSES",
     "HAIR_COLORS",
     "HAIR_STYLES",
+    "HEADWEAR",
     "MOUTH_INTERIOR",
     "SKIN_TONES",
     "Identity",
+    "Look",
+    "colour_name",
     "identity_key",
     "num_combinations",
     "sample_identity",
+    "sample_look",
+    "sample_look_identity",
 ]
 
 RGB = tuple[int, int, int]
@@ -100,9 +110,122 @@ MOUTH_INTERIOR: RGB = (95, 0, 35)  # dark red; far from every palette colour abo
 LIP_TINT = np.array([0.78, 0.52, 0.55])  # lips = skin × tint
 
 
+GLASSES: tuple[str, ...] = ("round", "square")
+HEADWEAR: tuple[str, ...] = ("hat", "headband")
+SCLERA: RGB = (250, 250, 250)  # the white of the eye; a skin this pale would hide the eyes
+MIN_COLOUR_DISTANCE = 80.0  # RGB distance a free colour keeps from the mouth interior and sclera
+MIN_CONTRAST = 70.0  # RGB distance between skin and background (and clothes and background)
+# Names for free colours in captions: the nearest of these by RGB distance.
+COLOUR_NAMES: tuple[tuple[str, RGB], ...] = (
+    ("black", (30, 30, 30)),
+    ("grey", (128, 128, 128)),
+    ("white", (240, 240, 240)),
+    ("red", (200, 40, 40)),
+    ("maroon", (120, 30, 40)),
+    ("orange", (235, 135, 40)),
+    ("yellow", (230, 210, 60)),
+    ("olive", (130, 130, 40)),
+    ("lime", (150, 220, 60)),
+    ("green", (50, 150, 60)),
+    ("teal", (40, 140, 140)),
+    ("cyan", (80, 210, 220)),
+    ("sky blue", (140, 190, 235)),
+    ("blue", (50, 80, 200)),
+    ("navy", (30, 40, 100)),
+    ("purple", (120, 60, 170)),
+    ("lilac", (195, 160, 225)),
+    ("pink", (235, 130, 180)),
+    ("magenta", (200, 50, 170)),
+    ("brown", (120, 75, 40)),
+    ("beige", (225, 205, 165)),
+)
+
+
+def _dist(a: RGB, b: RGB) -> float:
+    return math.dist(a, b)
+
+
+def _nearest(c: RGB, table: tuple[tuple[str, RGB], ...]) -> int:
+    return min(range(len(table)), key=lambda i: _dist(c, table[i][1]))
+
+
+def colour_name(c: RGB) -> str:
+    """The plain-English name of a free colour (the nearest of :data:`COLOUR_NAMES`)."""
+    return COLOUR_NAMES[_nearest(c, COLOUR_NAMES)][0]
+
+
+def _skin_name(c: RGB) -> str:
+    """A skin tone's name when the colour is near one (within 40), else the colour's name."""
+    i = _nearest(c, SKIN_TONES)
+    return SKIN_TONES[i][0] if _dist(c, SKIN_TONES[i][1]) < 40.0 else colour_name(c)
+
+
+@dataclass(frozen=True)
+class Look:
+    """Free colours and accessories of an identity drawn off the palettes (users' pictures)."""
+
+    skin: RGB
+    hair: RGB
+    eyes: RGB  # iris
+    clothes: RGB
+    background: RGB
+    accessory: RGB  # glasses frame, hat or headband, earrings share one colour
+    glasses: str = ""  # "" or one of GLASSES
+    headwear: str = ""  # "" or one of HEADWEAR
+    earrings: bool = False
+
+    def accessories(self) -> list[str]:
+        """Caption phrases of what the person wears besides clothes, e.g. ``["round glasses"]``."""
+        out = []
+        if self.glasses:
+            out.append(f"{self.glasses} glasses")
+        if self.headwear:
+            out.append(f"a {colour_name(self.accessory)} {self.headwear}")
+        if self.earrings:
+            out.append("earrings")
+        return out
+
+    def key(self) -> str:
+        """Every colour (hex) and accessory, for :func:`identity_key`."""
+        hexes = "".join(
+            f"{r:02x}{g:02x}{b:02x}"
+            for r, g, b in (
+                self.skin,
+                self.hair,
+                self.eyes,
+                self.clothes,
+                self.background,
+                self.accessory,
+            )
+        )
+        return f"{hexes}-{self.glasses or 'x'}-{self.headwear or 'x'}-{int(self.earrings)}"
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Look:
+        def rgb(name: str) -> RGB:
+            r, g, b = (int(v) for v in d[name])
+            return (r, g, b)
+
+        return cls(
+            skin=rgb("skin"),
+            hair=rgb("hair"),
+            eyes=rgb("eyes"),
+            clothes=rgb("clothes"),
+            background=rgb("background"),
+            accessory=rgb("accessory"),
+            glasses=str(d.get("glasses", "")),
+            headwear=str(d.get("headwear", "")),
+            earrings=bool(d.get("earrings", False)),
+        )
+
+
 @dataclass(frozen=True)
 class Identity:
-    """Trait indices into the palettes above, plus continuous proportions."""
+    """Trait indices into the palettes above, plus continuous proportions and an optional look.
+
+    With a :class:`Look` the colour indices hold the nearest palette entry (so code that reads
+    palettes still works) and the look's colours are the ones drawn and captioned.
+    """
 
     face_shape: int
     skin: int
@@ -115,10 +238,30 @@ class Identity:
     background_color: int
     eye_spacing: float  # fraction of face half-width between the eye centres and the midline
     mouth_width: float  # fraction of face half-width
+    look: Look | None = None  # free colours and accessories; None: the palettes' colours
+
+    def colours(self) -> dict[str, RGB]:
+        """RGB of ``skin``, ``hair``, ``eyes``, ``clothes``, ``background`` as drawn."""
+        if self.look is not None:
+            lk = self.look
+            return {
+                "skin": lk.skin,
+                "hair": lk.hair,
+                "eyes": lk.eyes,
+                "clothes": lk.clothes,
+                "background": lk.background,
+            }
+        return {
+            "skin": SKIN_TONES[self.skin][1],
+            "hair": HAIR_COLORS[self.hair_color][1],
+            "eyes": EYE_COLORS[self.eye_color][1],
+            "clothes": CLOTHES_COLORS[self.clothes_color][1],
+            "background": BACKGROUND_COLORS[self.background_color][1],
+        }
 
     def describe(self) -> dict[str, str]:
-        """Human-readable trait names (used in captions)."""
-        return {
+        """Human-readable trait names (used in captions); a look adds ``accessories``."""
+        names = {
             "face": FACE_SHAPES[self.face_shape][0],
             "skin": SKIN_TONES[self.skin][0],
             "hair": HAIR_STYLES[self.hair_style],
@@ -129,16 +272,31 @@ class Identity:
             "background": BACKGROUNDS[self.background],
             "background_color": BACKGROUND_COLORS[self.background_color][0],
         }
+        if self.look is not None:
+            lk = self.look
+            names.update(
+                skin=_skin_name(lk.skin),
+                hair_color=colour_name(lk.hair),
+                eyes=colour_name(lk.eyes),
+                clothes_color=colour_name(lk.clothes),
+                background_color=colour_name(lk.background),
+                accessories=" and ".join(lk.accessories()),
+            )
+        return names
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Identity:
         """The identity of a manifest row's ``"identity"`` (:meth:`to_json`; names ignored)."""
-        return cls(**{k: v for k, v in d.items() if k != "names"})
+        fields = {k: v for k, v in d.items() if k not in ("names", "look")}
+        look = Look.from_json(d["look"]) if d.get("look") is not None else None
+        return cls(**fields, look=look)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = asdict(self)
         d["eye_spacing"] = round(self.eye_spacing, 4)
         d["mouth_width"] = round(self.mouth_width, 4)
+        if self.look is None:  # palette identities keep the rows they always had
+            del d["look"]
         d["names"] = self.describe()
         return d
 
@@ -183,7 +341,15 @@ def sample_identity(rng: np.random.Generator) -> Identity:
 
 
 def identity_key(identity: Identity) -> str:
-    """Stable key of the discrete traits; two identities with one key look alike."""
+    """Stable key of the traits; two identities with one key look alike.
+
+    Palette identities: the trait indices. Look identities: ``L-`` + the shapes and styles +
+    every free colour and accessory (:meth:`Look.key`), so a look never shares a key (and a
+    split) with a palette identity or another look.
+    """
+    if identity.look is not None:
+        shapes = (identity.face_shape, identity.hair_style, identity.clothes, identity.background)
+        return "L-" + "-".join(str(v) for v in shapes) + "-" + identity.look.key()
     return "-".join(
         str(v)
         for v in (
@@ -197,4 +363,87 @@ def identity_key(identity: Identity) -> str:
             identity.background,
             identity.background_color,
         )
+    )
+
+
+def _free_rgb(rng: np.random.Generator) -> RGB:
+    r, g, b = (int(v) for v in rng.integers(15, 241, 3))
+    return (r, g, b)
+
+
+def _natural_skin(rng: np.random.Generator) -> RGB:
+    """A skin tone between two neighbouring palette tones, with a little jitter per channel."""
+    t = float(rng.uniform(0, len(SKIN_TONES) - 1))
+    i = min(int(t), len(SKIN_TONES) - 2)
+    lo, hi = np.array(SKIN_TONES[i][1]), np.array(SKIN_TONES[i + 1][1])
+    c = lo + (t - i) * (hi - lo) + rng.uniform(-12, 12, 3)
+    r, g, b = (int(v) for v in np.clip(np.round(c), 0, 255))
+    return (r, g, b)
+
+
+def _clear_of_mouth(c: RGB) -> bool:
+    return _dist(c, MOUTH_INTERIOR) >= MIN_COLOUR_DISTANCE
+
+
+def sample_look(
+    rng: np.random.Generator,
+    *,
+    unnatural_skin: float,
+    glasses: float,
+    headwear: float,
+    earrings: float,
+) -> Look:
+    """Free colours (skin unnatural with probability ``unnatural_skin``) and accessories.
+
+    Colours are redrawn until none is near the mouth interior, the skin (and its lips) is
+    clear of the mouth interior and the white of the eye, and skin and clothes stand out
+    from the background by :data:`MIN_CONTRAST`.
+    """
+    for _ in range(1000):
+        skin = _free_rgb(rng) if rng.random() < unnatural_skin else _natural_skin(rng)
+        hair, eyes, clothes, background, accessory = (_free_rgb(rng) for _ in range(5))
+        lips: RGB = tuple(int(v) for v in np.array(skin) * LIP_TINT)  # type: ignore[assignment]
+        ok = (
+            all(_clear_of_mouth(c) for c in (skin, lips, hair, clothes, background, accessory))
+            and _dist(skin, SCLERA) >= MIN_COLOUR_DISTANCE
+            and _dist(skin, background) >= MIN_CONTRAST
+            and _dist(clothes, background) >= MIN_CONTRAST
+        )
+        if ok:
+            return Look(
+                skin=skin,
+                hair=hair,
+                eyes=eyes,
+                clothes=clothes,
+                background=background,
+                accessory=accessory,
+                glasses=str(rng.choice(np.array(GLASSES))) if rng.random() < glasses else "",
+                headwear=str(rng.choice(np.array(HEADWEAR))) if rng.random() < headwear else "",
+                earrings=bool(rng.random() < earrings),
+            )
+    raise RuntimeError("no free colours met the contrast rules in 1000 draws")
+
+
+def sample_look_identity(
+    rng: np.random.Generator,
+    *,
+    unnatural_skin: float,
+    glasses: float,
+    headwear: float,
+    earrings: float,
+) -> Identity:
+    """A palette identity's shapes and styles with a free :class:`Look` (see :func:`sample_look`);
+    its colour indices are set to the nearest palette entries."""
+    base = sample_identity(rng)
+    look = sample_look(
+        rng, unnatural_skin=unnatural_skin, glasses=glasses, headwear=headwear, earrings=earrings
+    )
+    return replace(
+        base,
+        skin=_nearest(look.skin, SKIN_TONES),
+        hair_color=_nearest(look.hair, HAIR_COLORS),
+        eye_color=_nearest(look.eyes, EYE_COLORS),
+        clothes_color=_nearest(look.clothes, CLOTHES_COLORS),
+        background_color=_nearest(look.background, BACKGROUND_COLORS),
+        look=look,
     )

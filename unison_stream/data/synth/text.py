@@ -15,7 +15,15 @@ import numpy as np
 
 from unison_stream.vocab import EVENT_CLASSES
 
-__all__ = ["EVENT_PHRASES", "Script", "caption", "sample_script", "sample_sentence"]
+__all__ = [
+    "ACTIVITIES",
+    "EVENT_PHRASES",
+    "Script",
+    "caption",
+    "sample_activity",
+    "sample_script",
+    "sample_sentence",
+]
 
 _WORDS: dict[str, tuple[str, ...]] = {
     "greeting": ("Hello", "Hi", "Good morning", "Good evening", "Hey there", "Welcome back"),
@@ -63,6 +71,23 @@ EVENT_PHRASES: dict[str, str] = {
     "bell": "taps a desk bell",
 }
 assert set(EVENT_PHRASES) == set(EVENT_CLASSES), "every event class needs a caption phrase"
+
+# What the person is doing, per clip kind; the caption's scene ends with one of these.
+ACTIVITIES: dict[str, tuple[str, ...]] = {
+    "speech": ("talking",),
+    "quiet": (
+        "waiting quietly",
+        "sitting still, waiting",
+        "silent, looking around",
+        "resting quietly, not speaking",
+    ),
+    "listening": (
+        "listening, nodding",
+        "listening attentively",
+        "listening and nodding now and then",
+        "listening quietly, smiling now and then",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -142,15 +167,29 @@ def _a(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
-def caption(names: dict[str, str], ambience_phrase: str, events: list[str]) -> str:
-    """Describe the scene, the ambience and the actions, e.g. for the caption embedding."""
+def sample_activity(rng: np.random.Generator, kind: str) -> str:
+    """One of the :data:`ACTIVITIES` phrases of a clip kind."""
+    return ACTIVITIES[kind][int(rng.integers(len(ACTIVITIES[kind])))]
+
+
+def caption(
+    names: dict[str, str], ambience_phrase: str, events: list[str], activity: str = "talking"
+) -> str:
+    """Describe the scene, the ambience and the actions, e.g. for the caption embedding.
+
+    ``names`` is :meth:`~.identity.Identity.describe`; a look identity's (it has the key
+    ``accessories``) also names the skin and what the person wears besides clothes.
+    ``activity`` ends the scene (:data:`ACTIVITIES`).
+    """
     hair = (
         "a bald head" if names["hair"] == "bald" else f"{names['hair_color']} {names['hair']} hair"
     )
+    skin = f"{names['skin']} skin, " if "accessories" in names else ""
+    worn = f" and {names['accessories']}" if names.get("accessories") else ""
     scene = (
-        f"A person with {hair} and {names['eyes']} eyes, wearing {_a(names['clothes_color'])} "
-        f"{names['clothes']}, in front of {_a(names['background_color'])} {names['background']} "
-        "background, talking"
+        f"A person with {skin}{hair} and {names['eyes']} eyes, wearing "
+        f"{_a(names['clothes_color'])} {names['clothes']}{worn}, in front of "
+        f"{_a(names['background_color'])} {names['background']} background, {activity}"
     )
     parts = [scene, ambience_phrase]
     if events:
