@@ -179,6 +179,20 @@ def test_event_guidance_costs_a_call_only_in_chunks_that_request_an_event() -> N
     assert calls == [False, False] * 3 + [False, True]
 
 
+def test_event_guidance_interval_guides_only_the_early_steps() -> None:
+    """``event_guidance_min_t``: steps at a lower noise level run without the extra call."""
+    for min_t, guided in ((1.0, 1), (0.75, 2), (0.0, 4)):
+        cfg = small_config(
+            "stream.commit=last_step", "sampler.steps=4", "sampler.event_guidance=3.0",
+            f"sampler.event_guidance_min_t={min_t}",
+        )  # fmt: skip
+        model = live_model(cfg, std=0.1)
+        calls = _record_writes(model)
+        CausalGenerator(model).step(_event_plan(cfg))
+        assert len(calls) == 4 + guided, f"min_t {min_t}: {guided} guided steps of 4"
+        assert calls[-1] and not any(calls[:-1]), "only the last call writes"
+
+
 def test_the_bundled_sampler_makes_one_call_per_chunk_effects_included() -> None:
     cfg = small_config()  # the tiny preset's sampler and commit, the model scaled down
     model = live_model(cfg, std=0.1)

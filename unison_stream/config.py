@@ -133,6 +133,10 @@ class SamplerConfig:
     event_guidance: float = 1.0
     # the same for the video velocity (the gesture), from the same extra call; 1 = off
     event_guidance_video: float = 1.0
+    # guide only the solver steps whose noise level is at least this (the early, coarse steps
+    # decide whether and when an effect sounds; guiding the late ones mostly makes it louder);
+    # 0 = every step
+    event_guidance_min_t: float = 0.0
 
 
 @dataclass

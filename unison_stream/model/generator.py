@@ -113,10 +113,14 @@ def guided_call(
     With ``bare`` (the condition without its event tokens) a read-only call precedes the
     conditional one and the SFX (video) velocity is pushed ``sampler.event_guidance``
     (``event_guidance_video``) times away from it; only the conditional call may ``write``.
+    Steps below ``sampler.event_guidance_min_t`` are not guided (no extra call).
     """
     s = model.cfg.sampler
     g_sfx, g_video = s.event_guidance, s.event_guidance_video
     bare_v = bare_a = None
+    if bare is not None and s.event_guidance_min_t > 0:  # a late step: unguided
+        level = max(float(tv.max()), float(ta.max()))
+        bare = bare if level >= s.event_guidance_min_t - 1e-6 else None
     if bare is not None:  # before a writing call: reads only
         bare_v, bare_a = model.forward_chunk(
             xv, xa, tv, ta, bare, cache=cache, chunk_index=chunk_index, write=False

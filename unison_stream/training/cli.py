@@ -210,6 +210,9 @@ def run_distill(args: argparse.Namespace) -> int:
         event_guidance_video=s.event_guidance_video
         if d.teacher_event_guidance_video is None
         else d.teacher_event_guidance_video,
+        event_guidance_min_t=s.event_guidance_min_t
+        if d.teacher_event_guidance_min_t is None
+        else d.teacher_event_guidance_min_t,
     )
     teacher = UnisonDiT(replace(cfg, sampler=teacher_sampler))  # guided_call reads cfg.sampler
     load_init(teacher, Path(tcfg.init))

@@ -54,6 +54,7 @@ class DistillConfig:
     # bundled preset samples the student, whose own guidance is off (1.0)
     teacher_event_guidance: float | None = None
     teacher_event_guidance_video: float | None = None
+    teacher_event_guidance_min_t: float | None = None  # the teacher's guided steps' lowest level
 
 
 @dataclass
