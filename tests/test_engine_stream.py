@@ -14,7 +14,7 @@ import torch
 
 from tests.helpers import TEST_OVERRIDES, take
 from unison_stream.config import load_config
-from unison_stream.engine import Engine, EngineClosedError, EngineSession
+from unison_stream.engine import Engine, EngineClosedError, EngineSession, MediaChunk
 from unison_stream.engine.audio import resample
 from unison_stream.engine.planner import LetterTiming, Phone
 from unison_stream.engine.replica import LocalReplica, ReplicaCore
@@ -269,9 +269,9 @@ def test_interrupt_abandons_the_chunk_being_made() -> None:
 def test_a_chunk_made_once_the_queue_gets_more_room_is_not_counted_from_before(
     engine: Engine,
 ) -> None:
-    """A full queue (the worker waits) that is allowed to hold more: the next chunk's
-    ``wanted`` is when the room came, so ``decoded − wanted`` is what making it took (the
-    buffer policy reads it as the engine's pace; a stale instant made it prebuffer for nothing).
+    """A full queue (the worker waits) that is allowed to hold more: the next chunk is
+    measured from when the room came, so what the stream's buffer policy reads as the time
+    making it took is not inflated by the wait (a stale instant made it prebuffer for nothing).
     """
     s = engine.open_session()
     deadline = time.monotonic() + 60
@@ -280,14 +280,15 @@ def test_a_chunk_made_once_the_queue_gets_more_room_is_not_counted_from_before(
         time.sleep(0.02)
     time.sleep(0.5)
     t_room = time.monotonic()
-    s.set_ahead(3)
+    s.set_buffer(ahead_s=3 * CS, max_prebuffer_s=4.0)
     while len(s.queued()) < 3:
         assert time.monotonic() < deadline, "no chunk after the room came"
         time.sleep(0.02)
-    chunks = [s.take_chunk() for _ in range(3)]
-    assert all(c is not None for c in chunks)
-    wanted = chunks[2].times["wanted"]  # type: ignore[union-attr]
-    assert wanted >= t_room - 1e-3, f"wanted {t_room - wanted:.3f} s before the room came"
+    chunks = [s.next_media(k * CS) for k in range(3)]
+    assert all(isinstance(c, MediaChunk) for c in chunks), chunks
+    took, _ = s.stream.readiness.rates[-1]
+    since_room = chunks[2].times["decoded"] - t_room  # type: ignore[union-attr]
+    assert took <= since_room + 1e-3, f"took {took:.3f} s, {since_room:.3f} s since the room"
 
 
 def test_chunks_made_after_an_interrupt_emptied_a_full_queue_are_counted_from_it(
@@ -298,10 +299,10 @@ def test_chunks_made_after_an_interrupt_emptied_a_full_queue_are_counted_from_it
     s = engine.open_session()
     s.say("Hello there, this is a long enough sentence to fill the queue.", utterance_id="u")
     deadline = time.monotonic() + 60
-    while [c.utterance_id for c in s.queued()] != ["u", "u"]:
+    while s.queued() != ["u", "u"]:
         assert time.monotonic() < deadline, f"no full queue of speech: {s.queued()}"
-        if len(s.queued()) >= 2:
-            s.take_chunk()  # idle chunks made before the plan
+        if len(s.queued()) >= 2 and s.queued()[0] is None:
+            s.next_media(0.0)  # idle chunks made before the plan
         time.sleep(0.02)
     time.sleep(0.5)
     t_cut = time.monotonic()
@@ -309,10 +310,11 @@ def test_chunks_made_after_an_interrupt_emptied_a_full_queue_are_counted_from_it
     while len(s.queued()) < 1:
         assert time.monotonic() < deadline, "no chunk after the interrupt"
         time.sleep(0.02)
-    chunk = s.take_chunk()
-    assert chunk is not None and chunk.utterance_id is None
-    wanted = chunk.times["wanted"]
-    assert wanted >= t_cut - 1e-3, f"wanted {t_cut - wanted:.3f} s before the interrupt"
+    chunk = s.next_media(0.0)
+    assert isinstance(chunk, MediaChunk) and chunk.utterance_id is None
+    took, _ = s.stream.readiness.rates[-1]
+    since_cut = chunk.times["decoded"] - t_cut
+    assert took <= since_cut + 1e-3, f"took {took:.3f} s, {since_cut:.3f} s since the interrupt"
 
 
 class _SlowTiming(LetterTiming):
@@ -332,12 +334,12 @@ def test_idle_chunks_made_while_an_utterance_is_planned_do_not_play_before_it() 
         take(s, 1)
         s.say("Hi there", utterance_id="u")
         deadline = time.monotonic() + 60
-        while not any(c.utterance_id == "u" for c in s.queued()):
+        while "u" not in s.queued():
             assert time.monotonic() < deadline, "the utterance was never made"
             if len(s.queued()) >= 3:  # a consumer: the worker never waits on a full queue
-                s.take_chunk()
+                s.next_media(0.0)
             time.sleep(0.01)
-        queued = [c.utterance_id for c in s.queued()]
+        queued = s.queued()
         assert queued[0] == "u", queued
         assert s.stats()["dropped"] >= 1, "no idle chunk was made during the plan"
     finally:
@@ -374,7 +376,7 @@ def test_idle_sees_a_rest_and_plays_on_while_the_reply_is_made(local_engine: Eng
         # the idle chunks made ahead are still there (plus what was made while it was planned,
         # never more than max_ahead of them)
         assert engine.max_ahead <= len(queued) <= 2 * engine.max_ahead, queued
-        assert all(q.utterance_id is None for q in queued)
+        assert all(q is None for q in queued)
         assert take(s, 1, timeout=0.5)[0].utterance_id is None, "idle plays while it is made"
         release.set()
         chunks, _ = until_event(s, "started")

@@ -40,12 +40,20 @@ from unison_stream.codecs import (
 from unison_stream.config import UnisonConfig
 from unison_stream.engine.audio import BandEnergySpeechEncoder, resample
 from unison_stream.engine.batching import cat_conditioning, window_fill
-from unison_stream.engine.planner import LEAD_POLICIES, Planner, TimingProvider, transcript
+from unison_stream.engine.encoders import portrait, trained_speech_encoder
+from unison_stream.engine.planner import (
+    LEAD_POLICIES,
+    Planner,
+    Segments,
+    TimingProvider,
+    transcript,
+)
 from unison_stream.engine.replica import Replica, ReplicaError, StepRequest, make_replica
 from unison_stream.engine.session import EngineSession
 from unison_stream.engine.speech_frontend import SpeechFrontEnd
-from unison_stream.engine.stream import Job, Planned, Stream, with_identity
+from unison_stream.engine.stream import Stream, with_identity
 from unison_stream.engine.types import EngineClosedError, EngineFullError
+from unison_stream.engine.utterance import Job, Planned
 from unison_stream.model.conditioning import Conditioning, TimedTrack
 from unison_stream.model.dit import UnisonDiT, patchify
 from unison_stream.model.generator import ChunkCancelled, PlanSlice
@@ -86,7 +94,7 @@ class Engine:
         self.max_sessions, self.max_ahead = max_sessions, max_ahead
         self.batch_sessions, self.lead_policy = batch_sessions, lead_policy
         self.planner = Planner(timing=timing)
-        self.speech_encoder: AudioEncoder | None = _trained_speech_encoder(self.cfg)
+        self.speech_encoder: AudioEncoder | None = trained_speech_encoder(self.cfg)
         # the identity chunk's audio: the latent of silence, as in training (zeros without codec)
         self.silence = torch.zeros(self.cfg.latent.audio_channels)
         if self.speech_encoder is not None:
@@ -115,7 +123,7 @@ class Engine:
         self._worker = threading.Thread(target=self._run, name="unison-engine-worker", daemon=True)
         self._worker.start()
         # start espeak-ng and MiniLM now (seconds of imports that hold the GIL in stretches)
-        self._warm = self._pool.submit(self._plan, "warm up", None)
+        self._warm = self._pool.submit(self._plan, self.planner.validate("warm up"), None)
         log.info(
             "engine up: %s on %s/%s (%s replica), %.2f s chunks, %d sessions max, lead policy %s",
             self.cfg.preset,
@@ -234,12 +242,13 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ---- session services ---------------------------------------------------------------
-    def _wake(self) -> None:
+    # ---- session services (the Scheduler protocol of ``session.py``) -----------------------
+    def wake(self) -> None:
+        """A stream changed (room in its queue, a new utterance): the worker looks again."""
         with self._lock:
             self._work.notify_all()
 
-    def _maybe_cancel(self) -> None:
+    def cancel_stale(self) -> None:
         """Abandon the chunk being made when every job in it has gone stale (an interrupt, or
         a planned ``say`` replacing an idle chunk): the next chunk starts now, not after it."""
         with self._lock:
@@ -250,8 +259,9 @@ class Engine:
                 self._inflight = None
                 self.replica.cancel(step_id)
 
-    def _release(self, s: EngineSession) -> None:
-        self._release_id(s.session_id)
+    def release(self, session_id: str) -> None:
+        """A closed session: its replica row is freed by the worker, between steps."""
+        self._release_id(session_id)
 
     def _release_id(self, session_id: str) -> None:
         with self._lock:
@@ -259,17 +269,18 @@ class Engine:
                 self._closing.append(session_id)  # freed by the worker, between steps
             self._work.notify_all()
 
-    def _plan_async(self, text: str, caption: str | None = None) -> Future[Planned]:
+    def plan(self, segments: Segments, caption: str | None = None) -> Future[Planned]:
+        """Plan a ``say``'s text, parsed once by ``Planner.validate``, on the planner thread."""
         with self._lock:
             if self._closed:
                 raise EngineClosedError("engine is closed")
-            return self._pool.submit(self._plan, text, caption)
+            return self._pool.submit(self._plan, segments, caption)
 
-    def _plan(self, text: str, caption: str | None) -> Planned:
-        """Time ``text`` and embed its transcript (and caption): runs on the planner thread."""
-        words = transcript(self.planner.validate(text))
+    def _plan(self, segments: Segments, caption: str | None) -> Planned:
+        """Time the text and embed its transcript (and caption): runs on the planner thread."""
+        words = transcript(segments)
         emb = self._embed_pool.submit(TextEncoder.shared().encode, [words, caption or ""])
-        plan = self.planner.plan(text)
+        plan = self.planner.plan_segments(segments)
         cap = self._encode([caption])[0] if caption else None
         return Planned(plan, emb.result().pooled[:1], cap)
 
@@ -295,7 +306,7 @@ class Engine:
         """(1, 1, C, h, w) reference latent of ``identity`` (the session's sink) and its
         picture: the portrait of the synthetic world's identity with that seed, encoded by the
         video codec; a seeded random latent (no picture) where no trained codec fits."""
-        picture = _portrait(identity, self.cfg.media.width, self.cfg.media.height)
+        picture = portrait(identity, self.cfg.media.width, self.cfg.media.height)
         try:
             return self._encode_reference(picture), picture
         except CodecUnavailableError:
@@ -329,7 +340,7 @@ class Engine:
                 lat = self._video_encoder.encode(still)[:, :1]  # (1, 1, C, h, w)
         return lat.float().cpu()
 
-    def _encode_speech(
+    def encode_speech(
         self, pcm: np.ndarray, sample_rate: int
     ) -> tuple[np.ndarray, np.ndarray, TimedTrack]:
         """Caller's waveform → (speech at the media rate padded to whole chunks, latents, the
@@ -343,7 +354,7 @@ class Engine:
         x = np.pad(np.clip(x, -1.0, 1.0), (0, n - x.size))
         return x, self._speech_latents(x), track
 
-    def _encode_chunk(self, pcm: np.ndarray, k: int) -> np.ndarray:
+    def encode_speech_chunk(self, pcm: np.ndarray, k: int) -> np.ndarray:
         """Streamed audio input: (nc, Ca) latents of chunk ``k`` of ``pcm`` (media rate, whole
         chunks so far), encoded with the chunk before it as left context."""
         n = round(self.cfg.chunk_seconds() * self.cfg.media.sample_rate)
@@ -412,7 +423,7 @@ class Engine:
         t0 = time.perf_counter()
         p0 = group[0][2]
         plan = PlanSlice(
-            cat_conditioning([p.cond for *_, p in group], [_track(p.cond) for *_, p in group]),
+            cat_conditioning([p.cond for *_, p in group], [job.track for _, job, _ in group]),
             clean_video=_cat([p.clean_video for *_, p in group]),
             clean_audio=_cat([p.clean_audio for *_, p in group]),
             clean_audio_mask=p0.clean_audio_mask,
@@ -470,39 +481,6 @@ class Engine:
         self._restarts = self.replica.restarts
         for st in self._streams.values():
             st.resink()
-
-
-def _portrait(seed: int, width: int, height: int) -> np.ndarray:
-    """(H, W, 3) uint8 neutral frame of the synthetic world's identity drawn with ``seed``."""
-    from unison_stream.data.synth.config import WorldConfig
-    from unison_stream.data.synth.face import FaceRenderer, FaceState
-    from unison_stream.data.synth.identity import sample_identity
-
-    ident = sample_identity(np.random.default_rng(seed))
-    r = FaceRenderer(
-        ident, width=width, height=height, supersample=WorldConfig().supersample, props=[]
-    )
-    return r.render(FaceState(), draw_hands=False)
-
-
-def _trained_speech_encoder(cfg: UnisonConfig) -> AudioEncoder | None:
-    """The trained audio codec's encoder when its weights fit ``cfg``, else None (fallback)."""
-    try:
-        _, audio = load_encoders(cfg)
-    except CodecUnavailableError as e:
-        log.info("audio-driven mode uses the band-energy fallback encoder: %s", e)
-        return None
-    return audio
-
-
-def _track(c: Conditioning) -> TimedTrack:
-    """The (batch-1) track a plan slice's conditioning holds, back as a TimedTrack."""
-    m = c.track_mask[0]
-    return TimedTrack(
-        tuple(int(i) for i in c.track_ids[0][m]),
-        tuple(float(t) for t in c.track_start[0][m]),
-        tuple(float(t) for t in c.track_end[0][m]),
-    )
 
 
 def _cat(xs: list[torch.Tensor | None]) -> torch.Tensor | None:

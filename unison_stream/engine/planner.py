@@ -156,7 +156,10 @@ def default_timing() -> TimingProvider:
     return LetterTiming()
 
 
-def parse(text: str, *, max_chars: int = MAX_TEXT_CHARS) -> list[tuple[str, str | None]]:
+Segments = list[tuple[str, str | None]]  # parsed text: (words, the event tag after them)
+
+
+def parse(text: str, *, max_chars: int = MAX_TEXT_CHARS) -> Segments:
     """Split ``text`` into ``(spoken segment, event class or None)`` pairs, validating it.
 
     Each pair is a segment followed by the event tagged after it. Raises ``ValueError`` naming
@@ -176,7 +179,7 @@ def parse(text: str, *, max_chars: int = MAX_TEXT_CHARS) -> list[tuple[str, str 
     return out
 
 
-def transcript(segments: list[tuple[str, str | None]]) -> str:
+def transcript(segments: Segments) -> str:
     """The words and ``<event>`` tags of ``parse``'s segments, as the model is conditioned on
     (known before timing, so its embedding can be computed meanwhile)."""
     return " ".join(
@@ -194,7 +197,6 @@ def _clean(segment: str) -> str:
 class UtterancePlan:
     """A timed utterance: the track (times from the utterance start) and its events."""
 
-    text: str
     # words with canonical inline tags, as the world writes transcripts ("Hi <clap> bye"):
     # the text whose embedding (c_s, which drives the SCG gates) training conditions on
     transcript: str
@@ -245,13 +247,16 @@ class Planner:
         for name in EVENT_CLASSES:  # ~0.8 s once per process: here, not in a say's planning
             typical_span_s(name, _WORLD.sample_rate)
 
-    def validate(self, text: str) -> list[tuple[str, str | None]]:
+    def validate(self, text: str) -> Segments:
         """Cheap checks run in the caller's thread (``say`` raises on them)."""
         return parse(text, max_chars=self.max_chars)
 
     def plan(self, text: str) -> UtterancePlan:
         """Time ``text``: phonemes from the timing provider, events in pauses between them."""
-        segments = self.validate(text)
+        return self.plan_segments(self.validate(text))
+
+    def plan_segments(self, segments: Segments) -> UtterancePlan:
+        """Time text already parsed by :meth:`validate` (a ``say`` parses its text once)."""
         ids: list[int] = []
         start: list[float] = []
         end: list[float] = []
@@ -285,4 +290,4 @@ class Planner:
         if duration > self.max_seconds:
             raise ValueError(f"utterance lasts {duration:.1f} s; at most {self.max_seconds} s")
         track = TimedTrack(tuple(ids), tuple(start), tuple(end))
-        return UtterancePlan(text, transcript(segments), track, tuple(contacts), duration)
+        return UtterancePlan(transcript(segments), track, tuple(contacts), duration)

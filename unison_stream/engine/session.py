@@ -3,8 +3,8 @@
 :class:`EngineSession` is thin: the stream's state lives in its
 :class:`~unison_stream.engine.stream.Stream`; the handle adds what needs the engine — planning
 a ``say`` on the planner thread, encoding caller speech, waking the worker and abandoning a
-chunk that went stale. The engine is seen through the :class:`Scheduler` protocol, so this file
-does not import ``engine.py`` (which imports it).
+chunk that went stale. The engine is seen through the :class:`Scheduler` protocol — public,
+typed methods only — so this file does not import ``engine.py`` (which imports it).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Protocol
 import numpy as np
 
 from unison_stream.config import UnisonConfig
-from unison_stream.engine.planner import Planner
+from unison_stream.engine.planner import Planner, Segments
 from unison_stream.engine.speech_frontend import SpeechFrontEnd
-from unison_stream.engine.stream import Planned, SpeechInput, Stream, Utterance
-from unison_stream.engine.types import MediaChunk, QueuedChunk, UtteranceEvent
+from unison_stream.engine.stream import Stream
+from unison_stream.engine.types import Held, MediaChunk, UtteranceEvent
+from unison_stream.engine.utterance import Planned, SpeechInput, Utterance
 from unison_stream.model.conditioning import TimedTrack
 
 __all__ = ["EngineSession", "Scheduler", "SpeechWriter"]
@@ -34,14 +35,25 @@ class Scheduler(Protocol):
     planner: Planner
     frontend: SpeechFrontEnd | None  # speech → timed track (None: no weights)
 
-    def _plan_async(self, text: str, caption: str | None = None) -> Future[Planned]: ...
-    def _encode_speech(
+    def plan(self, segments: Segments, caption: str | None = None) -> Future[Planned]:
+        """Time and embed parsed text on the planner thread."""
+
+    def encode_speech(
         self, pcm: np.ndarray, sample_rate: int
-    ) -> tuple[np.ndarray, np.ndarray, TimedTrack]: ...
-    def _encode_chunk(self, pcm: np.ndarray, k: int) -> np.ndarray: ...
-    def _wake(self) -> None: ...
-    def _maybe_cancel(self) -> None: ...
-    def _release(self, s: EngineSession) -> None: ...
+    ) -> tuple[np.ndarray, np.ndarray, TimedTrack]:
+        """A waveform → (speech at the media rate in whole chunks, latents, its track)."""
+
+    def encode_speech_chunk(self, pcm: np.ndarray, k: int) -> np.ndarray:
+        """(nc, Ca) latents of chunk ``k`` of streamed speech at the media rate."""
+
+    def wake(self) -> None:
+        """A stream changed: the worker looks again."""
+
+    def cancel_stale(self) -> None:
+        """Abandon the chunk being made if every job in it went stale."""
+
+    def release(self, session_id: str) -> None:
+        """A closed session's replica row is to be freed."""
 
 
 class SpeechWriter:
@@ -91,8 +103,8 @@ class EngineSession:
         self, text: str, *, utterance_id: str, caption: str | None = None, interrupt: bool = False
     ) -> None:
         """Queue ``text`` (inline ``<tags>``); ValueError on an unknown tag or too long text."""
-        self._engine.planner.validate(text)  # raises ValueError in the caller's thread
-        plan = self._engine._plan_async(text, caption)
+        segments = self._engine.planner.validate(text)  # ValueError in the caller's thread
+        plan = self._engine.plan(segments, caption)
         self.stream.enqueue(
             Utterance(utterance_id, plan=plan, caption=caption), interrupt=interrupt
         )
@@ -104,7 +116,7 @@ class EngineSession:
     def say_audio(self, pcm: np.ndarray, sample_rate: int, *, utterance_id: str) -> None:
         """Queue a speech waveform (audio-driven mode): held clean, returned as the speech stem."""
         queued_at = time.monotonic()
-        speech, latents, track = self._engine._encode_speech(pcm, sample_rate)
+        speech, latents, track = self._engine.encode_speech(pcm, sample_rate)
         utt = Utterance(utterance_id, speech_latents=latents, speech_pcm=speech, track=track)
         utt.queued_at, utt.encoded_at = queued_at, time.monotonic()
         self.stream.enqueue(utt, interrupt=False)
@@ -145,25 +157,29 @@ class EngineSession:
         or once closed."""
         chunk = self.stream.wait_chunk(timeout)
         if chunk is not None:
-            self._engine._wake()  # room in the queue: the worker may make the next chunk
+            self._engine.wake()  # room in the queue: the worker may make the next chunk
         return chunk
 
-    def take_chunk(self, start_s: float | None = None) -> MediaChunk | None:
-        """The next chunk if one is made, else None, without waiting. ``start_s`` places it on
-        the consumer's media timeline (default: right after the previous chunk)."""
-        chunk = self.stream.take_chunk(start_s)
-        if chunk is not None:
-            self._engine._wake()
-        return chunk
+    def next_media(self, start_s: float, *, over_idle: bool = False) -> MediaChunk | Held | None:
+        """The chunk to play from media time ``start_s`` when one is ready, without waiting —
+        the one verb of a media clock, asked at each chunk boundary (``over_idle``: while an
+        idle chunk plays, only an utterance's chunk is handed out, to cut it short).
+        :class:`Held`: the next utterance's first chunk is made and waits for the stream's
+        buffer policy (its start must play through); None: nothing is made (an underrun)."""
+        got, wake = self.stream.next_media(start_s, over_idle=over_idle)
+        if wake:  # room in the queue: the worker may make the next chunk
+            self._engine.wake()
+        return got
 
-    def queued(self) -> list[QueuedChunk]:
-        """The chunks made and not yet taken, oldest first."""
+    def set_buffer(self, *, ahead_s: float, max_prebuffer_s: float) -> None:
+        """The consumer's buffer, once: ``ahead_s`` of media made ahead of it, and at most
+        ``max_prebuffer_s`` of waiting before an utterance starts (to play through)."""
+        self.stream.set_buffer(ahead_s=ahead_s, max_prebuffer_s=max_prebuffer_s)
+        self._engine.wake()
+
+    def queued(self) -> list[str | None]:
+        """The utterance ids of the chunks made and not yet taken (None: idle), oldest first."""
         return self.stream.queued()
-
-    def set_ahead(self, chunks: int) -> None:
-        """How many chunks the worker may make ahead of the consumer (at least 1)."""
-        self.stream.set_ahead(chunks)
-        self._engine._wake()
 
     def poll_events(self) -> list[UtteranceEvent]:
         """Utterance events since the last call, in order."""
@@ -176,7 +192,7 @@ class EngineSession:
     def close(self) -> None:
         """Free the batch slot and the cache; idempotent."""
         if self.stream.close():
-            self._engine._release(self)
+            self._engine.release(self.session_id)
             self.log.info("closed")
 
     @property
@@ -185,8 +201,8 @@ class EngineSession:
 
     def _changed(self) -> None:
         """The stream's queue changed: wake the worker; abandon a chunk that went stale."""
-        self._engine._wake()
-        self._engine._maybe_cancel()
+        self._engine.wake()
+        self._engine.cancel_stale()
 
     def _stream_audio(self, utt: Utterance, pcm: np.ndarray, *, end: bool) -> None:
         """A :class:`SpeechWriter` piece: resample, encode the chunks it completes, wake."""
@@ -213,7 +229,7 @@ class EngineSession:
                 n = max(1, -(-samples // inp.per_chunk)) * inp.per_chunk
                 speech = np.pad(speech, (0, n - samples))
             whole = speech.size // inp.per_chunk
-            new = [self._engine._encode_chunk(speech, k) for k in range(inp.encoded, whole)]
+            new = [self._engine.encode_speech_chunk(speech, k) for k in range(inp.encoded, whole)]
             with self.stream.lock:
                 if new:
                     old = [] if inp.latents is None else [inp.latents]

@@ -10,17 +10,14 @@ and hands decoded media back (:meth:`Stream.media`, :meth:`Stream.push`); the se
 (:class:`~unison_stream.engine.session.EngineSession`) queues utterances and takes chunks.
 Callers wake the worker themselves after changing a stream (lock order: engine, then stream).
 
-The output queue is the stream's only buffer: a consumer takes chunks from it — blocking, or
-without waiting (the server's media clock, on its event loop, which also reads the queue and
-sets how far ahead the worker may make chunks). Chunks are numbered and placed on the media
-timeline when they are *delivered*, so the timeline stays contiguous even when chunks made
-ahead are dropped (an interrupt drops the interrupted utterance's queued chunks; an
-utterance's first chunk drops the queued idle chunks, which kept the picture moving while it
-was planned and made, so its words play next). A consumer that
-plays idle frames between chunks passes the media time a chunk starts at, and the events then
-carry that timeline's times: ``queued`` (the timeline's end when it was queued), ``started``
-(its first sample), ``finished`` (the end of its speech), ``interrupted`` (the end of what was
-delivered when the interrupt came).
+The output queue is the stream's only buffer, and the stream decides when its next reply may
+start playing (:mod:`~unison_stream.engine.readiness`): a media clock asks for the next chunk
+at each chunk boundary (:meth:`Stream.next_media`) and gets one, a held reply, or nothing.
+Chunks are placed on the timeline when *delivered*, so it stays contiguous when chunks made
+ahead are dropped (an interrupt drops its utterance's chunks; a reply's first chunk drops the
+idle ones that kept the picture moving meanwhile). Events carry that timeline's times:
+``queued`` (its end then), ``started`` (the first sample), ``finished`` (the end of the
+speech), ``interrupted`` (the end of what was delivered).
 """
 
 from __future__ import annotations
@@ -30,162 +27,31 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import MutableMapping
-from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
-import numpy as np
 import torch
 
 from unison_stream.config import UnisonConfig
-from unison_stream.engine.audio import Mixer, StreamResampler
-from unison_stream.engine.planner import UtterancePlan
+from unison_stream.engine.audio import Mixer
+from unison_stream.engine.readiness import Readiness
 from unison_stream.engine.replica import Decoded
-from unison_stream.engine.speech_frontend import FrontEndStream
-from unison_stream.engine.types import EngineClosedError, MediaChunk, QueuedChunk, UtteranceEvent
+from unison_stream.engine.types import EngineClosedError, Held, MediaChunk, UtteranceEvent
+from unison_stream.engine.utterance import (
+    Job,
+    Pending,
+    SessionLog,
+    StreamStats,
+    Utterance,
+    with_identity,
+)
 from unison_stream.model.conditioning import Conditioning, TimedTrack
 from unison_stream.model.generator import PlanSlice
 from unison_stream.vocab import SILENCE_ID
 
-__all__ = ["Job", "Planned", "SessionLog", "SpeechInput", "Stream", "Utterance"]
+__all__ = ["Stream"]
 
 log = logging.getLogger(__name__)
 _IDS = itertools.count(1)
-
-
-class SessionLog(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every record with the session id (STYLE.md §10)."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        return f"[session {self.extra['session'] if self.extra else '?'}] {msg}", kwargs
-
-
-@dataclass(frozen=True)
-class Planned:
-    """A planned text utterance: its timing plan and its text embeddings."""
-
-    plan: UtterancePlan
-    transcript_pooled: torch.Tensor  # (1, text_dim): c_s of the SCG gates
-    caption: Conditioning | None = None  # a per-utterance caption (no identity), else None
-    at: float = field(default_factory=time.monotonic)  # when planning finished
-
-
-class SpeechInput:
-    """The speech of a streamed audio-driven utterance as it arrives (under the stream lock).
-
-    ``pcm`` grows at the media rate (:class:`StreamResampler`: bit-exact with resampling the
-    whole), ``latents`` one chunk at a time as each chunk's audio is complete. Chunk ``k`` may
-    be made once its samples are here and one more (so the last chunk is known to be last) or
-    the input has ended. ``anchor`` paces the input: chunk ``k`` is due ``k`` chunks after
-    chunk 0 was complete, plus the grace; a chunk that is later is replaced by a listening
-    chunk and the pace slips by one chunk.
-    """
-
-    def __init__(
-        self,
-        sample_rate: int,
-        media_rate: int,
-        per_chunk: int,
-        frontend: FrontEndStream | None = None,
-    ) -> None:
-        self.resampler = StreamResampler(sample_rate, media_rate)
-        self.per_chunk = per_chunk  # media samples per chunk
-        self.chunk_s = per_chunk / media_rate
-        # the speech's timed track as the front end reads it (None: no front end weights);
-        # ``track`` / ``known_s`` are its snapshot after each write, final up to ``known_s``
-        self.frontend = frontend
-        self.track = TimedTrack()
-        self.known_s = 0.0
-        self.pcm = np.zeros(0, np.float32)  # (S,) at the media rate (padded once ended)
-        self.latents: np.ndarray | None = None  # (N, Ca) for the complete chunks
-        self.lock = threading.Lock()  # one writer at a time (the resampler carries state)
-        self.ended = False
-        self.samples = 0  # media samples of the speech itself (no end padding)
-        self.anchor: float | None = None  # monotonic time chunk 0 became makeable
-        self.slips = 0  # listening chunks put in for late input
-
-    @property
-    def encoded(self) -> int:
-        """Chunks whose latents exist: every whole chunk of ``pcm`` is encoded with it."""
-        return self.pcm.size // self.per_chunk
-
-    def makeable(self, k: int) -> bool:
-        """Chunk ``k``'s speech and latents are here (and whether it is the last is known), and
-        its track is final to the chunk's end (the front end looks ~50 ms ahead)."""
-        here = self.ended or self.samples > (k + 1) * self.per_chunk
-        read = self.ended or self.frontend is None or self.known_s >= (k + 1) * self.chunk_s
-        return self.encoded > k and here and read
-
-    def last(self, k: int) -> bool:
-        return self.ended and (k + 1) * self.per_chunk >= self.samples
-
-    def due(self, k: int, grace_s: float, chunk_s: float) -> float:
-        """Monotonic time after which chunk ``k`` counts as late (inf before chunk 0 is here)."""
-        if self.anchor is None:
-            return float("inf")
-        return self.anchor + (k + self.slips) * chunk_s + grace_s
-
-
-@dataclass
-class Utterance:
-    """A say request on its way through the session."""
-
-    utterance_id: str
-    plan: Future[Planned] | None = None  # text mode: planned off the caller's thread
-    speech_latents: np.ndarray | None = None  # audio mode: (N, Ca) clean speech latents
-    speech_pcm: np.ndarray | None = None  # audio mode: the caller's waveform at the media rate
-    speech_input: SpeechInput | None = None  # streamed audio mode: speech as it arrives
-    track: TimedTrack | None = None  # whole audio mode: the speech's track (front end)
-    dropped: bool = False  # interrupted or its session closed
-    caption: str | None = None
-    chunks: int = 0  # chunks made so far
-    started: bool = False
-    queued_at: float = field(default_factory=time.monotonic)  # say accepted (time.monotonic)
-    encoded_at: float = 0.0  # audio mode: speech latents ready (text mode: ``Planned.at``)
-
-    def planned_at(self) -> float:
-        return self.plan.result().at if self.plan is not None else self.encoded_at
-
-    def ready(self) -> bool:
-        if self.speech_input is not None:  # streamed: once its first chunk can be made
-            return self.speech_input.makeable(0) or self.speech_input.ended
-        return self.plan is None or self.plan.done()
-
-
-@dataclass
-class Job:
-    """What the worker makes next for a session (read under the lock)."""
-
-    kind: str  # "sink" | "utterance" | "idle"
-    state: str
-    epoch: int  # session epoch when planned: an interrupt bumps it
-    say_epoch: int  # say count when planned: idle chunks planned before a say are stale
-    utterance: Utterance | None = None
-    k: int = 0  # chunk of the utterance
-    last: bool = False
-
-
-@dataclass
-class _Pending:
-    chunk: MediaChunk
-    first: bool
-    last: bool
-    duration_s: float = 0.0  # utterance plan length (for the finished event's media time)
-    k: int = 0  # chunk of its utterance
-
-
-@dataclass
-class _Stats:
-    generated: int = 0
-    delivered: int = 0
-    dropped: int = 0
-    underflows: int = 0
-    errors: int = 0
-    compute_s: float = 0.0  # worker time spent on this session's chunks (batch share)
-    chunk_ms: collections.deque[float] = field(
-        default_factory=lambda: collections.deque(maxlen=200)
-    )
 
 
 class Stream:
@@ -220,7 +86,7 @@ class Stream:
         self.lock = threading.Condition(threading.RLock())  # wait_chunk waits here
         self.chunk_s = cfg.chunk_seconds()  # media seconds of one chunk
         self._per_chunk = round(self.chunk_s * cfg.media.sample_rate)  # media samples
-        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queue: collections.deque[Pending] = collections.deque()
         self._events: list[UtteranceEvent] = []
         self._utterances: collections.deque[Utterance] = collections.deque()
         self._current: Utterance | None = None
@@ -230,8 +96,9 @@ class Stream:
         self.needs_sink = True
         self.closed = False
         self._opened = time.perf_counter()
-        self._stats = _Stats()
-        self._ahead = max_ahead  # chunks the worker may make ahead of the consumer
+        self._stats = StreamStats()
+        # when the next utterance may start, and how far ahead the worker may make chunks
+        self.readiness = Readiness(self.chunk_s, 1.0 / cfg.media.fps, ahead=max_ahead)
         # what a chunk with nothing to say sees of the track: one silence token over it and
         # its margins — the world labels every pause "_" (an empty track is what only the
         # identity sink saw in training; idle chunks given one drifted into a faded, doubled
@@ -265,29 +132,29 @@ class Stream:
         with self.lock:
             self._state = state
 
-    def set_ahead(self, chunks: int) -> None:
+    def set_buffer(self, *, ahead_s: float, max_prebuffer_s: float) -> None:
         with self.lock:
             full = self._full()
-            self._ahead = max(1, chunks)
+            self.readiness.configure(ahead_s=ahead_s, max_prebuffer_s=max_prebuffer_s)
             self._note_room(full)
 
     def _full(self) -> bool:
-        """The worker may make no more chunks ahead: ``_ahead`` are queued. Once a waiting
-        utterance can be made, up to ``_ahead`` queued idle chunks do not count: they keep the
+        """The worker may make no more chunks ahead: ``ahead`` are queued. Once a waiting
+        utterance can be made, up to ``ahead`` queued idle chunks do not count: they keep the
         picture moving until its first chunk is made (which drops them), and must not hold
         that chunk up. While it is still planned the rule is the usual one (no idle chunk
-        beyond ``_ahead`` is made for a plan about to replace it)."""
+        beyond ``ahead`` is made for a plan about to replace it)."""
+        ahead = self.readiness.ahead
         n = len(self._queue)
         if self._current is not None or (self._utterances and self._utterances[0].ready()):
             idle = sum(p.chunk.utterance_id is None for p in self._queue)
-            n -= min(idle, self._ahead)
-        return n >= self._ahead
+            n -= min(idle, ahead)
+        return n >= ahead
 
     def _note_room(self, was_full: bool) -> None:
-        """A full queue that has room now (the consumer took a chunk, chunks were dropped, or
-        it may hold more): the worker may start from this moment, so a chunk's ``wanted``
-        must not predate it (the buffer policy reads ``decoded − wanted`` as the engine's pace;
-        a stale instant reads as a slow chunk and makes it prebuffer for nothing)."""
+        """A full queue has room now: the worker may start from this moment, so the chunk it
+        makes is measured from here (a stale instant reads as a slow chunk, and the buffer
+        policy would make a reply wait for nothing)."""
         if was_full and not self._full():
             self._room_at = time.monotonic()
 
@@ -297,7 +164,7 @@ class Stream:
         self._stats.dropped += len(self._queue) - len(kept)
         self._set_queue(kept)
 
-    def _set_queue(self, kept: list[_Pending]) -> None:
+    def _set_queue(self, kept: list[Pending]) -> None:
         full = self._full()
         self._queue = collections.deque(kept)
         self._note_room(full)
@@ -310,18 +177,43 @@ class Stream:
                 return None
             return self._deliver(None) if self._queue else None
 
-    def take_chunk(self, start_s: float | None) -> MediaChunk | None:
+    def next_media(
+        self, start_s: float, *, over_idle: bool
+    ) -> tuple[MediaChunk | Held | None, bool]:
+        """The chunk to play from ``start_s`` if one is ready (``over_idle``: an idle chunk
+        plays, only a reply's chunk may cut it); :class:`Held`: a reply's first chunk waits to
+        play through; None: nothing to play. The flag: wake the worker (room was made)."""
         with self.lock:
-            return self._deliver(start_s) if self._queue else None
+            if not self._queue:
+                return None, False
+            head = self._queue[0]
+            uid = head.chunk.utterance_id
+            if uid is None and over_idle:
+                return None, False
+            if uid is None or not head.first:
+                return self._deliver(start_s), True
+            made = next(
+                (i for i, p in enumerate(self._queue) if p.chunk.utterance_id != uid),
+                len(self._queue),
+            )
+            full, ahead = self._full(), self.readiness.ahead
+            held = self.readiness.may_start(
+                uid,
+                utterance_s=head.duration_s,
+                made_at=head.made_at,
+                made=made,
+                queued=len(self._queue),
+                now=time.monotonic(),
+            )
+            self._note_room(full)
+            if held is not None:
+                return held, self.readiness.ahead != ahead
+            return self._deliver(start_s), True
 
-    def queued(self) -> list[QueuedChunk]:
+    def queued(self) -> list[str | None]:
+        """The utterance ids of the chunks made and not yet taken (None: idle), oldest first."""
         with self.lock:
-            return [
-                QueuedChunk(
-                    p.chunk.utterance_id, p.chunk.times.get("decoded", 0.0), p.chunk.utterance_s
-                )
-                for p in self._queue
-            ]
+            return [p.chunk.utterance_id for p in self._queue]
 
     def poll_events(self) -> list[UtteranceEvent]:
         with self.lock:
@@ -336,7 +228,7 @@ class Stream:
             return {
                 "rtf": media / s.compute_s if s.compute_s > 0 else 0.0,
                 "buffer_ms": len(self._queue) * self.chunk_s * 1000,
-                "ahead": float(self._ahead),
+                "ahead": float(self.readiness.ahead),
                 "chunks": float(s.delivered),
                 "generated": float(s.generated),
                 "dropped": float(s.dropped),
@@ -364,6 +256,7 @@ class Stream:
         """Pop the oldest chunk onto the timeline at ``start_s`` (under the lock)."""
         full = self._full()
         p = self._queue.popleft()
+        self.readiness.taken(p.took_s, idle=p.chunk.utterance_id is None)
         self._note_room(full)
         n = self._stats.delivered
         self._stats.delivered += 1
@@ -443,7 +336,8 @@ class Stream:
             return job
 
     def plan_slice(self, job: Job) -> PlanSlice:
-        """Batch-1 plan slice of ``job`` (track times relative to the chunk)."""
+        """Batch-1 plan slice of ``job`` (track times relative to the chunk); the window of
+        the track it sees is kept as ``job.track`` (the batch is built from it)."""
         cfg = self.cfg
         fc = cfg.stream.chunk_latent_frames
         nc = cfg.audio_frames_per_chunk()
@@ -452,13 +346,14 @@ class Stream:
         if job.kind == "sink":  # identity held clean, silence: costs one commit pass
             silence = self.silence.expand(1, cfg.audio_streams(), nc, -1)
             return PlanSlice(
-                base.with_tracks([TimedTrack()]),
+                base.with_tracks([job.track]),
                 clean_video=self.ref.expand(1, fc, -1, -1, -1),
                 clean_audio=silence,
             )
         u = job.utterance
         if u is None:  # idle or listening: a rest, as the world labels its rests
-            return PlanSlice(base.with_tracks([self._rest]), lead="none", lead_steps=0)
+            job.track = self._rest
+            return PlanSlice(base.with_tracks([job.track]), lead="none", lead_steps=0)
         if u.speech_latents is not None:  # audio-driven: speech held clean, SFX + motion made
             a = torch.zeros(1, cfg.audio_streams(), nc, cfg.latent.audio_channels)
             a[0, 0] = torch.from_numpy(u.speech_latents[job.k * nc : (job.k + 1) * nc])
@@ -467,6 +362,7 @@ class Stream:
             window = self._rest
             if track:  # the front end's reading of the speech, as text mode's plan
                 window = track.window(job.k * self.chunk_s, (job.k + 1) * self.chunk_s, margin)
+            job.track = window
             return PlanSlice(base.with_tracks([window]), clean_audio=a, clean_audio_mask=mask)
         assert u.plan is not None
         planned = u.plan.result()
@@ -476,6 +372,7 @@ class Stream:
         base = replace(base, transcript_pooled=planned.transcript_pooled)
         window = p.window(job.k, self.chunk_s, margin)
         lead, steps = p.lead(job.k, self.chunk_s, self.lead_policy, cfg.sampler.lead_steps)
+        job.track = window
         return PlanSlice(base.with_tracks([window]), lead=lead, lead_steps=steps)
 
     def media(self, job: Job, d: Decoded) -> MediaChunk:
@@ -499,7 +396,6 @@ class Stream:
                 "generated": d.generated_at,
                 "decoded": d.decoded_at,
             },
-            utterance_s=self._utterance_seconds(u) if u is not None else 0.0,
         )
 
     def push(self, job: Job, chunk: MediaChunk, compute_s: float) -> None:
@@ -516,11 +412,11 @@ class Stream:
             first = job.kind == "utterance" and job.k == 0
             if first:  # idle chunks made while it was planned would play before its words
                 self._drop_idle()
-            dur = 0.0
-            if job.utterance is not None and job.last:
-                dur = self._utterance_seconds(job.utterance)
-            chunk.times["wanted"] = self._wanted(job)
-            self._queue.append(_Pending(chunk, first, job.last, dur, job.k))
+            u = job.utterance
+            dur = self._utterance_seconds(u) if u is not None else 0.0
+            made = chunk.times["decoded"]
+            took = made - self._wanted(job)
+            self._queue.append(Pending(chunk, first, job.last, dur, job.k, made, took))
             if not self._full():
                 self._room_at = time.monotonic()
             self.lock.notify_all()
@@ -528,7 +424,8 @@ class Stream:
     def _wanted(self, job: Job) -> float:
         """Since when the worker could have made ``job``'s chunk: the queue had room, and its
         utterance was planned (or its streamed speech for it had come at real-time pace) — so
-        ``decoded − wanted`` is what making it took, not the wait for a plan or for input."""
+        ``decoded − wanted`` is what making it took (the buffer policy's measure of the
+        stream's production), not the wait for a plan or for input."""
         t = self._room_at
         u = job.utterance
         if u is None:
@@ -599,8 +496,3 @@ class Stream:
             return u.speech_pcm.size / rate
         assert u.plan is not None
         return u.plan.result().plan.duration_s
-
-
-def with_identity(c: Conditioning, identity: torch.Tensor) -> Conditioning:
-    """``c`` with its identity tokens replaced."""
-    return Conditioning(**{**vars(c), "identity": identity})

@@ -27,8 +27,8 @@ __all__ = [
     "EngineClosedError",
     "EngineError",
     "EngineFullError",
+    "Held",
     "MediaChunk",
-    "QueuedChunk",
     "UtteranceEvent",
 ]
 
@@ -53,16 +53,15 @@ class MediaChunk:
     # process of the host), for latency budgets: "queued" (say accepted) and "planned" (text
     # timed and embedded) of its utterance, then "generated" and "decoded"
     times: dict[str, float] = field(default_factory=dict)
-    utterance_s: float = 0.0  # planned length of the chunk's utterance (0 for idle chunks)
 
 
 @dataclass(frozen=True)
-class QueuedChunk:
-    """What a consumer may know of a chunk made but not yet taken (its prebuffer policy)."""
+class Held:
+    """The next chunk is an utterance's first, made and held back until the stream's buffer
+    policy says it plays through (``EngineSession.next_media``)."""
 
-    utterance_id: str | None
-    made_at: float  # time.monotonic() the chunk was decoded
-    utterance_s: float  # planned length of its utterance (0 for idle chunks)
+    utterance_id: str
+    wait_s: float  # how long the policy waits after that chunk was made
 
 
 @dataclass

@@ -1,16 +1,17 @@
 """What the server needs from an engine, as Protocols (the engine: ``unison_stream.engine``).
 
-The server is written against these shapes only, so the real engine and the deterministic
-:mod:`~unison_stream.server.fake_engine` (tests, fault injection, UI work without a model) are
-interchangeable. Every method except ``next_chunk`` is non-blocking and thread-safe. The
-server's media clock takes chunks with ``take_chunk`` on its event loop: the engine session's
-output queue is the stream's only buffer.
+The server is written against these shapes only (the engine is not imported here: no torch on
+this side). Every method except ``next_chunk`` is non-blocking and thread-safe. The seam between
+a stream and the server's media clock is one verb, ``next_media(start_s)``, asked at each chunk
+boundary on the event loop: the stream owns its queue (the only buffer) and when a reply is
+ready to play through; the clock owns the timeline. The fake engine
+(:mod:`~unison_stream.server.fake_engine`) is the real engine over a replica with no model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -20,7 +21,7 @@ __all__ = [
     "EngineLike",
     "EngineSessionLike",
     "EventLike",
-    "QueuedLike",
+    "HeldLike",
     "SpeechWriterLike",
 ]
 
@@ -32,21 +33,19 @@ class ChunkLike(Protocol):
     audio: np.ndarray  # (S,) float32 mono at media.sample_rate, in [-1, 1]
     utterance_id: str | None
     state: str  # "speaking" | "idle" | "listening"
-    # time.monotonic() per hop: "queued", "planned", "wanted" (the engine could start on it),
+    # time.monotonic() per hop of the latency trace: "queued", "planned" (its utterance),
     # "generated", "decoded"
     times: dict[str, float]
-    utterance_s: float  # planned length of the chunk's utterance (0 for idle chunks)
 
 
-class QueuedLike(Protocol):
-    """A chunk made and not yet taken."""
+@runtime_checkable
+class HeldLike(Protocol):
+    """The next chunk is a reply's first, held until it plays through (``engine.Held``)."""
 
     @property
-    def utterance_id(self) -> str | None: ...
+    def utterance_id(self) -> str: ...
     @property
-    def made_at(self) -> float: ...  # time.monotonic() it was decoded
-    @property
-    def utterance_s(self) -> float: ...
+    def wait_s(self) -> float: ...
 
 
 class EventLike(Protocol):
@@ -69,11 +68,13 @@ class SpeechWriterLike(Protocol):
 class ChunkSource(Protocol):
     """The output side of an engine session, read by the media clock (non-blocking)."""
 
-    def take_chunk(self, start_s: float | None = None) -> ChunkLike | None: ...
+    def next_media(
+        self, start_s: float, *, over_idle: bool = False
+    ) -> ChunkLike | HeldLike | None: ...
 
-    def queued(self) -> Sequence[QueuedLike]: ...
+    def set_buffer(self, *, ahead_s: float, max_prebuffer_s: float) -> None: ...
 
-    def set_ahead(self, chunks: int) -> None: ...
+    def stats(self) -> dict[str, float]: ...
 
 
 class EngineSessionLike(ChunkSource, Protocol):
@@ -96,8 +97,6 @@ class EngineSessionLike(ChunkSource, Protocol):
     def next_chunk(self, timeout: float | None = None) -> ChunkLike | None: ...
 
     def poll_events(self) -> Sequence[EventLike]: ...
-
-    def stats(self) -> dict[str, float]: ...
 
     def close(self) -> None: ...
 

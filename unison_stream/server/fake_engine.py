@@ -14,9 +14,8 @@ from __future__ import annotations
 from unison_stream.config import load_config
 from unison_stream.engine.engine import Engine
 from unison_stream.engine.tone_replica import ToneReplica
-from unison_stream.engine.types import MediaChunk, QueuedChunk
 
-__all__ = ["FakeChunk", "FakeEngine", "FakeQueued"]
+__all__ = ["FakeEngine"]
 
 
 class FakeEngine(Engine):
@@ -61,8 +60,3 @@ class FakeEngine(Engine):
         super().__init__(cfg, max_sessions=max_sessions, replica=replica)
         self.fps, self.width, self.height, self.sample_rate = fps, width, height, sample_rate
         self.tone = replica
-
-
-# the chunk types as the stand-in engine once named them (scripted sources in tests)
-FakeChunk = MediaChunk
-FakeQueued = QueuedChunk

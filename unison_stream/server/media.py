@@ -5,9 +5,11 @@ samples (pts = sample index); ``docs/server.md``, "Media timing". Both tracks re
 timeline of *slots* (one video frame + the audio of the same 1/fps span), so an underrun never
 moves audio against video: when no decoded media is buffered, the clock materialises an idle
 slot (last frame repeated, silence) and counts it. ``recv()`` only sleeps until its pts is due
-and reads the timeline; it never waits on the model. The clock reads the engine session's
-output queue directly and without waiting (``take_chunk``): one buffer, one timeline, no
-thread between them.
+and reads the timeline; it never waits on the model. At each chunk boundary (and on every slot
+while an idle chunk plays, which a reply may cut short) the clock asks the engine session for
+the next chunk with its one verb, ``next_media(start_s)``, without waiting: the stream owns its
+queue and decides when a reply is ready to play through (its buffer policy); the clock owns
+the timeline. One buffer, one timeline, no thread between them.
 """
 
 from __future__ import annotations
@@ -16,16 +18,15 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TypeVar
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
-from unison_stream.server.engine_api import ChunkSource, QueuedLike
+from unison_stream.server.engine_api import ChunkLike, ChunkSource, HeldLike
 
 __all__ = [
     "AUDIO_FRAME_SAMPLES",
@@ -41,7 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 VIDEO_CLOCK_RATE = 90_000  # RTP video clock (Hz)
 AUDIO_RATE = 48_000  # Opus clock (Hz)
@@ -95,26 +95,25 @@ class Slot:
     utterance_id: str | None = None
     state: str = "idle"
     times: dict[str, float] | None = None  # first slot of a chunk: its hops (ChunkLike.times)
-    utterance_s: float = 0.0  # planned length of the slot's utterance
 
 
 # hops of an utterance's first chunk, in order (time.monotonic instants; docs/server.md)
 HOPS: tuple[str, ...] = ("queued", "planned", "generated", "decoded", "in_clock", "played")
 KEEP_TRACES = 32  # utterances whose first-slot hops are kept for the started event
-RATE_WINDOW = 12  # chunks the production rate and its jitter are measured over
-MAX_BACKOFF_S = 2.0  # the longest pause in reading a source that raised
 CUT_FADE = 240  # 48 kHz samples (5 ms) of fade-out where an interrupt cuts into a slot
 
 
 class MediaClock:
     """A session's output timeline, on the event loop only.
 
-    It reads the engine session's output queue directly — the stream's one buffer — taking a
-    chunk (``take_chunk``, non-blocking) when the chunk in playout is used up, and placing it at
-    the media time of the slot it starts on; it tells the engine how far ahead to make chunks
-    (``set_ahead``: ``buffer_s`` of media, more while an utterance prebuffers). A source that
-    raises is reported through ``on_error`` and read again after a backoff; idle slots keep
-    the stream going meanwhile.
+    It asks the engine session for the next chunk (``next_media``, non-blocking) when the
+    chunk in playout is used up — or, while an idle chunk plays, on every slot, so a reply cuts
+    it short — and places it at the media time of the slot it starts on. The session's stream
+    owns the buffer and its policy: it is told once how much to make ahead (``buffer_s``) and
+    how long a reply may wait to play through (``max_prebuffer_s``), and answers with a chunk,
+    with a held reply (``HeldLike``: it waits to play through; idle slots stand in), or
+    with nothing (an underrun). Engine faults come as the stream's own ``failed`` events;
+    ``on_error`` is kept for callers and never called.
     """
 
     def __init__(
@@ -129,26 +128,16 @@ class MediaClock:
         max_prebuffer_s: float = 4.0,
         label: str = "",
         on_error: Callable[[BaseException], None] | None = None,
-        now: Callable[[], float] = time.monotonic,
     ) -> None:
         spf = AUDIO_RATE / fps
         assert spf == int(spf), f"48 kHz / fps must be a whole number of samples, got {spf}"
         self.fps, self.width, self.height, self.label = fps, width, height, label
         self.samples_per_slot = int(spf)
-        self._source, self._on_error = source, on_error
-        self.base_slots = max(1, round(buffer_s * fps))  # media the engine makes ahead
-        self.max_prebuffer_s = max_prebuffer_s
-        self._frames = 0  # frames per chunk (known from the first chunk)
-        self._ahead = 0  # chunks the source was last asked to make ahead (0: not yet)
-        # taken chunks: (seconds the engine took for the chunk, media seconds it holds)
-        self._rates: deque[tuple[float, float]] = deque(maxlen=RATE_WINDOW)
-        self._now = now  # the clock prebuffer waits are measured on (tests inject one)
-        self._retry_at, self._backoff = 0.0, 0.0  # after a source fault
-        self.errors = 0  # source faults
+        self._source = source
+        source.set_buffer(ahead_s=buffer_s, max_prebuffer_s=max_prebuffer_s)
         self.prebuffer_slots = 0  # idle slots served while an utterance filled its prebuffer
         self.idle_dropped = 0  # idle slots of the chunk in playout skipped for speech
-        self.wait_s = 0.0  # how long an utterance's first chunk waits (buffer policy)
-        self._planned: str | None = None  # the utterance the prebuffer was planned for
+        self.wait_s = 0.0  # how long the last held utterance's first chunk waited (policy)
         self._waiting = False  # the slot being materialised stands in for a prebuffer
         self._upsample = Upsampler(sample_rate)
         self._current: deque[Slot] = deque()  # the rest of the chunk in playout
@@ -172,39 +161,8 @@ class MediaClock:
         self.first_slots: dict[str, tuple[int, float]] = {}
 
     # ---- reading the source -----------------------------------------------------------------
-    def _call(self, fn: Callable[[], _T], default: _T) -> _T:
-        """``fn()`` on the source; ``default`` while backing off after a fault."""
-        if self._closed or time.monotonic() < self._retry_at:
-            return default
-        try:
-            out = fn()
-        except Exception as e:  # a model/decoder fault: report, back off, keep serving idle
-            self.errors += 1
-            self._backoff = min(MAX_BACKOFF_S, max(0.05, self._backoff * 2))
-            self._retry_at = time.monotonic() + self._backoff
-            if self._on_error is not None:
-                self._on_error(e)
-            return default
-        self._backoff = 0.0
-        return out
-
-    def _queued(self) -> Sequence[QueuedLike]:
-        empty: Sequence[QueuedLike] = ()
-        return self._call(self._source.queued, empty)
-
-    def _set_ahead(self, slots: int) -> None:
-        if not self._frames:
-            return
-        chunks = -(-slots // self._frames)
-        if chunks != self._ahead:
-            self._ahead = chunks
-            self._call(lambda: self._source.set_ahead(chunks), None)
-
-    def _take(self) -> bool:
-        """Take the next chunk into playout at the current slot's media time."""
-        chunk = self._call(lambda: self._source.take_chunk(self._next / self.fps), None)
-        if chunk is None:
-            return False
+    def _load(self, chunk: ChunkLike) -> None:
+        """Cut a chunk into the slots of the chunk in playout (audio upsampled to 48 kHz)."""
         video = np.asarray(chunk.video)
         f = video.shape[0]  # (F, H, W, 3)
         audio = self._upsample(np.asarray(chunk.audio, np.float32))  # (S·48k/rate,)
@@ -220,98 +178,34 @@ class MediaClock:
                 utterance_id=chunk.utterance_id,
                 state=chunk.state,
                 times=times if i == 0 else None,
-                utterance_s=chunk.utterance_s,
             )
             for i in range(f)
         )
-        if "wanted" in chunk.times and "decoded" in chunk.times:
-            self._rates.append((chunk.times["decoded"] - chunk.times["wanted"], f / self.fps))
         self.chunks_in += 1
         self.started = True
-        if not self._frames:
-            self._frames = f
-            self._set_ahead(self.base_slots)
-        if chunk.utterance_id is None:
-            self._planned = None
-            self._set_ahead(self.base_slots)
-        return True
-
-    def production(self) -> tuple[float, float]:
-        """(rate, jitter_s) of the engine's output for this session: media seconds made per
-        second of making them (time from the moment the engine could start on a chunk to the
-        moment it was decoded), and how much longer than it lasts the slowest chunk of the
-        window took beyond the mean (0 for an engine that keeps an even pace)."""
-        if not self._rates:
-            return 1.0, 0.0
-        took = sum(w for w, _ in self._rates)
-        made = sum(d for _, d in self._rates)
-        rate = made / took if took > 1e-6 else float("inf")
-        late = [w - d for w, d in self._rates]  # > 0: took longer than it lasts
-        jitter = max(0.0, max(late) - max(0.0, sum(late) / len(late)))
-        return rate, jitter
-
-    def _plan_buffer(self, utterance_s: float) -> None:
-        """The wait before an utterance of ``utterance_s`` starts: long enough that the
-        measured production rate and jitter play it through without a gap, at most
-        ``max_prebuffer_s``; the engine is let make ahead what arrives meanwhile."""
-        rate, jitter = self.production()
-        frames = self._frames or 1
-        chunk_s = frames / self.fps
-        # chunk k (of length d) comes k·d/rate after the first and plays k·d after the start:
-        # the start waits (D − d)(1/rate − 1) after the first chunk came, plus the jitter
-        slow = max(0.0, utterance_s - chunk_s) * max(0.0, 1.0 / max(rate, 1e-3) - 1.0)
-        self.wait_s = min(self.max_prebuffer_s, slow + jitter)
-        log.info(
-            "%sbuffer policy: production %.2f× real time, jitter %.0f ms → wait %.0f ms (%s)",
-            f"[{self.label}] " if self.label else "",
-            rate,
-            1000 * jitter,
-            1000 * self.wait_s,
-            " ".join(f"{1000 * (w - d):+.0f}" for w, d in self._rates),  # ms late per chunk
-        )
-        hold_s = chunk_s + self.wait_s * min(rate, 1e3)  # media that arrives meanwhile
-        need_slots = int(np.ceil(hold_s * self.fps)) + frames
-        self._set_ahead(max(self.base_slots, min(need_slots, 60 * round(self.fps))))
-
-    def _may_start(self, queued: Sequence[QueuedLike]) -> bool:
-        """Whether the utterance whose first chunk heads ``queued`` may start playing: that
-        chunk has waited long enough, the whole utterance is made, or no more may be made."""
-        head = queued[0]
-        if head.utterance_id != self._planned:
-            self._planned = head.utterance_id
-            self._plan_buffer(head.utterance_s)
-        n = 0
-        for q in queued:
-            if q.utterance_id != head.utterance_id:
-                break
-            n += 1
-        frames = self._frames or 1
-        return (
-            self._now() - head.made_at >= self.wait_s - 1e-9
-            or n * frames / self.fps >= head.utterance_s - 0.5 / self.fps
-            or len(queued) >= max(1, self._ahead)
-        )
 
     def _materialise(self) -> Slot | None:
-        """The next slot's media, or None when an idle slot must stand in (``wait``: the
+        """The next slot's media, or None when an idle slot must stand in (``_waiting``: the
         utterance ahead is prebuffering)."""
-        queued = self._queued()
-        head = queued[0] if queued else None
-        speech_next = head is not None and head.utterance_id not in (None, self.utterance_id)
-        in_speech = bool(self._current) and self._current[0].utterance_id is not None
-        if self._current and (in_speech or not speech_next):
-            return self._current.popleft()
-        if speech_next and not self._may_start(queued):
+        if self._current and self._current[0].utterance_id is not None:
+            return self._current.popleft()  # speech plays to its chunk's end
+        if self._closed:
+            return self._current.popleft() if self._current else None
+        over_idle = bool(self._current)
+        got = self._source.next_media(self._next / self.fps, over_idle=over_idle)
+        if got is None or isinstance(got, HeldLike):
+            if isinstance(got, HeldLike):
+                self.wait_s = got.wait_s
             if self._current:  # the idle motion goes on while the words prebuffer
                 return self._current.popleft()
-            self.prebuffer_slots += 1
-            self._waiting = True
-            return None
-        if head is None:
+            if isinstance(got, HeldLike):
+                self.prebuffer_slots += 1
+                self._waiting = True
             return None
         self.idle_dropped += len(self._current)  # speech need not wait behind idle frames
         self._current.clear()
-        return self._current.popleft() if self._take() else None
+        self._load(got)
+        return self._current.popleft()
 
     # ---- the timeline -----------------------------------------------------------------------
     @property
@@ -320,9 +214,9 @@ class MediaClock:
 
     @property
     def buffer_ms(self) -> float:
-        """Media made and not yet played: the chunk in playout and the engine's queue."""
-        queued = len(self._queued()) * self._frames
-        return 1000.0 * (len(self._current) + queued) / self.fps
+        """Media made and not yet played: the chunk in playout and the stream's queue."""
+        queued = 0.0 if self._closed else self._source.stats().get("buffer_ms", 0.0)
+        return 1000.0 * len(self._current) / self.fps + queued
 
     def slot(self, n: int) -> Slot:
         """The slot at index ``n``, materialising the timeline up to it (never blocks)."""
