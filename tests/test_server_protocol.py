@@ -48,13 +48,14 @@ def test_good_client_messages_parse_to_typed_values() -> None:
     )
     assert isinstance(P.parse_client_message('{"type":"offer","sdp":"v=0\\r\\n"}', L), P.Offer)
     err = BadRequest("nope", ref="u1")
-    assert P.error_msg(err) == {
+    assert P.error_msg(err).wire() == {
         "type": "error",
         "code": "bad_request",
         "message": "nope",
         "ref": "u1",
     }
-    assert json.loads(P.dumps(P.utterance_msg("u1", "started", 1.23456)))["media_time_s"] == 1.2346
+    wire = P.dumps(P.UtteranceEvent("u1", "started", 1.23456).wire())
+    assert json.loads(wire)["media_time_s"] == 1.2346
 
 
 def test_create_session_body_rules() -> None:
@@ -75,11 +76,14 @@ def test_create_session_body_rules() -> None:
 
 def test_token_bucket_allows_burst_then_refills() -> None:
     b = P.TokenBucket(rate=2.0, burst=3)
-    for _ in range(3):
-        b.take(0.0)
-    with pytest.raises(RateLimited):
-        b.take(0.1)
-    b.take(0.6)  # 0.5 s × 2/s = 1 token back
+    assert all(b.take(0.0) for _ in range(3))
+    assert not b.take(0.1)
+    assert b.take(0.6)  # 0.5 s × 2/s = 1 token back
+    proto = P.ServerProtocol(say_rate_per_s=2.0, say_burst=1)
+    assert proto.receive(P.Say("a", "hi"), 0.0) == P.Say("a", "hi")
+    with pytest.raises(P.ProtocolError, match="per second") as refused:
+        proto.receive(P.Say("b", "hi"), 0.1)
+    assert isinstance(P.server_error(refused.value), RateLimited)
 
 
 def test_tokens_are_signed_scoped_and_expire() -> None:

@@ -13,7 +13,8 @@
 See docs/sdk.md. Blocking use: :func:`connect_sync`.
 """
 
-from unison_sdk.client import Avatar, Connect, connect
+from unison_sdk.client import Avatar
+from unison_sdk.connect import Connect, connect
 from unison_sdk.devices import Player, Recorder
 from unison_sdk.errors import (
     BadRequest,

@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Generator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,6 +30,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from unison_sdk._rest import post_session
 from unison_sdk._tasks import TaskManager
 from unison_sdk.devices import Player, Recorder
 from unison_sdk.errors import (
@@ -43,20 +40,13 @@ from unison_sdk.errors import (
     UnisonError,
     server_error,
 )
-from unison_sdk.media import (
-    AudioFrame,
-    Fanout,
-    Subscription,
-    VideoFrame,
-    audio_frame,
-    is_loopback_url,
-    pcm16,
-    restrict_ice_to_loopback,
-    video_frame,
-)
+from unison_sdk.media import AudioFrame, Fanout, Subscription, VideoFrame, load_pcm
 from unison_sdk.protocol import (
+    CLIENT_STATES,
+    FINAL_CLOSE,
     Answer,
     ClientProtocol,
+    ClientState,
     ConnectionEvent,
     ErrorEvent,
     Event,
@@ -65,47 +55,24 @@ from unison_sdk.protocol import (
     StateEvent,
     StatsEvent,
     UtteranceEvent,
+    check_sample_rate,
     resume_url,
     ws_url_for_token,
 )
+from unison_sdk.rtc import MediaReceiver
 from unison_sdk.speech_stream import SpeechStream
 from unison_sdk.utterance import Utterance
 
-__all__ = ["Avatar", "Connect", "connect"]
+__all__ = ["Avatar"]
 
 log = logging.getLogger(__name__)
 
-FINAL_CLOSE = {4000: "session ended", 4001: "replaced by another connection",
-               4408: "idle timeout", 4409: "maximum duration"}  # fmt: skip
 AUDIO_PART_BYTES = 32768  # one binary upload message (the server's default limit is 64 KiB)
 BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)  # reconnect waits, the last one repeated
 
 
 def _new_id() -> str:
     return uuid.uuid4().hex[:16]
-
-
-def _post_session(base_url: str, api_key: str, body: dict[str, Any], timeout: float) -> Any:
-    req = urllib.request.Request(
-        base_url.rstrip("/") + "/v1/sessions",
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        try:
-            err = json.loads(e.read())["error"]
-            code, message = str(err["code"]), str(err["message"])
-        except Exception:
-            code, message = "internal", f"HTTP {e.code}"
-        raise ConnectionFailed(
-            f"server refused the session: {code}: {message}", code=code, status=e.code
-        ) from server_error(code, message)
-    except (urllib.error.URLError, OSError) as e:
-        raise ConnectionFailed(f"cannot reach {base_url}: {e}") from e
 
 
 class Avatar:
@@ -143,7 +110,7 @@ class Avatar:
         self._events: Fanout[Event] = Fanout(1024)
         self._video: Fanout[VideoFrame] = Fanout(64)
         self._audio: Fanout[AudioFrame] = Fanout(256)
-        self._pc: Any = None
+        self._rx = MediaReceiver(url, self._tasks, self._video, self._audio)
         self._closing = False
         self._closed = asyncio.Event()
         self._failure: UnisonError | None = None
@@ -160,7 +127,7 @@ class Avatar:
     async def _open(self) -> None:
         if self._api_key is not None:
             info = await asyncio.to_thread(
-                _post_session, self.url, self._api_key, self._session_body, self.timeout_s
+                post_session, self.url, self._api_key, self._session_body, self.timeout_s
             )
             self._ws_url = str(info["ws_url"])
         else:
@@ -271,7 +238,7 @@ class Avatar:
             try:
                 assert self._api_key is not None
                 info = await asyncio.to_thread(
-                    _post_session, self.url, self._api_key, self._session_body, self.timeout_s
+                    post_session, self.url, self._api_key, self._session_body, self.timeout_s
                 )
                 self._proto = ClientProtocol()  # a new session numbers its messages anew
                 ws, ready = await self._dial(str(info["ws_url"]))
@@ -314,8 +281,7 @@ class Avatar:
         for utt in list(self._utterances.values()):
             if (utt in again or not utt.queued) and not utt.done():
                 await utt._resend()
-        pc = self._pc
-        if self._media_on and (moved or pc is None or pc.connectionState in ("failed", "closed")):
+        if self._media_on and (moved or not self._rx.usable):
             await self._negotiate()
 
     def _dispatch(self, raw: str | bytes) -> None:
@@ -395,44 +361,13 @@ class Avatar:
 
     # ---- WebRTC ----------------------------------------------------------------------------
     async def _negotiate(self) -> None:
-        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-
-        if is_loopback_url(self.url):
-            restrict_ice_to_loopback()
-        old, self._pc = self._pc, None
-        if old is not None:
-            await old.close()
-        pc = RTCPeerConnection(configuration=RTCConfiguration(iceServers=[]))
-        self._pc = pc
-        pc.addTransceiver("video", direction="recvonly")
-        pc.addTransceiver("audio", direction="recvonly")
-
-        @pc.on("track")
-        def _on_track(track: Any) -> None:
-            self._tasks.create(self._consume(track), name=f"track-{track.kind}")
-
-        await pc.setLocalDescription(await pc.createOffer())  # gathers all candidates
+        sdp = await self._rx.offer()
         uid = f"offer-{_new_id()}"
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._answers[uid] = fut
-        await self._send(self._proto.offer(pc.localDescription.sdp, uid))
+        await self._send(self._proto.offer(sdp, uid))
         answer = await asyncio.wait_for(fut, self.timeout_s)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
-
-    async def _consume(self, track: Any) -> None:
-        from aiortc.mediastreams import MediaStreamError
-
-        t0: list[int | None] = [None]
-        video = track.kind == "video"
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                if video and self._video:
-                    self._video.publish(video_frame(frame, t0))
-                elif not video and self._audio:
-                    self._audio.publish(audio_frame(frame, t0))
-                elif t0[0] is None:
-                    t0[0] = int(frame.pts or 0)
+        await self._rx.accept(answer.sdp)
 
     # ---- public API --------------------------------------------------------------------------
     async def say(
@@ -455,7 +390,7 @@ class Avatar:
         """Speak recorded speech: a float32 array in [-1, 1] / int16 array (mono, give
         ``sample_rate``) or an audio file path (decoded with PyAV). Returns the queued
         :class:`Utterance`. Cancelling is safe but the upload may still be performed."""
-        pcm16, rate = _load_pcm(audio, sample_rate)
+        pcm16, rate = load_pcm(audio, sample_rate)
         uid = _new_id()
         raw = pcm16.astype("<i2").tobytes()
         parts: list[str | bytes] = [self._proto.audio_begin(uid, rate)]
@@ -472,8 +407,7 @@ class Avatar:
         returns its :class:`~unison_sdk.speech_stream.SpeechStream` once the server queued it.
         ``await stream.write(pcm)`` as audio comes, then ``await stream.end()`` (or use
         ``async with``); ``stream.utterance`` has its events."""
-        if not 8000 <= sample_rate <= 48000:
-            raise ValueError(f"sample_rate must be 8000–48000, not {sample_rate}")
+        check_sample_rate(sample_rate)  # a ProtocolError (a ValueError) naming the range
         uid = _new_id()
         begin = self._proto.audio_begin(uid, sample_rate, stream=True)
 
@@ -498,10 +432,10 @@ class Avatar:
         """Stop speaking now and drop what is queued. Cancelling is safe."""
         await self._send(self._proto.interrupt())
 
-    async def set_state(self, state: str) -> None:
+    async def set_state(self, state: ClientState) -> None:
         """``"idle"`` or ``"listening"`` (idle behaviour). Cancelling is safe."""
-        if state not in ("idle", "listening"):
-            raise ValueError("state must be 'idle' or 'listening'")
+        if state not in CLIENT_STATES:
+            raise ValueError(f"state must be one of {', '.join(CLIENT_STATES)}, not {state!r}")
         await self._send(self._proto.set_state(state))
 
     def events(self) -> Subscription[Event]:
@@ -560,9 +494,8 @@ class Avatar:
         if ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
-        if self._pc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pc.close(), 2.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._rx.close(), 2.0)
         await self._tasks.close()
         if not self._closed.is_set():
             self._fail(SessionEnded(f"session {self.session_id} closed by the client"))
@@ -574,97 +507,3 @@ class Avatar:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
-
-
-def _load_pcm(audio: np.ndarray | str | Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
-    """→ (int16 mono samples, rate); files are decoded with PyAV and resampled to 16 kHz."""
-    if isinstance(audio, str | Path):
-        import av
-
-        rate = sample_rate or 16000
-        out: list[np.ndarray] = []
-        with av.open(str(audio)) as f:
-            rs = av.AudioResampler(format="s16", layout="mono", rate=rate)
-            for frame in f.decode(audio=0):
-                out += [r.to_ndarray().reshape(-1) for r in rs.resample(frame)]
-            out += [r.to_ndarray().reshape(-1) for r in rs.resample(None)]
-        if not out:
-            raise ValueError(f"{audio}: no audio")
-        return np.concatenate(out).astype(np.int16), rate
-    if sample_rate is None:
-        raise ValueError("give sample_rate= with a sample array")
-    return pcm16(audio), sample_rate
-
-
-class Connect:
-    """What :func:`connect` returns: ``await`` it, or use it as ``async with``."""
-
-    def __init__(self, avatar_kw: dict[str, Any]) -> None:
-        self._kw = avatar_kw
-        self._avatar: Avatar | None = None
-
-    async def _create(self) -> Avatar:
-        avatar = Avatar(**self._kw)
-        try:
-            await avatar._open()
-        except BaseException:
-            await avatar.close()
-            raise
-        return avatar
-
-    def __await__(self) -> Generator[Any, None, Avatar]:
-        return self._create().__await__()
-
-    async def __aenter__(self) -> Avatar:
-        self._avatar = await self._create()
-        return self._avatar
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._avatar is not None:
-            await self._avatar.close()
-
-
-def connect(
-    url: str,
-    *,
-    api_key: str | None = None,
-    token: str | None = None,
-    mode: str = "private",
-    channel: str | None = None,
-    identity: int = 0,
-    caption: str = "",
-    media: bool = True,
-    reconnect: bool = True,
-    reconnect_timeout_s: float = 15.0,
-    timeout_s: float = 10.0,
-    failover: bool = True,
-) -> Connect:
-    """Open a session on the server at ``url`` (``http://127.0.0.1:8080``).
-
-    ``api_key`` creates a new session (``mode``, ``channel``, ``identity``, ``caption`` go to
-    ``POST /v1/sessions``); ``token`` uses one made elsewhere. ``media=False`` skips WebRTC
-    (control and events only). A dropped websocket is resumed for up to
-    ``reconnect_timeout_s`` when ``reconnect``; a session that is gone (its server died, or it
-    ended) is replaced by a new one at ``url`` when ``failover`` and an ``api_key`` (the
-    utterance in flight ``interrupted``; ``ConnectionEvent("moved")``). Cancelling the connect
-    is safe."""
-    body: dict[str, Any] = {"mode": mode, "identity": identity}
-    if caption:
-        body["caption"] = caption
-    if channel is not None:
-        body["channel"] = channel
-    return Connect(
-        {
-            "url": url,
-            "api_key": api_key,
-            "token": token,
-            "session": body,
-            "media": media,
-            "reconnect": reconnect,
-            "reconnect_timeout_s": reconnect_timeout_s,
-            "timeout_s": timeout_s,
-            "failover": failover,
-        }
-    )

@@ -12,12 +12,20 @@ import asyncio
 import ipaddress
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
 
-__all__ = ["AudioFrame", "Fanout", "Subscription", "VideoFrame", "is_loopback_url"]
+__all__ = [
+    "AudioFrame",
+    "Fanout",
+    "Subscription",
+    "VideoFrame",
+    "is_loopback_url",
+    "load_pcm",
+]
 
 T = TypeVar("T")
 
@@ -162,3 +170,23 @@ def audio_frame(frame: Any, t0: list[int | None]) -> AudioFrame:
     pcm = raw.reshape(-1, channels) if raw.shape[0] == 1 else raw.T  # (N, C)
     mono = pcm.astype(np.float32).mean(axis=1) / 32768.0
     return AudioFrame(mono, int(frame.sample_rate), (pts - first) / float(frame.sample_rate), pts)
+
+
+def load_pcm(audio: np.ndarray | str | Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
+    """→ (int16 mono samples, rate); files are decoded with PyAV and resampled to 16 kHz."""
+    if isinstance(audio, str | Path):
+        import av
+
+        rate = sample_rate or 16000
+        out: list[np.ndarray] = []
+        with av.open(str(audio)) as f:
+            rs = av.AudioResampler(format="s16", layout="mono", rate=rate)
+            for frame in f.decode(audio=0):
+                out += [r.to_ndarray().reshape(-1) for r in rs.resample(frame)]
+            out += [r.to_ndarray().reshape(-1) for r in rs.resample(None)]
+        if not out:
+            raise ValueError(f"{audio}: no audio")
+        return np.concatenate(out).astype(np.int16), rate
+    if sample_rate is None:
+        raise ValueError("give sample_rate= with a sample array")
+    return pcm16(audio), sample_rate

@@ -46,7 +46,8 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from unison_sdk.client import Avatar, connect
+from unison_sdk.client import Avatar
+from unison_sdk.connect import connect
 from unison_sdk.media import AudioFrame, pcm16
 from unison_sdk.protocol import UtteranceEvent
 from unison_sdk.speech_stream import SpeechStream

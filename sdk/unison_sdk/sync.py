@@ -21,8 +21,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from unison_sdk.client import Avatar, connect
+from unison_sdk.client import Avatar
+from unison_sdk.connect import connect
 from unison_sdk.protocol import (
+    ClientState,
     ConnectionEvent,
     ErrorEvent,
     Event,
@@ -93,7 +95,7 @@ class SyncAvatar:
     def interrupt(self) -> None:
         self._call(self._avatar.interrupt())
 
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: ClientState) -> None:
         self._call(self._avatar.set_state(state))
 
     def record(self, path: str | Path, *, seconds: float) -> Path:

@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 WS_FRAME_FACTOR = 16  # frames above limit × this are refused by aiohttp itself (close 1009)
-CLEAN_CLOSE = (1000, 1001)  # a client closing with these ends its session; others may resume
 
 
 class ServerState:
@@ -45,11 +44,7 @@ class ServerState:
         resume_secret = f"{cfg.token_secret}:resume" if cfg.token_secret else ""
         self.resume_signer = TokenSigner(resume_secret, ttl_s=cfg.max_duration_s)
         self.manager = SessionManager(engine, cfg, media, self.signer)
-        self.limits = P.Limits(
-            max_message_bytes=cfg.max_message_bytes,
-            max_text_chars=cfg.max_text_chars,
-            max_caption_chars=cfg.max_caption_chars,
-        )
+        self.limits = P.limits_for(cfg)
         self.ws_errors = 0
         self.loop_lag = LoopLag()
 
@@ -99,7 +94,7 @@ async def delete_session(request: web.Request) -> web.Response:
         st.signer.verify(token, session_id=sid)
     if not await st.manager.end(sid, reason="deleted by client"):
         return web.json_response(
-            {"error": {"code": "bad_request", "message": "no such session"}}, status=404
+            {"error": {"code": BadRequest.code, "message": "no such session"}}, status=404
         )
     return web.json_response({"session_id": sid, "ended": True})
 
@@ -196,16 +191,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await ws.close(code=code, message=reason.encode()[:120])
 
     m = st.media
-    ready = P.ready_msg(
+    ready = P.Ready(
         sid,
-        fps=m.fps,
-        width=m.width,
-        height=m.height,
-        sample_rate=m.sample_rate,
-        mode=session.mode,
+        session.mode,
+        P.MediaInfo(m.fps, m.width, m.height, m.sample_rate),
         resume_token=st.resume_signer.issue(sid)[0],
         resumed=last_seq is not None,
-        seq=session.seq,
+        last_seq=session.seq,
     )
     gen = await session.attach(send, close_ws, first=ready, resume_from=last_seq)
     log.info("[%s] websocket %s", sid, "resumed" if last_seq is not None else "connected")
@@ -214,12 +206,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         async for msg in ws:
             try:
                 if msg.type == WSMsgType.TEXT:
-                    if not await session.handle(P.parse_client_message(msg.data, st.limits)):
+                    if not await session.handle_text(msg.data):
                         asked_to_close = True
                         break
                 elif msg.type == WSMsgType.BINARY:
-                    if len(msg.data) > st.cfg.max_message_bytes:
-                        raise BadRequest(f"binary message exceeds {st.cfg.max_message_bytes} bytes")
                     await session.handle_binary(msg.data)
                 elif msg.type == WSMsgType.ERROR:
                     log.info("[%s] websocket error: %r", sid, ws.exception())
@@ -237,7 +227,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         elif (
             asked_to_close
             or session.closed.is_set()
-            or ws.close_code in CLEAN_CLOSE
+            or ws.close_code in P.CLEAN_CLOSE
             or st.cfg.resume_grace_s <= 0
         ):
             await st.manager.end(sid, code=session.close_code, reason="websocket closed")

@@ -19,6 +19,7 @@ from fractions import Fraction
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from unison_sdk._tasks import TaskManager
 
 from unison_stream.server.media import (
     AUDIO_FRAME_SAMPLES,
@@ -27,7 +28,6 @@ from unison_stream.server.media import (
     MediaClock,
     Playout,
 )
-from unison_stream.server.tasks import TaskManager
 
 __all__ = ["PacketTrack", "SharedEncoder"]
 

@@ -1,0 +1,39 @@
+"""The HTTP half of opening a session: ``POST /v1/sessions`` with an API key (docs/protocol.md).
+
+A refusal becomes :class:`~unison_sdk.errors.ConnectionFailed` carrying the server's error
+code and HTTP status, with the matching typed server error chained as its cause.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from unison_sdk.errors import ConnectionFailed, server_error
+
+__all__ = ["post_session"]
+
+
+def post_session(base_url: str, api_key: str, body: dict[str, Any], timeout: float) -> Any:
+    req = urllib.request.Request(
+        base_url.rstrip("/") + "/v1/sessions",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            err = json.loads(e.read())["error"]
+            code, message = str(err["code"]), str(err["message"])
+        except Exception:
+            code, message = "internal", f"HTTP {e.code}"
+        raise ConnectionFailed(
+            f"server refused the session: {code}: {message}", code=code, status=e.code
+        ) from server_error(code, message)
+    except (urllib.error.URLError, OSError) as e:
+        raise ConnectionFailed(f"cannot reach {base_url}: {e}") from e
