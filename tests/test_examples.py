@@ -120,9 +120,12 @@ def test_web_page_backend_mints_a_token_the_browser_can_use() -> None:
             try:
                 async with aiohttp.ClientSession() as http:
                     page = await (await http.get(f"http://127.0.0.1:{port}/")).text()
-                    assert 'src="app.js"' in page and 'type="password"' not in page
+                    assert 'src="app.js" data-token-url="token"' in page
+                    assert 'type="password"' not in page
                     js = await (await http.get(f"http://127.0.0.1:{port}/app.js")).text()
-                    assert 'fetch("token"' in js
+                    served = await (await http.get(f"{srv.base}/static/app.js")).text()
+                    assert js == served, "the example page runs the server's one page script"
+                    assert "fetch(TOKEN_URL" in js and 'type: "ack"' in js
                     r = await http.post(f"http://127.0.0.1:{port}/token")
                     info = await r.json()
                     assert r.status == 200 and set(info) == {"session_id", "token", "ws_url"}

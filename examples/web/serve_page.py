@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Serve the standalone browser client and mint session tokens for it (the backend pattern).
+"""Serve the browser client and mint session tokens for it (the backend pattern).
 
 The page never sees the API key: it asks this small server (``POST /token``), which creates a
 session on the avatar server with the key and returns only the session's short-lived token
 and ``ws_url``; the browser then talks to the avatar server directly (websocket + WebRTC).
+The page script is the avatar server's own ``/static/app.js`` (passed through), told by
+``data-token-url`` to ask this backend for its session.
 
     .venv/bin/unison-stream serve --engine fake                    # prints a local key
     python examples/web/serve_page.py --server http://127.0.0.1:8080 --api-key KEY
@@ -43,8 +45,18 @@ def make_app(server: str, api_key: str, *, caption: str = "") -> web.Application
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(HERE / "index.html")
 
-    async def app_js(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(HERE / "app.js")
+    async def app_js(request: web.Request) -> web.Response:
+        # one page script in the repo: the avatar server's own (/static/app.js), passed through
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{server.rstrip('/')}/static/app.js") as r,
+            ):
+                return web.Response(
+                    body=await r.read(), status=r.status, content_type="application/javascript"
+                )
+        except aiohttp.ClientError as e:
+            return web.Response(text=f"avatar server: {e}", status=502)
 
     app = web.Application()
     app.router.add_get("/", index)

@@ -1,7 +1,14 @@
 // unison-stream browser client: session over HTTP, control over the websocket, media over
 // WebRTC (docs/protocol.md). window.unison exposes connect/say/interrupt and the latest stats.
+// The one page script: the server serves it at /static/app.js, and examples/web loads that
+// same file with data-token-url="token" (its backend mints the session; no API key here).
 "use strict";
 (() => {
+  const TOKEN_URL = document.currentScript && document.currentScript.dataset.tokenUrl;
+  // acknowledge what was received (docs/protocol.md, Resume), so the server forgets it
+  const ACK_EVERY = 32;  // messages …
+  const ACK_PERIOD_MS = 1000;  // … or ms, whichever first
+  const ack = { last: 0, sent: 0, at: 0 };
   const $ = (id) => document.getElementById(id);
   const state = { ws: null, pc: null, sessionId: null, token: null, nextId: 1, stats: {},
                   messages: [], prev: null };
@@ -47,8 +54,19 @@
     send({ type: "offer", id: "offer", sdp: pc.localDescription.sdp });
   }
 
+  function ackDue(msg) {
+    if (typeof msg.seq !== "number" || msg.seq <= ack.last) return;
+    ack.last = msg.seq;
+    const now = performance.now();
+    if (ack.last - ack.sent >= ACK_EVERY || now - ack.at >= ACK_PERIOD_MS) {
+      send({ type: "ack", seq: ack.last });
+      Object.assign(ack, { sent: ack.last, at: now });
+    }
+  }
+
   async function onMessage(msg) {
     state.messages.push(msg);
+    ackDue(msg);
     switch (msg.type) {
       case "ready":
         state.sessionId = msg.session_id;
@@ -68,7 +86,10 @@
 
   async function connect() {
     setStatus("connecting…");
-    const r = await fetch("/v1/sessions", {
+    Object.assign(ack, { last: 0, sent: 0, at: 0 });
+    // with data-token-url the page's own backend creates the session with the API key it holds
+    // and hands back only a short-lived, single-session token and the avatar server's ws_url
+    const r = TOKEN_URL ? await fetch(TOKEN_URL, { method: "POST" }) : await fetch("/v1/sessions", {
       method: "POST",
       headers: { "Authorization": `Bearer ${$("key").value}`, "Content-Type": "application/json" },
       body: "{}",
