@@ -17,8 +17,9 @@ drawn from ``numpy.random.default_rng([seed, i])``, so the output does not depen
 worker processes made it; tar headers and zip entries carry fixed timestamps, so equal seeds
 give byte-identical files.
 
-Worlds other than the classic one (:meth:`WorldConfig.classic`) draw each clip's kind and
-rests from ``default_rng([seed, 3, i])`` and each pool member's look from
+Worlds other than the classic one (:meth:`WorldConfig.classic`) take each clip's kind from
+its index (:func:`~.synth.states.kind_of`), draw its rests from ``default_rng([seed, 3, i])``
+and each pool member's look from
 ``default_rng([seed, 2, j])``, streams the classic world never touches, so its files stay
 the same bytes; their rows also carry ``kind``, ``rest``, ``nods`` and ``smiles``.
 """
@@ -49,7 +50,7 @@ from unison_stream.data.synth.identity import (
     sample_identity,
     sample_look_identity,
 )
-from unison_stream.data.synth.states import StateDraw, sample_state
+from unison_stream.data.synth.states import StateDraw, kind_of, sample_state
 from unison_stream.data.synth.text import Script, sample_script, sample_sentence
 
 __all__ = ["SPLITS", "SynthReport", "clip_row", "split_of", "synth_dataset"]
@@ -137,7 +138,7 @@ def clip_row(
     """Generate clip ``index``: its manifest row (without media paths) and its arrays."""
     state = StateDraw()
     if not cfg.classic():
-        state = sample_state(np.random.default_rng([seed, 3, index]), cfg)
+        state = sample_state(np.random.default_rng([seed, 3, index]), cfg, kind_of(index, cfg))
     split, identity, script, rng = _draw(cfg, seed, index, pools, state.kind)
     clip_id = f"syn-{seed}-{index:07d}"
     spec = sample_spec(rng, cfg, clip_id=clip_id, identity=identity, script=script)
