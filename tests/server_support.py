@@ -1,5 +1,10 @@
 """Builders shared by the server tests and ``bench serve``-style checks: a running server on
-127.0.0.1 with a fake (or real) engine, and an in-process aiortc + websocket client."""
+127.0.0.1 with a fake (or real) engine, and an in-process aiortc + websocket client.
+
+The client speaks through ``unison_sdk.protocol``: typed messages are encoded by it, every
+server message is decoded by its :class:`~unison_sdk.protocol.ClientProtocol` (kept typed in
+``events``; the JSON objects as received in ``messages``) and acknowledged as the SDK does. A
+dict given to :meth:`Client.send` goes out as it is: the hostile tests' raw frames."""
 
 from __future__ import annotations
 
@@ -18,13 +23,14 @@ import numpy as np
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from unison_sdk.media import restrict_ice_to_loopback
+from unison_sdk.protocol import Answer, ClientMessage, ClientProtocol, ErrorEvent, Offer, Ready
 
 from unison_stream.server.app import create_app, make_runner, state_of
 from unison_stream.server.config import ServerConfig, validate_server
 from unison_stream.server.engine_api import EngineLike
 from unison_stream.server.fake_engine import FakeEngine
 from unison_stream.server.session import MediaSpec
-from unison_stream.server.webrtc import restrict_to_loopback
 
 API_KEY = "test-key"
 FPS, W, H, RATE = 25.0, 64, 64, 16000
@@ -81,9 +87,13 @@ class Client:
     pc: RTCPeerConnection | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     closed_code: int | None = None
+    proto: ClientProtocol = field(default_factory=ClientProtocol)
+    events: list[Any] = field(default_factory=list)  # typed server messages, duplicates dropped
 
-    async def send(self, msg: dict[str, Any]) -> None:
-        await self.ws.send_str(json.dumps(msg))
+    async def send(self, msg: ClientMessage | dict[str, Any]) -> None:
+        """A typed message (encoded by the protocol module), or a raw JSON object as it is."""
+        text = json.dumps(msg) if isinstance(msg, dict) else self.proto.encode(msg)
+        await self.ws.send_str(text)
 
     async def wait_for(self, pred: Any, timeout: float = 10.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -103,10 +113,15 @@ class Client:
         async for msg in self.ws:
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self.messages.append(json.loads(msg.data))
+                typed = self.proto.receive(msg.data)
+                if typed is not None:
+                    self.events.append(typed)
+                if (ack := self.proto.ack_due(time.monotonic())) is not None:
+                    await self.ws.send_str(ack)
         self.closed_code = self.ws.close_code
 
     async def connect_media(self, timeout: float = 10.0) -> None:
-        restrict_to_loopback()
+        restrict_ice_to_loopback()
         pc = RTCPeerConnection()  # no iceServers: loopback only
         self.pc = pc
         pc.addTransceiver("video", direction="recvonly")
@@ -118,10 +133,20 @@ class Client:
 
         await pc.setLocalDescription(await pc.createOffer())
         assert pc.localDescription is not None
-        await self.send({"type": "offer", "id": "o1", "sdp": pc.localDescription.sdp})
-        ans = await self.wait_for(lambda m: m["type"] in ("answer", "error"), timeout)
-        assert ans["type"] == "answer", ans
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=ans["sdp"], type="answer"))
+        await self.send(Offer(pc.localDescription.sdp, "o1"))
+        ans = await self.wait_event(lambda e: isinstance(e, Answer | ErrorEvent), timeout)
+        assert isinstance(ans, Answer), ans
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=ans.sdp, type="answer"))
+
+    async def wait_event(self, pred: Any, timeout: float = 10.0) -> Any:
+        """The first typed server message matching ``pred``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in self.events:
+                if pred(e):
+                    return e
+            await asyncio.sleep(0.01)
+        raise TimeoutError(f"no matching message; got {self.events[-10:]}")
 
     async def _consume(self, track: Any) -> None:
         t0 = time.monotonic()
@@ -165,7 +190,7 @@ async def connect(base: str, body: dict[str, Any] | None = None, *, media: bool 
     ws = await http.ws_connect(info["ws_url"])
     c = Client(http, ws, info["session_id"])
     c.tasks.append(asyncio.ensure_future(c._reader()))
-    await c.wait_for(lambda m: m["type"] == "ready")
+    await c.wait_event(lambda e: isinstance(e, Ready))
     if media:
         await c.connect_media()
     return c

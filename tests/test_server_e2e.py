@@ -6,6 +6,7 @@ import asyncio
 import itertools
 
 import numpy as np
+from unison_sdk.protocol import Say
 
 from tests.server_support import connect, running_server
 
@@ -18,7 +19,7 @@ def test_say_streams_events_in_order_and_media_at_25fps_48khz() -> None:
                 await c.wait_for(lambda m: m["type"] == "stats", 5)
                 while len(c.video) < 10:  # media flowing before we speak
                     await asyncio.sleep(0.05)
-                await c.send({"type": "say", "id": "u1", "text": "Hello there, nice to see you"})
+                await c.send(Say("u1", "Hello there, nice to see you"))
                 await c.wait_for(lambda m: m.get("id") == "u1" and m.get("event") == "finished", 10)
                 await asyncio.sleep(0.5)
                 v0, a0 = len(c.video), len(c.audio)

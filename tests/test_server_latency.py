@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from unison_sdk.protocol import Say
 
 from tests.server_support import connect, create_session, running_server
 from unison_stream.config import load_config
@@ -23,7 +24,7 @@ def test_started_event_carries_the_hop_trace_of_the_first_chunk() -> None:
         async with running_server() as srv:
             c = await connect(srv.base)
             try:
-                await c.send({"type": "say", "id": "u1", "text": "hello there"})
+                await c.send(Say("u1", "hello there"))
                 ev = await c.wait_for(
                     lambda m: m.get("type") == "utterance" and m.get("event") == "started", 10
                 )
