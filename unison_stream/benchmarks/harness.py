@@ -5,11 +5,13 @@ client that timestamps every frame it receives (:class:`Viewer`), the say → he
 quiet trial they time (:func:`trial`), the server's process figures read from ``/proc``
 (:func:`sample`, :func:`cpu_s`), the utterance-event order check and the figure printer.
 
-:class:`Viewer` speaks the websocket protocol itself rather than through ``unison_sdk``: the
-figures need the server's messages as sent (``trace_ms`` of ``started``, the ids the bench
-chose, ``stats``) and the arrival time and RTP pts of every frame, with no per-frame decoding
-to arrays in the measuring process. The benchmarks of the SDK's own behaviour (``faults``'
-websocket drops, ``cluster``'s replica loss) use the SDK.
+:class:`Viewer` speaks through ``unison_sdk.protocol`` (typed messages encoded by it, every
+server message decoded by its ``ClientProtocol`` and acknowledged as the SDK does) but keeps
+its own websocket and peer connection rather than ``unison_sdk.Avatar``: the figures need the
+ids the bench chose, the server's messages as sent (kept as JSON objects in ``messages``) and
+the arrival time and RTP pts of every frame, with no per-frame decoding to arrays in the
+measuring process. The benchmarks of the SDK's own behaviour (``faults``' websocket drops,
+``cluster``'s replica loss) use ``Avatar``.
 """
 
 from __future__ import annotations
@@ -30,9 +32,19 @@ from typing import Any
 import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from unison_sdk.media import restrict_ice_to_loopback
+from unison_sdk.protocol import (
+    Answer,
+    ClientMessage,
+    ClientProtocol,
+    Interrupt,
+    Offer,
+    Say,
+    StatsEvent,
+    UtteranceEvent,
+)
 
 from unison_stream.server.media import AUDIO_FRAME_SAMPLES
-from unison_stream.server.webrtc import restrict_to_loopback
 
 __all__ = [
     "KEY",
@@ -79,6 +91,7 @@ class Viewer:
         self.http = aiohttp.ClientSession()
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.pc = RTCPeerConnection()
+        self.proto = ClientProtocol()
 
     async def open(self, base: str, body: dict[str, Any]) -> None:
         r = await self.http.post(
@@ -94,19 +107,22 @@ class Viewer:
         self.pc.on("track", lambda t: self.tasks.append(asyncio.ensure_future(self._consume(t))))
         await self.pc.setLocalDescription(await self.pc.createOffer())
         assert self.pc.localDescription is not None
-        await self.send({"type": "offer", "sdp": self.pc.localDescription.sdp})
-        ans = await self.wait(lambda m: m["type"] == "answer", 30)
+        await self.send(Offer(self.pc.localDescription.sdp, "offer"))
+        ans = await self.wait(lambda m: m["type"] == Answer.TYPE, 30)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=ans["sdp"], type="answer"))
 
-    async def send(self, msg: dict[str, Any]) -> None:
+    async def send(self, msg: ClientMessage) -> None:
         assert self.ws is not None
-        await self.ws.send_str(json.dumps(msg))
+        await self.ws.send_str(self.proto.encode(msg))
 
     async def _read(self) -> None:
         assert self.ws is not None
         async for m in self.ws:
             if m.type == aiohttp.WSMsgType.TEXT:
-                self.messages.append(json.loads(m.data))
+                if self.proto.receive(m.data) is not None:  # checked, duplicates dropped
+                    self.messages.append(json.loads(m.data))
+                if (ack := self.proto.ack_due(time.monotonic())) is not None:
+                    await self.ws.send_str(ack)
 
     async def _consume(self, track: Any) -> None:
         first: int | None = None
@@ -122,7 +138,7 @@ class Viewer:
     def stat(self, key: str) -> float:
         """``key`` of the latest ``stats`` message from the server (0 before the first)."""
         for m in reversed(self.messages):
-            if m.get("type") == "stats":
+            if m.get("type") == StatsEvent.TYPE:
                 return float(m.get(key, 0.0))
         return 0.0
 
@@ -160,12 +176,12 @@ async def trial(v: Viewer, uid: str) -> dict[str, float]:
     audio pts the server names in ``started`` / ``interrupted``, so a trial never takes audio
     left over from the last one (nor the synthetic world's ambience) for speech."""
     t0 = time.monotonic()
-    await v.send({"type": "say", "id": uid, "text": LONG_TEXT})
+    await v.send(Say(uid, LONG_TEXT))
     started = await v.wait(lambda m: m.get("event") == "started" and m.get("id") == uid, 60)
     t_on = await v.arrival(int(started["audio_pts"]), 10)
     await asyncio.sleep(1.0)
     t1 = time.monotonic()
-    await v.send({"type": "interrupt"})
+    await v.send(Interrupt())
     cut = await v.wait(
         lambda m: m.get("event") == "interrupted" and m.get("id") == uid and "audio_pts" in m, 30
     )
@@ -181,7 +197,7 @@ def order_violations(messages: list[dict[str, Any]], said: list[str]) -> int:
     finished | interrupted (or queued → interrupted), or that never ended."""
     events: dict[str, list[str]] = {u: [] for u in said}
     for m in messages:
-        if m.get("type") == "utterance" and m.get("id") in events:
+        if m.get("type") == UtteranceEvent.TYPE and m.get("id") in events:
             events[m["id"]].append(m["event"])
     return sum(1 for seq in events.values() if tuple(seq) not in GOOD_ORDERS)
 
@@ -201,7 +217,7 @@ def served(engine: str, overrides: list[str]) -> Iterator[tuple[subprocess.Popen
     URL); terminated on the way out. :func:`wait_healthy` before using it. When the bench
     fails, the server's last log lines go to stderr with the error (its log is kept in a
     temporary file, not shown otherwise)."""
-    restrict_to_loopback()
+    restrict_ice_to_loopback()
     port = free_port()
     cmd = [sys.executable, "-m", "unison_stream.cli", "serve", "--engine", engine]
     cmd += [f"server.port={port}", f"server.api_keys=[{KEY}]", *overrides]

@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 import aiohttp
+from unison_sdk.protocol import Answer, ClientProtocol, ErrorEvent, Offer, Ping
 
 from unison_stream.benchmarks.harness import (
     KEY,
@@ -116,14 +117,12 @@ async def sdp_round(base: str, n: int, seed: int = 0) -> dict[str, Any]:
         async with http.ws_connect(info["ws_url"], max_msg_size=0) as ws:
             await ws.receive(timeout=10)  # ready
             for i in range(n):
-                await ws.send_str(
-                    json.dumps({"type": "offer", "id": f"o{i}", "sdp": mutate_sdp(good, rng)})
-                )
+                await ws.send_str(ClientProtocol.encode(Offer(mutate_sdp(good, rng), f"o{i}")))
                 try:
                     while True:  # skip stats / state until the answer to this offer
                         m = json.loads((await ws.receive(timeout=10)).data)
-                        if m.get("type") in ("answer", "error"):
-                            key = m["type"] if m["type"] == "answer" else f"error:{m['code']}"
+                        if m.get("type") in (Answer.TYPE, ErrorEvent.TYPE):
+                            key = m["type"] if m["type"] == Answer.TYPE else f"error:{m['code']}"
                             answers[key] = answers.get(key, 0) + 1
                             break
                 except (TimeoutError, TypeError, ValueError):
@@ -306,7 +305,7 @@ async def hostile(base: str, pid: int, args: argparse.Namespace) -> dict[str, An
 
     async def keep_alive() -> None:  # a client that is there: the idle timeout spares it
         for k in range(10**9):
-            await victim.send({"type": "ping", "id": f"k{k}"})
+            await victim.send(Ping(f"k{k}"))
             await asyncio.sleep(5.0)
 
     victim.tasks.append(asyncio.ensure_future(keep_alive()))
@@ -321,7 +320,7 @@ async def hostile(base: str, pid: int, args: argparse.Namespace) -> dict[str, An
     t1 = time.monotonic()
     frames = sum(1 for t, _ in victim.video if t0 <= t < t1)
     out["victim_video_fps"] = frames / (t1 - t0)
-    await victim.send({"type": "ping", "id": "after"})
+    await victim.send(Ping("after"))
     try:
         await victim.wait(lambda m: m.get("type") == "pong" and m.get("id") == "after", 10)
         out["victim_alive"] = True

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import aiohttp
+from unison_sdk.protocol import Say
 
 from unison_stream.benchmarks.harness import (
     KEY,
@@ -68,9 +69,7 @@ async def load(base: str, minutes: float) -> dict[str, Any]:
         t0 = time.monotonic()
         end, i = t0 + 60 * minutes, 0
         while time.monotonic() < end:
-            await channel[i % len(channel)].send(
-                {"type": "say", "id": f"b{i}", "text": TEXTS[i % len(TEXTS)]}
-            )
+            await channel[i % len(channel)].send(Say(f"b{i}", TEXTS[i % len(TEXTS)]))
             got = await asyncio.gather(*(trial(v, f"r{i}s{j}") for j, v in enumerate(private)))
             for j, r in enumerate(got):
                 rows[j].append(r)

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import numpy as np
+from unison_sdk.protocol import Interrupt, Say
 
 from unison_stream.benchmarks.harness import (
     TEXTS,
@@ -64,13 +65,13 @@ async def soak(base: str, pid: int, minutes: float, say_every: float) -> dict[st
             if now >= next_say:
                 uid = f"k{len(said)}"
                 said.append(uid)
-                await v.send({"type": "say", "id": uid, "text": TEXTS[len(said) % len(TEXTS)]})
+                await v.send(Say(uid, TEXTS[len(said) % len(TEXTS)]))
                 if len(said) % 4 == 0:  # interrupted a second after it starts
                     await v.wait(
                         lambda m, u=uid: m.get("event") == "started" and m.get("id") == u, 60
                     )
                     await asyncio.sleep(1.0)
-                    await v.send({"type": "interrupt"})
+                    await v.send(Interrupt())
                 next_say = now + say_every
             if now >= next_sample:
                 samples.append(sample(pid))
