@@ -113,7 +113,13 @@ LIP_TINT = np.array([0.78, 0.52, 0.55])  # lips = skin × tint
 GLASSES: tuple[str, ...] = ("round", "square")
 HEADWEAR: tuple[str, ...] = ("hat", "headband")
 SCLERA: RGB = (250, 250, 250)  # the white of the eye; a skin this pale would hide the eyes
-MIN_COLOUR_DISTANCE = 80.0  # RGB distance a free colour keeps from the mouth interior and sclera
+SCLERA_DISTANCE = 50.0  # skin to eye white (measure.SCLERA_TOLERANCE; porcelain is at 52)
+MIN_COLOUR_DISTANCE = 80.0  # RGB distance a free colour (not skin) keeps from the mouth interior
+MIN_SHADE_DISTANCE = 50.0  # … and its darker shades: past the measure's 40 (measure.py)
+SHADES = tuple(0.3 + 0.05 * k for k in range(15))  # 0.3 … 1.0: darkest shade drawn or blended
+SKIN_SHADES = tuple(0.5 + 0.05 * k for k in range(11))  # 0.5 … 1.0: outlines and closed eyes
+LIP_SHADES = tuple(0.6 + 0.05 * k for k in range(9))  # 0.6 … 1.0: lip line blended with lips
+SKIN_DISTANCE = 40.0  # skin, its shades, lips and lip line (measure.MOUTH_TOLERANCE)
 MIN_CONTRAST = 70.0  # RGB distance between skin and background (and clothes and background)
 # Names for free colours in captions: the nearest of these by RGB distance.
 COLOUR_NAMES: tuple[tuple[str, RGB], ...] = (
@@ -372,17 +378,47 @@ def _free_rgb(rng: np.random.Generator) -> RGB:
 
 
 def _natural_skin(rng: np.random.Generator) -> RGB:
-    """A skin tone between two neighbouring palette tones, with a little jitter per channel."""
+    """A skin tone between two neighbouring palette tones, with a little jitter per channel.
+
+    The place along the tones is drawn once; the jitter is redrawn until the skin is clear
+    of the mouth interior and the eye white (:func:`_skin_clear`), else none is added (the
+    palette's own tones are accepted as they are), so the light-to-deep spread stays even.
+    """
     t = float(rng.uniform(0, len(SKIN_TONES) - 1))
     i = min(int(t), len(SKIN_TONES) - 2)
     lo, hi = np.array(SKIN_TONES[i][1]), np.array(SKIN_TONES[i + 1][1])
-    c = lo + (t - i) * (hi - lo) + rng.uniform(-12, 12, 3)
-    r, g, b = (int(v) for v in np.clip(np.round(c), 0, 255))
+    base = lo + (t - i) * (hi - lo)
+    for _ in range(50):
+        r, g, b = (int(v) for v in np.clip(np.round(base + rng.uniform(-12, 12, 3)), 0, 255))
+        if _skin_clear((r, g, b)):
+            return (r, g, b)
+    r, g, b = (int(v) for v in np.round(base))
     return (r, g, b)
 
 
 def _clear_of_mouth(c: RGB) -> bool:
-    return _dist(c, MOUTH_INTERIOR) >= MIN_COLOUR_DISTANCE
+    """Whether ``c`` keeps :data:`MIN_COLOUR_DISTANCE` from the mouth interior and each of its
+    shades ``c · f`` (``f`` in :data:`SHADES`) keeps :data:`MIN_SHADE_DISTANCE`.
+
+    The renderer darkens colours (outlines, lip line, shading) and anti-aliases them against
+    dark parts (the pupil), so the shades are checked, not just ``c``.
+    """
+    far = _dist(c, MOUTH_INTERIOR) >= MIN_COLOUR_DISTANCE
+    return far and all(_dist(_scaled(c, f), MOUTH_INTERIOR) >= MIN_SHADE_DISTANCE for f in SHADES)
+
+
+def _skin_clear(skin: RGB) -> bool:
+    """Whether a skin, its shades, its lips and lip line keep :data:`SKIN_DISTANCE` from the
+    mouth interior (the palette's skins come close: ``deep`` at 55, ``dark``'s lip line just
+    under 40), and the skin :data:`SCLERA_DISTANCE` from the white of the eye."""
+    lips: RGB = tuple(int(v) for v in np.array(skin) * LIP_TINT)  # type: ignore[assignment]
+    shades = [_scaled(skin, f) for f in SKIN_SHADES] + [_scaled(lips, f) for f in LIP_SHADES]
+    clear = min(_dist(c, MOUTH_INTERIOR) for c in shades) >= SKIN_DISTANCE
+    return clear and _dist(skin, SCLERA) >= SCLERA_DISTANCE
+
+
+def _scaled(c: RGB, f: float) -> RGB:
+    return (int(c[0] * f), int(c[1] * f), int(c[2] * f))
 
 
 def sample_look(
@@ -395,17 +431,17 @@ def sample_look(
 ) -> Look:
     """Free colours (skin unnatural with probability ``unnatural_skin``) and accessories.
 
-    Colours are redrawn until none is near the mouth interior, the skin (and its lips) is
-    clear of the mouth interior and the white of the eye, and skin and clothes stand out
-    from the background by :data:`MIN_CONTRAST`.
+    Colours are redrawn until no colour nor its darker shades is near the mouth interior (the
+    skin and lips as far as the palette's are), the skin is clear of the white of the eye, and
+    skin and clothes stand out from the background by :data:`MIN_CONTRAST`.
     """
     for _ in range(1000):
-        skin = _free_rgb(rng) if rng.random() < unnatural_skin else _natural_skin(rng)
+        unnatural = bool(rng.random() < unnatural_skin)
+        skin = _free_rgb(rng) if unnatural else _natural_skin(rng)
         hair, eyes, clothes, background, accessory = (_free_rgb(rng) for _ in range(5))
-        lips: RGB = tuple(int(v) for v in np.array(skin) * LIP_TINT)  # type: ignore[assignment]
         ok = (
-            all(_clear_of_mouth(c) for c in (skin, lips, hair, clothes, background, accessory))
-            and _dist(skin, SCLERA) >= MIN_COLOUR_DISTANCE
+            (_skin_clear(skin) or not unnatural)  # natural skins are made clear when drawn
+            and all(_clear_of_mouth(c) for c in (hair, eyes, clothes, background, accessory))
             and _dist(skin, background) >= MIN_CONTRAST
             and _dist(clothes, background) >= MIN_CONTRAST
         )
