@@ -108,6 +108,21 @@ def test_base_dependencies_name_no_optional_package() -> None:
         assert banned not in base, f"{banned} is a base dependency; it belongs in an extra"
 
 
+def test_the_server_depends_on_the_sdk_it_imports() -> None:
+    """The server speaks the protocol of ``unison_sdk.protocol``: a plain install of
+    unison-stream must pull the SDK in, under the name the SDK's own pyproject gives it."""
+    sdk = tomllib.loads((ROOT / "sdk" / "pyproject.toml").read_text())["project"]
+    base = {_requirement_name(r) for r in PYPROJECT["dependencies"]}
+    assert sdk["name"] in base, f"{sdk['name']} is imported by the server but not a dependency"
+    server_imports = {
+        line.split()[1].split(".")[0]
+        for path in (ROOT / "unison_stream").rglob("*.py")
+        for line in path.read_text().splitlines()
+        if line.startswith(("from unison_sdk", "import unison_sdk"))
+    }
+    assert server_imports == {"unison_sdk"}
+
+
 def test_every_extra_exists_and_dev_pulls_them_all() -> None:
     extras = PYPROJECT["optional-dependencies"]
     assert set(EXTRAS) | {"pipecat"} <= set(extras)

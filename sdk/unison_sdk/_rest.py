@@ -1,7 +1,9 @@
 """The HTTP half of opening a session: ``POST /v1/sessions`` with an API key (docs/protocol.md).
 
 A refusal becomes :class:`~unison_sdk.errors.ConnectionFailed` carrying the server's error
-code and HTTP status, with the matching typed server error chained as its cause.
+code and HTTP status, with the matching typed server error chained as its cause; a ``503``
+(the server is at capacity) becomes its subclass :class:`~unison_sdk.errors.ServerBusyError`
+with the server's ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from unison_sdk.errors import ConnectionFailed, server_error
+from unison_sdk.errors import ConnectionFailed, ServerBusyError, retry_after_s, server_error
 
 __all__ = ["post_session"]
 
@@ -32,6 +34,11 @@ def post_session(base_url: str, api_key: str, body: dict[str, Any], timeout: flo
             code, message = str(err["code"]), str(err["message"])
         except Exception:
             code, message = "internal", f"HTTP {e.code}"
+        if e.code == 503:
+            retry = retry_after_s(e.headers.get("Retry-After"))
+            raise ServerBusyError(
+                f"server refused the session: {message}", retry_after_s=retry
+            ) from server_error(code, message)
         raise ConnectionFailed(
             f"server refused the session: {code}: {message}", code=code, status=e.code
         ) from server_error(code, message)

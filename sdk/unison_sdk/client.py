@@ -26,16 +26,17 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from unison_sdk._dial import dial
 from unison_sdk._rest import post_session
 from unison_sdk._tasks import TaskManager
 from unison_sdk.devices import Player, Recorder
 from unison_sdk.errors import (
     ConnectionFailed,
     ConnectionLost,
+    ServerBusyError,
     SessionEnded,
     UnisonError,
     server_error,
@@ -140,31 +141,7 @@ class Avatar:
             await self._negotiate()
 
     async def _dial(self, url: str) -> tuple[ClientConnection, Ready]:
-        """Open a websocket and read its ``ready`` (HTTP refusals become typed errors)."""
-        try:
-            ws = await asyncio.wait_for(
-                websockets.connect(url, max_size=2**22, open_timeout=self.timeout_s),
-                self.timeout_s,
-            )
-        except websockets.InvalidStatus as e:
-            status = e.response.status_code
-            code = {400: "bad_request", 401: "unauthorized", 503: "capacity"}.get(status)
-            body = e.response.body.decode(errors="replace") if e.response.body else ""
-            raise ConnectionFailed(
-                f"websocket refused ({status}): {body.strip()}", code=code, status=status
-            ) from e
-        except (OSError, TimeoutError, websockets.InvalidHandshake) as e:
-            raise ConnectionFailed(f"cannot open the websocket: {e!r}") from e
-        try:
-            raw = await asyncio.wait_for(ws.recv(), self.timeout_s)
-        except (ConnectionClosed, TimeoutError) as e:
-            await ws.close()
-            raise ConnectionFailed(f"no 'ready' from the server: {e!r}") from e
-        first = self._proto.receive(raw)
-        if not isinstance(first, Ready):
-            await ws.close()
-            raise ConnectionFailed(f"expected 'ready', got {first!r}")
-        return ws, first
+        return await dial(url, self._proto, self.timeout_s)
 
     def _on_ready(self, ws: ClientConnection, ready: Ready) -> None:
         self._ws = ws
@@ -247,7 +224,10 @@ class Avatar:
                 last = e
                 if e.code not in (None, "capacity"):  # refused for good (bad key, bad body)
                     break
-                await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+                wait = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                if isinstance(e, ServerBusyError):  # all full: as long as the server asks
+                    wait = max(wait, min(e.retry_after_s, deadline - time.monotonic()))
+                await asyncio.sleep(wait)
                 attempt += 1
         else:
             self._fail(ConnectionLost(f"session {old} was lost and no new one opened: {last!r}"))

@@ -4,6 +4,7 @@
 
     UnisonError
     ├── ConnectionFailed       the server could not be reached, or refused the session over HTTP
+    │   └── ServerBusyError    503: every engine session is taken; retry after ``retry_after_s``
     ├── ConnectionLost         the websocket dropped and the session could not be resumed
     ├── SessionEnded           the server ended the session (close code 4000, 4001, 4408, 4409)
     ├── PlaybackUnavailable    no audio output device (or no PortAudio) for ``play()``
@@ -28,12 +29,16 @@ __all__ = [
     "InternalError",
     "PlaybackUnavailable",
     "RateLimited",
+    "ServerBusyError",
     "ServerError",
     "SessionEnded",
     "Unauthorized",
     "UnisonError",
+    "retry_after_s",
     "server_error",
 ]
+
+DEFAULT_RETRY_AFTER_S = 1.0  # a 503 without a usable ``Retry-After``
 
 
 class UnisonError(Exception):
@@ -46,6 +51,29 @@ class ConnectionFailed(UnisonError):
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
         super().__init__(message)
         self.code, self.status = code, status
+
+
+class ServerBusyError(ConnectionFailed):
+    """The server is at capacity (HTTP 503, code ``capacity``): it serves as many sessions as it
+    can in real time, or a cluster has no replica with room. Nothing is wrong with the request;
+    try again after ``retry_after_s`` seconds (the server's ``Retry-After``), or elsewhere."""
+
+    def __init__(self, message: str, *, retry_after_s: float = DEFAULT_RETRY_AFTER_S) -> None:
+        super().__init__(
+            f"{message} (the server is at capacity; retry in {retry_after_s:g} s)",
+            code="capacity",
+            status=503,
+        )
+        self.retry_after_s = retry_after_s
+
+
+def retry_after_s(header: str | None) -> float:
+    """A ``Retry-After`` header in seconds (the delay form; anything else → the default)."""
+    try:
+        value = float(header or "")
+    except ValueError:
+        return DEFAULT_RETRY_AFTER_S
+    return value if value >= 0 else DEFAULT_RETRY_AFTER_S
 
 
 class ConnectionLost(UnisonError):

@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from unison_sdk.protocol import UtteranceEvent, UtteranceEventName
+
 from unison_stream.server.media import HOPS
 
 __all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "chromium_phase", "launch"]
@@ -41,13 +43,18 @@ CHROMIUM_FLAGS = [  # headless loopback viewer: docs/server.md, "Loopback and ot
 TEXT = "This is a long sentence for the benchmark to interrupt half way through, " * 3
 
 NTP_EPOCH_OFFSET_S = 2208988800  # NTP seconds at the Unix epoch (RFC 5905)
+# the wire names the trial reads, from the protocol module (the page script sends what it sends)
+_STARTED: UtteranceEventName = "started"  # typed: mypy checks each against the protocol's
+_CUT: UtteranceEventName = "interrupted"
+_NAMES = {"utterance": UtteranceEvent.TYPE, "started": _STARTED, "interrupted": _CUT}
 
 # in the page: when Chromium's audio playout (``estimatedPlayoutTimestamp``, the sender's NTP
 # time of the sample now playing) reaches the instant the server sent the first slot of an
 # utterance (``sent_at_unix_s`` of ``started``) or the first slot after a cut (``interrupted``)
 _TRIAL_JS = """
-async ([text, ntpOffsetS]) => {
-  const u = window.unison;
+async ([text, ntpOffsetS, names]) => {
+  const u = window.unison;  // the served page (static/app.js): it speaks the protocol
+  const isEvent = (m, event, id) => m.type === names.utterance && m.event === event && m.id === id;
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const playout = async () => {
     let p = null;
@@ -75,14 +82,12 @@ async ([text, ntpOffsetS]) => {
   };
   const t0 = performance.now();
   const id = u.say(text);
-  const started = await message((m) => m.type === "utterance" && m.event === "started" &&
-                                       m.id === id);
+  const started = await message((m) => isEvent(m, names.started, id));
   const on = started ? await reached(started.sent_at_unix_s) : null;
   await sleep(1000);
   const t1 = performance.now();
-  u.send({ type: "interrupt" });
-  const cut = await message((m) => m.type === "utterance" && m.event === "interrupted" &&
-                                   m.id === id && m.sent_at_unix_s);
+  document.getElementById("interrupt").click();  // the page's own button
+  const cut = await message((m) => isEvent(m, names.interrupted, id) && m.sent_at_unix_s);
   const off = cut ? await reached(cut.sent_at_unix_s) : null;
   // the client's last hop: the first slot sent (server wall clock, same host) → heard here
   const heard = on === null ? null : performance.timeOrigin + on - 1000 * started.sent_at_unix_s;
@@ -126,7 +131,8 @@ async def chromium_phase(base: str, key: str, trials: int) -> dict[str, Any]:
                 sampler = asyncio.ensure_future(_offsets(page, offsets))
                 rows = []
                 for _ in range(trials):
-                    rows.append(await page.evaluate(_TRIAL_JS, [TEXT, NTP_EPOCH_OFFSET_S]))
+                    args = [TEXT, NTP_EPOCH_OFFSET_S, _NAMES]
+                    rows.append(await page.evaluate(_TRIAL_JS, args))
                     await asyncio.sleep(1.0)
                 sampler.cancel()
                 await asyncio.sleep(1.5)  # the next stats message from the server

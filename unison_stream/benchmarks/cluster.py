@@ -33,6 +33,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from unison_sdk.protocol import Ping, Pong, decode_server
 
 from unison_stream.benchmarks.harness import p50_max, print_figures
 from unison_stream.cluster.front_door import REPORT_S, STALE_S, Directory, FrontDoor, Replica
@@ -90,8 +91,8 @@ async def _placement(door: str, directory: Directory) -> dict[str, Any]:
                 continue
             async with http.ws_connect(a["ws_url"]) as ws:
                 await ws.receive_json(timeout=10)  # ready
-                await ws.send_json({"type": "ping", "id": "p"})
-                while (await ws.receive_json(timeout=10)).get("type") != "pong":
+                await ws.send_json(Ping("p").wire())
+                while not isinstance(decode_server(await ws.receive_json(timeout=10), 0), Pong):
                     pass
         out["affinity_violations"] = violations
         for _, a in answers:
@@ -209,11 +210,12 @@ def run(args: argparse.Namespace) -> int:
     ray = require("ray", "cluster")
     serve = require("ray.serve", "cluster")
 
+    from unison_sdk.media import restrict_ice_to_loopback
+
     from unison_stream.cluster.ray_serve import start_replicas
     from unison_stream.runtime import host_info
-    from unison_stream.server.webrtc import restrict_to_loopback
 
-    restrict_to_loopback()
+    restrict_ice_to_loopback()
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
              _node_ip_address="127.0.0.1", logging_level=logging.ERROR)  # fmt: skip
     try:

@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from unison_sdk._tasks import TaskManager
 
 from unison_stream.extras import require
 from unison_stream.mqtt.codec import Dedup, Publish, Topics, event_publishes, parse_command
@@ -24,7 +25,6 @@ from unison_stream.server import protocol as P
 from unison_stream.server.app import state_of
 from unison_stream.server.errors import ServerError
 from unison_stream.server.session import Session, SessionManager
-from unison_stream.server.tasks import TaskManager
 
 if TYPE_CHECKING:
     import aiomqtt

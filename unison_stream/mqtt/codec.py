@@ -3,7 +3,9 @@ server messages → (topic, payload, retain). No broker, no event loop (docs/mqt
 
 Commands reuse the websocket protocol's validation (``parse_client_message``) so a ``say`` over
 MQTT obeys exactly the same limits as one over the websocket; ``request_id`` becomes the
-utterance id.
+utterance id. The MQTT command names (``say``, ``interrupt``, ``state``) are this bridge's own
+topics; the message each becomes, and every server message read back, is named by the
+protocol module (``unison_sdk.protocol``), never spelled here.
 """
 
 from __future__ import annotations
@@ -13,12 +15,19 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from unison_sdk.protocol import decode_server
+
 from unison_stream.server import protocol as P
 from unison_stream.server.errors import BadRequest
 
 __all__ = ["COMMANDS", "Dedup", "Publish", "Topics", "event_publishes", "parse_command"]
 
-COMMANDS = {"say": "say", "interrupt": "interrupt", "state": "set_state"}
+# MQTT command topic → the client message it becomes
+COMMANDS: dict[str, str] = {
+    "say": P.Say.TYPE,
+    "interrupt": P.Interrupt.TYPE,
+    "state": P.SetState.TYPE,
+}
 
 
 @dataclass(frozen=True)
@@ -69,18 +78,14 @@ def parse_command(command: str, payload: bytes, limits: P.Limits) -> P.ClientMes
 
 def event_publishes(msg: dict[str, Any], topics: Topics) -> list[Publish]:
     """A server message (as sent to a websocket) → what the bridge publishes for it."""
-    kind = msg.get("type")
-    if kind == "utterance":
-        body = {
-            "request_id": msg["id"],
-            "event": msg["event"],
-            "media_time_s": msg["media_time_s"],
-        }
+    typed = decode_server(msg, int(msg.get("seq", 0)))
+    if isinstance(typed, P.UtteranceEvent):
+        body = {"request_id": typed.id, "event": typed.event, "media_time_s": typed.media_time_s}
         return [Publish(topics.utterance, json.dumps(body))]
-    if kind == "state":
-        return [Publish(topics.state, json.dumps({"state": msg["state"]}), retain=True)]
-    if kind == "error":
-        body = {"code": msg["code"], "message": msg["message"], "request_id": msg.get("ref")}
+    if isinstance(typed, P.StateEvent):
+        return [Publish(topics.state, json.dumps({"state": typed.state}), retain=True)]
+    if isinstance(typed, P.ErrorEvent):
+        body = {"code": typed.code, "message": typed.message, "request_id": typed.ref}
         return [Publish(topics.error, json.dumps(body))]
     return []  # stats, pong, answers: not bridged
 
