@@ -3,6 +3,7 @@ simulated clock, and the clock's one verb (``next_media``) against a scripted so
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from typing import Any
 
@@ -124,3 +125,32 @@ def test_the_clock_counts_silence_cut_into_an_utterance_not_after_it() -> None:
     clock.slot(10)
     assert (clock.speech_underruns, clock.underruns) == (3, 7)
     assert clock.traces["u1"]["in_clock"] <= clock.traces["u1"]["played"]
+
+
+def test_an_interrupt_cuts_the_slot_in_playout_at_the_next_audio_frame() -> None:
+    """A cut lands on the 20 ms audio frame after what the track sent, not the 40 ms slot's
+    end: a 5 ms fade, then silence; a cut on a slot boundary or in idle cuts nothing."""
+    from unison_stream.server.media import CUT_FADE, Playout
+
+    async def main() -> None:
+        src = _Source()
+        clock = _clock(src)
+        src.make("u1", frames=4)  # speech at 0.5
+        playout = Playout(clock)
+        await playout.wait(0.0)  # the tracks start
+        assert playout.audio_sent() == 0
+        spoken = playout.audio(0, 960)  # the first half of slot 0
+        assert playout.audio_sent() == 960 and float(np.abs(spoken[480:]).min()) > 0.4
+        assert not clock.silence_from(1920)  # the next slot's start: nothing to cut here
+        clock.flush()
+        assert clock.silence_from(960)
+        rest = playout.audio(960, 960)
+        assert float(rest[0]) > 0.4 and bool(np.all(np.diff(rest[:CUT_FADE]) <= 0))
+        assert not rest[CUT_FADE:].any(), "speech after the cut"
+        assert playout.audio_pts(960) == 960
+        assert playout.audio_pts(1 * clock.samples_per_slot) == 1920  # slot 1's first sample
+        src.make(None, frames=1)
+        playout.audio(1920, 960)  # an idle slot: nothing to cut
+        assert not clock.silence_from(1920 + 480)
+
+    asyncio.run(main())
