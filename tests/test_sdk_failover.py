@@ -91,7 +91,7 @@ def test_a_session_whose_server_dies_moves_with_its_identity_and_nothing_else_lo
                         "move_s": avatar.last_move_s, "since_kill_s": time.monotonic() - t_kill,
                         "outcomes": (u1.outcome, u2.outcome, u3.outcome),
                         "u2_events": [e.event for e in u2.events], "bodies": door.bodies,
-                        "identities": [s._identity for s in b_sessions], "frame": frame.image.shape,
+                        "identities": [s.identity for s in b_sessions], "frame": frame.image.shape,
                         "errors": lost_errors,
                     }  # fmt: skip
             finally:
