@@ -5,7 +5,9 @@ The same path as a live session (``unison_stream/engine``): the planner times th
 chunk with the rolling KV cache and decodes them; render drains the session as fast as it can
 (the engine's backpressure paces generation) and writes H.264 + AAC with PyAV. ``--audio``
 renders the audio-driven mode: the given speech is held clean and returned unchanged as the
-speech stem; the model makes motion and effects around it.
+speech stem; the model makes motion and effects around it. ``--portrait PATH`` (a PNG, JPEG or
+WebP of one front-facing face) or ``--design JSON`` (a character design) gives the session its
+picture through :mod:`unison_stream.avatars` (``docs/avatars.md``) instead of ``--identity``.
 
 The clip holds the utterance's chunks (whole chunks covering the plan) plus ``tail_s`` of idle
 chunks, so the file's duration is known from the plan before anything is generated.
@@ -14,6 +16,7 @@ chunks, so the file's duration is known from the plan before anything is generat
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 from pathlib import Path
@@ -23,7 +26,8 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from unison_stream.config import load_config
+from unison_stream.avatars import Avatar, AvatarError, from_design, from_upload
+from unison_stream.config import MediaConfig, load_config
 from unison_stream.engine import Engine, MediaChunk
 from unison_stream.engine.audio import resample
 from unison_stream.media import write_mp4
@@ -61,14 +65,24 @@ def render(
     seed: int = 0,
     audio: Path | None = None,
     tail_s: float = 0.5,
+    portrait: Path | None = None,
+    design: dict[str, Any] | None = None,
 ) -> Path:
-    """Render ``text`` (inline ``<tags>``) or the speech in ``audio`` to ``out``."""
+    """Render ``text`` (inline ``<tags>``) or the speech in ``audio`` to ``out``; the person is
+    world identity ``identity``, or the picture ``portrait``, or the character ``design``
+    (an :class:`~unison_stream.avatars.AvatarError` when the picture or design is refused)."""
     with Engine(
         load_config(preset, overrides or []), checkpoint=checkpoint, max_sessions=1, max_ahead=4
     ) as engine:
         cfg = engine.cfg  # a checkpoint's own config wins over the preset
         cs = cfg.chunk_seconds()
-        session = engine.open_session(identity=identity, caption=caption, seed=seed)
+        avatar = _avatar(cfg.media, portrait, design, caption=caption, seed=seed)
+        if avatar is None:
+            session = engine.open_session(identity=identity, caption=caption, seed=seed)
+        else:
+            session = engine.open_session(
+                reference_frame=avatar.picture, caption=avatar.caption, seed=avatar.seed
+            )
         if audio is not None:
             pcm, rate = read_audio(audio)
             speech = resample(pcm, rate, cfg.media.sample_rate)
@@ -98,9 +112,50 @@ def render(
     return path
 
 
+def _avatar(
+    media: MediaConfig,
+    portrait: Path | None,
+    design: dict[str, Any] | None,
+    *,
+    caption: str,
+    seed: int,
+) -> Avatar | None:
+    """The avatar of ``--portrait`` or ``--design`` at the model's picture size, or None."""
+    size = {"width": media.width, "height": media.height}
+    if portrait is not None:
+        return from_upload(portrait.read_bytes(), caption=caption, seed=seed, **size)
+    if design is not None:
+        return from_design(design, **size)
+    return None
+
+
+def _design(arg: str | None) -> dict[str, Any] | None:
+    """``--design``: inline JSON, or the path of a JSON file."""
+    if arg is None:
+        return None
+    text = arg if arg.lstrip().startswith("{") else Path(arg).read_text()
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"render: --design is not JSON ({e})") from e
+    if not isinstance(spec, dict):
+        raise SystemExit('render: --design is a JSON object, e.g. {"hair": "bob"}')
+    return spec
+
+
 def run(args: argparse.Namespace) -> int:
     if args.text is None and args.audio is None:
         raise SystemExit("render: give TEXT or --audio")
+    if args.portrait and args.design:
+        raise SystemExit("render: give --portrait or --design, not both")
+    try:
+        _render_args(args)
+    except AvatarError as e:
+        raise SystemExit(f"render: {e}") from e
+    return 0
+
+
+def _render_args(args: argparse.Namespace) -> None:
     render(
         args.text or "",
         Path(args.output),
@@ -111,8 +166,9 @@ def run(args: argparse.Namespace) -> int:
         identity=args.identity,
         seed=args.seed,
         audio=Path(args.audio) if args.audio else None,
+        portrait=Path(args.portrait) if args.portrait else None,
+        design=_design(args.design),
     )
-    return 0
 
 
 def register(sub: Any) -> None:
@@ -126,6 +182,18 @@ def register(sub: Any) -> None:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--caption", default="a person talking in a quiet room")
     p.add_argument("--identity", type=int, default=0, help="identity seed")
+    p.add_argument(
+        "--portrait",
+        default=None,
+        metavar="PATH",
+        help="a PNG, JPEG or WebP of one front-facing face: the person (docs/avatars.md)",
+    )
+    p.add_argument(
+        "--design",
+        default=None,
+        metavar="JSON",
+        help='a character design, inline or a file: {"hair": "bob", "skin": "#6ab04c"}',
+    )
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument(
         "overrides", nargs="*", default=[], help="config overrides, e.g. sampler.steps=2"

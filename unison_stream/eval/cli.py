@@ -184,6 +184,7 @@ def _evaluate(
             grid=grid,
             beyond=not args.no_beyond,
             states=plan if states and not args.no_states else None,
+            portraits=not args.no_portraits,
         )
     finally:
         engine.close()
@@ -260,6 +261,11 @@ def register(sub: Any) -> None:
         "--no-states",
         action="store_true",
         help="skip the figures of idle, listening, transitions and a conversation (key states)",
+    )
+    p.add_argument(
+        "--no-portraits",
+        action="store_true",
+        help="skip the pictures no training run saw: custom avatars (key portraits)",
     )
     p.add_argument(
         "--states-scale",

@@ -8,7 +8,8 @@ sentences back to back) gives identity drift. The visual-quality figures —
 sharpness, ``fid_world``, feature visibility, identity verification per 10 s window — come
 from :class:`~unison_stream.eval.quality.VisualQuality` for the model, the ground truth and
 the ground truth through the video codec; ``grid`` writes a picture of generated beside
-ground-truth frames. Definitions: ``docs/eval.md``.
+ground-truth frames. :mod:`~unison_stream.eval.portraits` adds pictures no training run saw
+(custom avatars). Definitions: ``docs/eval.md``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from unison_stream.eval.harmony import clip_harmony, summarise_harmony
 from unison_stream.eval.identity import drift, nearest_reference, reference_distance
 from unison_stream.eval.intelligibility import sentence_accuracy
 from unison_stream.eval.lipsync import LipSync, lip_sync, summarise_lip_sync
+from unison_stream.eval.portraits import portraits_report
 from unison_stream.eval.quality import VISUAL_BARS, VisualQuality
 from unison_stream.eval.sfx import (
     EventResult,
@@ -102,12 +104,14 @@ def evaluate(
     grid: Path | None = None,
     beyond: bool = True,
     states: StatesConfig | None = None,
+    portraits: bool = True,
 ) -> dict[str, Any]:
     """Run every metric; returns the flat report that ``--json`` prints. With ``grid`` a PNG
     of generated beside ground-truth frames is written there; ``beyond`` adds the
     out-of-grammar and other-voice figures (``beyond_grammar``); ``states`` the figures of
     every state a viewer sees (``states``: idle, listening, transitions, a conversation and
-    the audio-driven mode, :mod:`.states`)."""
+    the audio-driven mode, :mod:`.states`); ``portraits`` the figures of pictures no training
+    run saw (``portraits``, :mod:`.portraits`)."""
     t0 = time.perf_counter()
     cfg = engine.cfg
     sr, fps = cfg.media.sample_rate, cfg.media.fps
@@ -248,6 +252,9 @@ def evaluate(
     )
     if states is not None:
         report["states"] = state_report(seen, visual)
+    report["portraits"] = (
+        portraits_report(engine, ds, visual, progress=progress) if portraits else None
+    )
     if grid is not None:
         write_grid(grid, rows + _state_rows(seen, ds, fps))
         log.info("wrote the grid of generated beside ground-truth frames to %s", grid)

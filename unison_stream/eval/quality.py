@@ -200,6 +200,43 @@ class VisualQuality:
             "ghosting_ratio": _ratio(g, g_gt),
         }
 
+    @staticmethod
+    def face_energy(frames: np.ndarray, layout: FaceLayout) -> float:
+        """Mean gradient energy of the face box of ``frames (F, H, W, 3)`` uint8."""
+        return float(gradient_energy(frames, layout).mean())
+
+    def picture_figures(
+        self,
+        frames: np.ndarray,
+        *,
+        picture: np.ndarray,
+        layout: FaceLayout,
+        others: list[np.ndarray],
+    ) -> dict[str, Any]:
+        """Figures of ``frames (F, H, W, 3)`` generated from ``picture (H, W, 3)``, a person
+        no clip shows (:mod:`.portraits`): the face's gradient energy ÷ the picture's,
+        feature visibility at ``layout``, and identity per ``WINDOW_S`` window verified
+        against the picture's identity vector, the ``others`` pictures being other people."""
+        out: dict[str, Any] = {
+            "frames": len(frames),
+            "face_energy_ratio": self.face_energy(frames, layout)
+            / self.face_energy(picture[None], layout),
+            "feature_visibility": float(features_visible(frames, layout).mean()),
+            "identity_verified": None,
+        }
+        if self.net is None or self.threshold is None:
+            return out
+        ref = identity_embedding(self.net, picture[None])[0]  # (K,)
+        rest = identity_embedding(self.net, np.stack(others)) if others else np.zeros((0, ref.size))
+        ids = identity_embedding(self.net, frames)
+        windows = [
+            verify(ids[s:e], ref, rest, threshold=self.threshold, fps=self.fps, start=s)
+            for s, e in window_spans(len(frames), self.fps, WINDOW_S)
+        ]
+        out["identity_windows"] = [w.to_json() for w in windows]
+        out["identity_verified"] = all(w.verified for w in windows)
+        return out
+
     def _verify(
         self, ids: np.ndarray, clip: int, s: int, e: int, threshold: float
     ) -> IdentityWindow:
