@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +13,14 @@ import pytest
 import torch
 
 from unison_stream.data.dataset import SPLITS, _draw, _identity_pool, split_of, synth_dataset
+from unison_stream.data.errors import ManifestError
 from unison_stream.data.loader import ManifestDataset, collate
+from unison_stream.data.merge import merge_manifests
 from unison_stream.data.synth import speech
-from unison_stream.data.synth.config import WorldConfig
+from unison_stream.data.synth.config import WORLD_PRESETS, WorldConfig
 from unison_stream.data.synth.identity import identity_key
-from unison_stream.vocab import PAD_ID, TRACK_VOCAB, UNK_ID, event_id
+from unison_stream.data.synth.states import kind_of
+from unison_stream.vocab import PAD_ID, SILENCE_ID, TRACK_VOCAB, UNK_ID, event_id
 
 pytestmark = pytest.mark.skipif(
     not speech.available(), reason="libespeak-ng not installed (Debian package libespeak-ng1)"
@@ -123,3 +129,129 @@ def test_cli_synth_and_preview(tmp_path: Path) -> None:
     rows = [json.loads(x) for x in (tmp_path / "manifest.jsonl").read_text().splitlines()]
     assert n == rows[0]["num_frames"]
     assert png.stat().st_size > 10_000
+
+
+# ---- the classic world is unchanged; the states world; merging worlds --------------------------
+# sha256 (first 16 hex) of the first two manifest lines and shard members of
+# `data synth --n 8 --seed 0`, made by the generator before the states world existed.
+CLASSIC_ROWS = ("e3e58d52f2170ecc", "5f5b5e41e10d1f4f")
+CLASSIC_MEMBERS = ("7970bf38b0f418ff", "4cd7f6852e413372")
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def test_classic_world_keeps_its_bytes(tmp_path: Path) -> None:
+    synth_dataset(tmp_path, n=2, seed=0, progress=False)
+    rows = (tmp_path / "manifest.jsonl").read_bytes().splitlines()
+    with tarfile.open(tmp_path / "shards" / "shard-00000.tar") as tar:
+        members = [tar.extractfile(m).read() for m in tar.getmembers()]  # type: ignore[union-attr]
+    hint = (
+        "the classic world changed; if libespeak-ng, numpy or Pillow were upgraded, remake "
+        "these hashes with the generator of the commit before the states world"
+    )
+    assert tuple(_sha(r) for r in rows) == CLASSIC_ROWS, hint
+    assert tuple(_sha(m) for m in members) == CLASSIC_MEMBERS, hint
+    assert "kind" not in json.loads(rows[0]) and "look" not in json.loads(rows[0])["identity"]
+
+
+def _small_states() -> WorldConfig:
+    return replace(WORLD_PRESETS["states"], quiet_s=(1.0, 3.0), quiet_mean_s=2.0, shard_size=3)
+
+
+def test_states_world_is_deterministic_and_labels_every_clip(tmp_path: Path) -> None:
+    cfg = _small_states()
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        synth_dataset(out, n=7, seed=4, progress=False, cfg=cfg, identities=40)
+    for rel in ("manifest.jsonl", "shards/shard-00000.tar", "shards/shard-00002.tar"):
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    rows = [json.loads(x) for x in (a / "manifest.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in rows] == [kind_of(i, cfg) for i in range(7)]
+    assert {r["kind"] for r in rows} == {"speech", "quiet", "listening"}
+    for r in rows:
+        if r["kind"] == "speech":
+            assert r["transcript"] and any(r["rest"]) and r["voice"] is not None
+            continue
+        assert r["transcript"] == "" and r["sentence_key"] == "" and r["voice"] is None
+        assert [p["label"] for p in r["phonemes"]] == ["_"] and r["events"] == []
+        assert r["phonemes"][0]["end"] == r["duration"] and max(r["mouth_open"]) == 0.0
+    report = json.loads((a / "dataset.json").read_text())
+    assert set(report["seconds_by_kind"]) == {"speech", "quiet", "listening"}
+    ds = ManifestDataset(a / "manifest.jsonl")
+    quiet = next(i for i, (_, r) in enumerate(ds.rows) if r["kind"] == "quiet")
+    sample = ds[quiet]
+    assert sample.transcript == "" and sample.track_ids.tolist() == [SILENCE_ID]
+    assert not sample.stems["speech"].any()
+
+
+def test_look_identities_are_held_out_by_split() -> None:
+    cfg = replace(WORLD_PRESETS["states"], look_share=0.5)
+    pool = _identity_pool(9, 300, cfg)
+    looks = [i for i in pool if i.look is not None]
+    assert 0.35 * len(pool) < len(looks) < 0.65 * len(pool)
+    assert _identity_pool(9, 300, cfg) == pool, "the pool is deterministic"
+    assert _identity_pool(9, 300) == _identity_pool(9, 300, WorldConfig())  # classic: no looks
+    assert all(i.look is None for i in _identity_pool(9, 300))
+    keys = {identity_key(i) for i in pool}
+    assert len(keys) == len(pool)
+    pools = {
+        s: {identity_key(i) for i in pool if split_of(identity_key(i), cfg.split_fractions) == s}
+        for s in SPLITS
+    }
+    assert all(any(k.startswith("L-") for k in p) for p in pools.values())
+    assert not (pools["train"] & pools["test"]) and not (pools["train"] & pools["val"])
+
+
+def test_merge_keeps_rows_and_splits_and_resolves_media(tmp_path: Path) -> None:
+    classic, states = tmp_path / "w" / "classic", tmp_path / "w" / "states"
+    synth_dataset(classic, n=3, seed=21, progress=False)
+    synth_dataset(states, n=3, seed=22, progress=False, cfg=_small_states(), identities=40)
+    out = tmp_path / "merged" / "all"
+    counts = merge_manifests([classic, states / "manifest.jsonl"], out)
+    assert sum(sum(c.values()) for c in counts.values()) == 6
+    merged = ManifestDataset(out / "manifest.jsonl")
+    sources = [
+        ManifestDataset(classic / "manifest.jsonl"),
+        ManifestDataset(states / "manifest.jsonl"),
+    ]
+    originals = [(ds, i) for ds in sources for i in range(len(ds))]
+    assert len(merged) == len(originals)
+    for k, (ds, i) in enumerate(originals):
+        row, src = merged.rows[k][1], ds.rows[i][1]
+        assert row["id"] == src["id"] and row["split"] == src["split"]
+        assert row["video"].startswith("../../w/") and "::" in row["video"]
+        np.testing.assert_array_equal(merged[k].frames, ds[i].frames)
+        np.testing.assert_array_equal(merged[k].stems["speech"], ds[i].stems["speech"])
+    with pytest.raises(ManifestError, match="id also in"):
+        merge_manifests([classic, classic], tmp_path / "dup")
+    with pytest.raises(FileNotFoundError, match="no manifest"):
+        merge_manifests([tmp_path / "nowhere"], tmp_path / "none")
+
+
+def test_cli_states_world_and_merge(tmp_path: Path) -> None:
+    import argparse
+
+    from unison_stream.data.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    world = tmp_path / "q"
+    args = parser.parse_args(
+        ["data", "synth", "--n", "2", "--out", str(world), "--workers", "1", "--seed", "3",
+         "--world", "states", "--kinds", "quiet=1", "--identities", "40"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    rows = [json.loads(x) for x in (world / "manifest.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in rows] == ["quiet", "quiet"]
+    bad = parser.parse_args(
+        ["data", "synth", "--n", "1", "--out", str(tmp_path / "x"), "--kinds", "naps=1"]
+    )
+    assert bad.func(bad) == 2  # unknown kind: an error naming the kinds, no world
+    assert not (tmp_path / "x").exists()
+    args = parser.parse_args(["data", "merge", str(world), "--out", str(tmp_path / "m")])
+    assert args.func(args) == 0
+    assert len(ManifestDataset(tmp_path / "m" / "manifest.jsonl")) == 2
+    dup = parser.parse_args(["data", "merge", str(world), str(world), "--out", str(tmp_path / "d")])
+    assert dup.func(dup) == 2

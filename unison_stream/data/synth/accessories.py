@@ -22,7 +22,7 @@ Box = tuple[float, float, float, float]
 BoxFn = Callable[[float, float, float, float], Box]  # (cx, cy, rx, ry) frame fractions → pixels
 PxFn = Callable[[float, float], tuple[float, float]]  # (x, y) frame fractions → pixels
 
-LENS = (0.29, 0.22)  # lens half-size as fractions of (a, b): clear of the eye (0.2 a, 0.12 b)
+LENS = (0.33, 0.25)  # lens half-size in (a, b): its inner edge clears the eye box (0.2 a, 0.12 b)
 
 
 def _dim(c: RGB, f: float) -> RGB:
