@@ -35,6 +35,21 @@ def test_place_prefers_the_least_loaded_and_skips_full_draining_and_silent_repli
     assert place([_r("a", 4), _r("b", 4)], {}, now) == []
 
 
+def test_place_follows_reported_headroom() -> None:
+    """A replica that measured its host admits what it reports as headroom, whatever its
+    session count says; the one with the most room goes first; none anywhere: nowhere."""
+    now = time.time()
+    small = Replica("small", "http://small", 1, 2, False, now, headroom=0)  # measured full
+    big = Replica("big", "http://big", 2, 6, False, now, headroom=4)
+    mid = Replica("mid", "http://mid", 0, 3, False, now, headroom=3)
+    assert [r.replica for r in place([small, big, mid], {}, now)] == ["big", "mid"]
+    assert [r.replica for r in place([small, big, mid], {"big": 2}, now)] == ["mid", "big"]
+    assert place([small, Replica("b", "http://b", 3, 3, False, now, headroom=0)], {}, now) == []
+    old = Replica.of({"replica": "o", "base_url": "http://o", "sessions": 1, "capacity": 4,
+                      "draining": False, "seen": now})  # fmt: skip
+    assert old.headroom is None and old.room == 3  # a report without headroom
+
+
 class _LocalDirectory:
     """Rows made from in-process servers, as their reports would say: at most every
     ``REPORT_S``, so the front door must count what it placed since (as with Ray)."""
@@ -56,7 +71,8 @@ class _LocalDirectory:
             m.draining = rid in self.draining
             row = {"replica": rid, "base_url": srv.base, "sessions": len(m.channels),
                    "session_ids": list(m.sessions)}  # fmt: skip
-            out.append({**row, "capacity": m.capacity, "draining": m.draining, "seen": time.time()})
+            out.append({**row, "capacity": m.capacity, "headroom": m.headroom,
+                        "draining": m.draining, "seen": time.time()})  # fmt: skip
         return out
 
     async def forget(self, replica: str) -> None:
@@ -87,9 +103,9 @@ async def _cluster(n: int, capacity: int) -> AsyncIterator[tuple[str, dict[str, 
             await runner.cleanup()
 
 
-async def _create(http: aiohttp.ClientSession, door: str) -> tuple[int, dict[str, Any]]:
+async def _create(http: aiohttp.ClientSession, door: str) -> tuple[int, dict[str, Any], str]:
     r = await http.post(f"{door}/v1/sessions", json={"identity": 1}, headers=AUTH)
-    return r.status, await r.json()
+    return r.status, await r.json(), r.headers.get("Retry-After", "")
 
 
 def test_front_door_places_evenly_keeps_affinity_refuses_when_full_and_drains() -> None:
@@ -102,27 +118,28 @@ def test_front_door_places_evenly_keeps_affinity_refuses_when_full_and_drains() 
             owner = {sid: rid for rid, sids in per.items() for sid in sids}
             ports_ok = all(
                 servers[owner[a["session_id"]]].base.split(":")[-1] in a["ws_url"].split("/")[2]
-                for _, a in made
+                for _, a, _ in made
             )
             unauth = (await http.post(f"{door}/v1/sessions", json={})).status
             await asyncio.sleep(REPORT_S)  # the next reports
             health = await (await http.get(f"{door}/healthz")).json()
             metrics = await (await http.get(f"{door}/metrics")).text()
-            for _, a in made[:2]:
+            for _, a, _ in made[:2]:
                 await http.delete(f"{door}/v1/sessions/{a['session_id']}", headers=AUTH)
             await asyncio.sleep(REPORT_S)
             r = await http.post(f"{door}/v1/replicas/r0/drain", headers=AUTH)
             drained = [await _create(http, door) for _ in range(3)]
-            return {"statuses": [s for s, _ in made], "over": over, "per": per,
+            return {"statuses": [s for s, *_ in made], "over": over, "per": per,
                     "ports_ok": ports_ok, "unauth": unauth, "health": health,
                     "metrics": metrics, "drain": r.status,
-                    "drained": [(s, a.get("replica")) for s, a in drained]}  # fmt: skip
+                    "drained": [(s, a.get("replica")) for s, a, _ in drained]}  # fmt: skip
 
     r = asyncio.run(main())
     assert r["statuses"] == [201] * 4 and [len(v) for v in r["per"].values()] == [2, 2], r
     assert r["over"][0] == 503 and r["over"][1]["error"]["code"] == "capacity", r["over"]
     assert r["ports_ok"] and r["unauth"] == 401, r
     assert r["health"]["sessions"] == 4 and r["health"]["capacity"] == 4, r["health"]
+    assert r["health"]["headroom"] == 0 and r["over"][2] == "5", r  # Retry-After
     assert 'unison_sessions{replica="r0"} 2' in r["metrics"], r["metrics"]
     assert "unison_cluster_sessions 4" in r["metrics"], r["metrics"]
     # two sessions ended (one on each replica), r0 drained: only r1's free slot takes one
@@ -150,6 +167,10 @@ def test_sessions_policy_keeps_headroom_within_the_bounds() -> None:
     assert sessions_policy(ctx([4.0, 4.0, 4.0]))[0] == 4  # 12 sessions: 16 slots
     assert sessions_policy(ctx([4.0] * 8))[0] == 8  # capped at max
     assert sessions_policy(ctx([], lo=2))[0] == 2  # no metrics yet
+    # replicas that measured a smaller capacity than their mean report no headroom: one more
+    full = ctx([2.0, 2.0])
+    full.aggregated_metrics["headroom"] = {0: 0.0, 1: 0.0}
+    assert sessions_policy(full)[0] == 3
 
 
 @pytest.mark.slow

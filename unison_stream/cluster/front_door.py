@@ -5,9 +5,12 @@ WebRTC) on its own port. ``POST /v1/sessions`` is checked against the API keys, 
 to the replica :func:`place` chooses; the replica's answer comes back as it is, and its
 ``ws_url`` names that replica, so the session's websocket and peer connection go straight to
 it — every later message of the session stays there (affinity by construction) and media never
-passes the front door. A replica that is full answers ``503`` and the next is tried; all full →
-``503 capacity``. ``GET /healthz`` and ``GET /metrics`` sum the replicas and list each one;
-``POST /v1/replicas/{id}/drain`` stops new sessions on a replica (live ones go on).
+passes the front door. Placement follows each replica's reported *headroom* — the sessions it
+still admits, which a replica with ``server.max_sessions=auto`` measured on its own host — so a
+replica with none is skipped; one that answers ``503`` anyway (filled meanwhile) is skipped for
+the next; all full → ``503 capacity`` with a ``Retry-After``. ``GET /healthz`` and
+``GET /metrics`` sum the replicas and list each one; ``POST /v1/replicas/{id}/drain`` stops new
+sessions on a replica (live ones go on).
 
 Where the replicas are comes from a :class:`Directory` (each replica reports itself there every
 ``REPORT_S``); :mod:`~unison_stream.cluster.ray_serve` provides one on Ray.
@@ -48,6 +51,18 @@ class Replica:
     seen: float  # time.time() of the report
     pid: int = 0
     session_ids: tuple[str, ...] = ()  # the sessions it holds
+    # engine sessions it still admits (its measured or configured capacity − in use; 0 while
+    # draining); None: not reported (an older replica), read as capacity − sessions
+    headroom: int | None = None
+
+    @property
+    def room(self) -> int:
+        """Engine sessions it admits now, by its report."""
+        if self.draining:
+            return 0
+        if self.headroom is not None:
+            return self.headroom
+        return max(0, self.capacity - self.sessions)
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> Replica:
@@ -66,21 +81,25 @@ class Directory(Protocol):
 
 def place(replicas: list[Replica], placed: dict[str, int], now: float) -> list[Replica]:
     """The replicas a new session may go to, best first: heard from lately, not draining, with
-    room — counting ``placed`` (sessions sent there since their last report) — least loaded
-    first (ties by id, so placement is deterministic)."""
+    headroom left — less ``placed`` (sessions sent there since their last report) — the most
+    headroom first, then the least loaded (ties by id, so placement is deterministic)."""
     out = []
     for r in replicas:
-        n = r.sessions + placed.get(r.replica, 0)
-        if now - r.seen <= STALE_S and not r.draining and n < r.capacity:
-            out.append((n / max(1, r.capacity), n, r.replica, r))
+        room = r.room - placed.get(r.replica, 0)
+        if now - r.seen <= STALE_S and not r.draining and room > 0:
+            load = (r.capacity - room) / max(1, r.capacity)
+            out.append((-room, load, r.replica, r))
     return [r for *_, r in sorted(out)]
 
 
 class FrontDoor:
     """The front door's routes and state (module docstring)."""
 
-    def __init__(self, directory: Directory, api_keys: list[str]) -> None:
+    def __init__(
+        self, directory: Directory, api_keys: list[str], *, retry_after_s: int = 5
+    ) -> None:
         self.directory, self.keys = directory, ApiKeys(api_keys)
+        self.retry_after_s = retry_after_s  # the ``Retry-After`` when every replica is full
         # sessions placed that their replica has not reported yet: (replica, session, time)
         self._placements: list[tuple[str, str, float]] = []
         self.sessions: dict[str, str] = {}  # session id → replica (for DELETE)
@@ -160,7 +179,11 @@ class FrontDoor:
             return web.json_response(answer, status=status)  # 400 / 401: the client's fault
         self.refused_total += 1
         n = len(replicas)
-        return error_response(CapacityError(f"all {n} replicas are full (or draining)"))
+        full = CapacityError(
+            f"the cluster is at capacity: all {n} replicas are full (or draining); "
+            f"retry in {self.retry_after_s} s"
+        )
+        return error_response(full, retry_after_s=self.retry_after_s)
 
     async def delete(self, request: web.Request) -> web.Response:
         sid = request.match_info["sid"]
@@ -200,6 +223,7 @@ class FrontDoor:
                 ],
                 "sessions": sum(r.sessions for r in live),
                 "capacity": sum(r.capacity for r in live if not r.draining),
+                "headroom": sum(r.room for r in live),
             }
         )
 
@@ -230,6 +254,8 @@ class FrontDoor:
             ("unison_cluster_sessions", "engine sessions in use", sum(r.sessions for r in live)),
             ("unison_cluster_capacity", "engine sessions of replicas taking new ones",
              sum(r.capacity for r in live if not r.draining)),
+            ("unison_cluster_headroom_sessions", "engine sessions the replicas still admit",
+             sum(r.room for r in live)),
             ("unison_cluster_placed_total", "sessions placed", self.placed_total),
             ("unison_cluster_refused_total", "sessions refused (all full)", self.refused_total),
         ]  # fmt: skip

@@ -28,6 +28,7 @@ from aiohttp import web
 from unison_stream.cluster.front_door import REPORT_S, STALE_S, Directory, FrontDoor
 from unison_stream.extras import require
 from unison_stream.server.app import create_app, make_runner, state_of
+from unison_stream.server.capacity import engine_limit
 from unison_stream.server.config import load_server_config
 from unison_stream.server.engines import build_engine, split_overrides
 
@@ -59,13 +60,18 @@ DRAIN_S = 60.0  # a replica being stopped waits this long for its sessions to en
 def sessions_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
     """Serve custom autoscaling policy on active engine sessions: enough replicas that the
     sessions fill ``TARGET_LOAD`` of their capacity, always one free session's room, within
-    the deployment's min / max. ``ctx``: Serve's ``AutoscalingContext``; the replicas report
-    ``sessions`` and ``capacity`` (:meth:`AvatarReplica.record_autoscaling_stats`)."""
+    the deployment's min / max; and one replica more when the replicas report no headroom at
+    all (each measured its own capacity: the next session would be refused). ``ctx``: Serve's
+    ``AutoscalingContext``; the replicas report ``sessions``, ``capacity`` and ``headroom``
+    (:meth:`AvatarReplica.record_autoscaling_stats`)."""
     metrics = ctx.aggregated_metrics or {}
     sessions = sum(metrics.get("sessions", {}).values())
     caps = list(metrics.get("capacity", {}).values())
     cap = max(1.0, sum(caps) / len(caps)) if caps else 1.0
     want = max(math.ceil(sessions / (cap * TARGET_LOAD)), math.ceil((sessions + 1) / cap))
+    rooms = metrics.get("headroom", {})
+    if rooms and sum(rooms.values()) < 1:  # every replica full: one more, whatever the mean
+        want = max(want, len(rooms) + 1)
     lo, hi = ctx.capacity_adjusted_min_replicas, ctx.capacity_adjusted_max_replicas
     return max(lo, min(hi, want)), {"sessions": sessions}
 
@@ -143,8 +149,9 @@ class AvatarReplica:
             preset=preset,
             checkpoint=Path(checkpoint) if checkpoint else None,
             overrides=model_over,
-            max_sessions=cfg.max_sessions,
+            max_sessions=engine_limit(cfg),
         )
+        # server.max_sessions=auto: each replica measures its own node before it serves
         self._app = create_app(self._engine, cfg, media, model=model)
         self._host, self.base_url = host, ""
         self._loop = asyncio.new_event_loop()
@@ -183,6 +190,7 @@ class AvatarReplica:
             "base_url": self.base_url,
             "sessions": len(m.channels),
             "capacity": m.capacity,
+            "headroom": m.headroom,
             "draining": m.draining,
             "pid": os.getpid(),
             "session_ids": list(m.sessions),
@@ -205,9 +213,11 @@ class AvatarReplica:
         return self._row()
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """Active engine sessions and capacity: what :func:`sessions_policy` scales on."""
+        """Active engine sessions, capacity and headroom: what :func:`sessions_policy` scales
+        on."""
         row = self._row()
-        return {"sessions": float(row["sessions"]), "capacity": float(row["capacity"])}
+        keys = ("sessions", "capacity", "headroom")
+        return {k: float(row[k]) for k in keys}
 
     async def __del__(self) -> None:
         """Serve stops this replica (downscale, redeploy, delete): drain first — no new
@@ -288,9 +298,12 @@ def start_replicas(
     return directory
 
 
-async def serve_front_door(directory: Directory, api_keys: list[str], host: str, port: int) -> None:
+async def serve_front_door(
+    directory: Directory, api_keys: list[str], host: str, port: int, *, retry_after_s: int = 5
+) -> None:
     """Run the front door until cancelled."""
-    runner = web.AppRunner(FrontDoor(directory, api_keys).app(), handle_signals=False)
+    door = FrontDoor(directory, api_keys, retry_after_s=retry_after_s)
+    runner = web.AppRunner(door.app(), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

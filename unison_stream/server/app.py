@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 
 from unison_stream.server import protocol as P
 from unison_stream.server.auth import ApiKeys, TokenSigner
+from unison_stream.server.capacity import Capacity, resolve_capacity
 from unison_stream.server.config import ServerConfig
 from unison_stream.server.engine_api import EngineLike
 from unison_stream.server.errors import BadRequest, ServerError, Unauthorized
@@ -34,16 +35,23 @@ class ServerState:
     """What the routes share: config, keys, token signer, session manager, model name."""
 
     def __init__(
-        self, engine: EngineLike, cfg: ServerConfig, media: MediaSpec, *, model: str
+        self,
+        engine: EngineLike,
+        cfg: ServerConfig,
+        media: MediaSpec,
+        *,
+        model: str,
+        capacity: Capacity,
     ) -> None:
         self.cfg, self.media, self.model, self.engine = cfg, media, model, engine
+        self.capacity = capacity
         self.keys = ApiKeys(cfg.api_keys)
         self.signer = TokenSigner(cfg.token_secret, ttl_s=cfg.token_ttl_s)
         # resume tokens (in ``ready``) live as long as a session may; their own key, so a
         # session token is never a resume token nor the reverse
         resume_secret = f"{cfg.token_secret}:resume" if cfg.token_secret else ""
         self.resume_signer = TokenSigner(resume_secret, ttl_s=cfg.max_duration_s)
-        self.manager = SessionManager(engine, cfg, media, self.signer)
+        self.manager = SessionManager(engine, cfg, media, self.signer, capacity=capacity.sessions)
         self.limits = P.limits_for(cfg)
         self.ws_errors = 0
         self.loop_lag = LoopLag()
@@ -52,10 +60,14 @@ class ServerState:
 STATE_KEY = web.AppKey("unison_state", ServerState)
 
 
-def error_response(err: ServerError) -> web.Response:
-    """The JSON body and status of an HTTP error (docs/protocol.md)."""
+def error_response(err: ServerError, *, retry_after_s: int | None = None) -> web.Response:
+    """The JSON body and status of an HTTP error (docs/protocol.md); a ``503`` (at capacity)
+    says when to try again in ``Retry-After`` when ``retry_after_s`` is given."""
     body = {"error": {"code": err.code, "message": err.message}}
-    return web.json_response(body, status=err.http_status)
+    headers = {}
+    if err.http_status == 503 and retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
+    return web.json_response(body, status=err.http_status, headers=headers)
 
 
 @web.middleware
@@ -64,7 +76,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         resp: web.StreamResponse = await handler(request)
         return resp
     except ServerError as e:
-        return error_response(e)
+        return error_response(e, retry_after_s=_state(request).cfg.retry_after_s)
 
 
 def _state(request: web.Request) -> ServerState:
@@ -109,6 +121,10 @@ async def healthz(request: web.Request) -> web.Response:
             "sessions": len(m.sessions),
             "channels": len(m.channels),
             "capacity": m.capacity,
+            "capacity_source": st.capacity.source,
+            "measured_rtf": st.capacity.measured_rtf,
+            "in_use": m.in_use,
+            "headroom": m.headroom,
             "draining": m.draining,
             "peer_connections": m.peer_connections(),
             "loop_lag_ms": {k: round(v, 2) for k, v in st.loop_lag.summary().items()},
@@ -122,7 +138,9 @@ async def metrics(request: web.Request) -> web.Response:
     rows = [
         ("unison_sessions", "gauge", "open sessions", len(m.sessions)),
         ("unison_channels", "gauge", "engine sessions in use", len(m.channels)),
-        ("unison_capacity", "gauge", "maximum engine sessions", m.capacity),
+        ("unison_capacity", "gauge", "engine sessions admitted at most", m.capacity),
+        ("unison_sessions_in_use", "gauge", "engine sessions in use", m.in_use),
+        ("unison_headroom_sessions", "gauge", "engine sessions still admitted", m.headroom),
         ("unison_peer_connections", "gauge", "open peer connections", m.peer_connections()),
         ("unison_sessions_created_total", "counter", "sessions created", m.created_total),
         ("unison_sessions_reaped_total", "counter", "sessions reaped", m.reaped_total),
@@ -242,11 +260,20 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 def create_app(
-    engine: EngineLike, cfg: ServerConfig, media: MediaSpec, *, model: str = "unknown"
+    engine: EngineLike,
+    cfg: ServerConfig,
+    media: MediaSpec,
+    *,
+    model: str = "unknown",
+    capacity: Capacity | None = None,
 ) -> web.Application:
-    """Build the aiohttp application; sessions start and stop with it."""
+    """Build the aiohttp application; sessions start and stop with it. ``capacity``: the
+    engine sessions to admit; by default ``server.max_sessions``, measured here (blocking, a
+    few seconds) when it is ``auto`` — so build the app before serving."""
+    if capacity is None:
+        capacity = resolve_capacity(cfg, engine, media.fps)
     app = web.Application(middlewares=[_errors], client_max_size=cfg.max_message_bytes)
-    state = ServerState(engine, cfg, media, model=model)
+    state = ServerState(engine, cfg, media, model=model, capacity=capacity)
     app[STATE_KEY] = state
 
     async def on_startup(_: web.Application) -> None:

@@ -4,6 +4,8 @@ Config keys as ``key=value``: model keys as usual (``sampler.steps=2``), server 
 ``server.`` prefix (``server.port=9000``, ``server.max_sessions=2``). With no API key configured
 (``server.api_keys`` or ``$UNISON_API_KEYS``) a random local key is made and printed with the URL.
 ``--engine fake`` serves the deterministic test engine (no model; for UI work).
+``server.max_sessions=auto`` measures this host before serving and admits as many sessions as
+it serves in real time (docs/server.md "Capacity").
 ``--mqtt-config bridge.yaml`` also runs the MQTT bridge (docs/mqtt.md).
 """
 
@@ -22,6 +24,7 @@ from aiohttp import web
 
 from unison_stream.extras import require
 from unison_stream.server.app import create_app, make_runner
+from unison_stream.server.capacity import Capacity, engine_limit, resolve_capacity
 from unison_stream.server.config import ServerConfig, load_server_config
 from unison_stream.server.engine_api import EngineLike
 from unison_stream.server.engines import build_engine, split_overrides
@@ -33,11 +36,17 @@ log = logging.getLogger(__name__)
 
 
 async def serve(
-    engine: EngineLike, cfg: ServerConfig, media: MediaSpec, *, model: str, mqtt: Any = None
+    engine: EngineLike,
+    cfg: ServerConfig,
+    media: MediaSpec,
+    *,
+    model: str,
+    capacity: Capacity,
+    mqtt: Any = None,
 ) -> None:
     """Run until SIGINT/SIGTERM; cancelling it is safe (sessions are closed on the way out).
     ``mqtt``: an :class:`~unison_stream.mqtt.MqttConfig` to run the MQTT bridge with."""
-    app = create_app(engine, cfg, media, model=model)
+    app = create_app(engine, cfg, media, model=model, capacity=capacity)
     if mqtt is not None:
         from unison_stream.mqtt import attach_mqtt
 
@@ -78,18 +87,24 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset,
         checkpoint=ckpt,
         overrides=model_over,
-        max_sessions=cfg.max_sessions,
+        max_sessions=engine_limit(cfg),
     )
+    try:  # before listening: an "auto" capacity is measured on this engine
+        capacity = resolve_capacity(cfg, engine, media.fps)
+    except BaseException:
+        engine.close()
+        raise
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     url = f"http://{host}:{cfg.port}/"
     key = cfg.api_keys[0]
     # the command's own output: where to go and the key to use (the page reads #key=)
     print(f"unison-stream serving {model} at {url}", flush=True)
+    print(f"capacity: {capacity.sessions} sessions ({capacity.source})", flush=True)
     if generated:
         print(f"local API key: {key}", flush=True)
         print(f"open {url}#key={key}", flush=True)
     try:
-        asyncio.run(serve(engine, cfg, media, model=model, mqtt=mqtt))
+        asyncio.run(serve(engine, cfg, media, model=model, capacity=capacity, mqtt=mqtt))
     finally:
         engine.close()
     return 0
@@ -125,7 +140,11 @@ def _run_ray(args: argparse.Namespace, cfg: ServerConfig, server_over: list[str]
         )
     print(f"unison-stream cluster front door at http://{cfg.host}:{cfg.port}/", flush=True)
     try:
-        asyncio.run(serve_front_door(directory, cfg.api_keys, cfg.host, cfg.port))
+        asyncio.run(
+            serve_front_door(
+                directory, cfg.api_keys, cfg.host, cfg.port, retry_after_s=cfg.retry_after_s
+            )
+        )
     except KeyboardInterrupt:
         pass
     finally:

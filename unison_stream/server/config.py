@@ -42,9 +42,12 @@ class ServerConfig:
     # WebRTC: loopback_only gathers only 127.0.0.1 host candidates and ignores ice_servers
     loopback_only: bool = True
     ice_servers: list[IceServer] = field(default_factory=list)
-    # capacity: engine sessions (private sessions + broadcast channels) and viewers per channel
-    max_sessions: int = 4
+    # capacity: engine sessions (private sessions + broadcast channels) and viewers per channel.
+    # "auto": measured at start-up, the most sessions the host serves at rtf ≥ 1.1 each
+    # (capacity.py; docs/server.md "Capacity"); an integer is taken as it is
+    max_sessions: int | str = 4
     max_viewers: int = 16
+    retry_after_s: int = 5  # the ``Retry-After`` of a 503 (at capacity): when to try again
     # limits on client input
     max_message_bytes: int = 65536  # one websocket text message
     max_text_chars: int = MAX_TEXT_CHARS  # one ``say``; at most the planner's limit
@@ -82,7 +85,12 @@ def validate_server(cfg: ServerConfig) -> ServerConfig:
 
     need(0 <= cfg.port < 65536, "port", "must be in [0, 65535] (0 = any free port)")
     need(cfg.token_ttl_s > 0, "token_ttl_s", "must be > 0")
-    need(cfg.max_sessions >= 1, "max_sessions", "must be ≥ 1")
+    need(
+        cfg.max_sessions == "auto" or (isinstance(cfg.max_sessions, int) and cfg.max_sessions >= 1),
+        "max_sessions",
+        f"must be an integer ≥ 1 or auto, not {cfg.max_sessions!r}",
+    )
+    need(cfg.retry_after_s >= 1, "retry_after_s", "must be ≥ 1 (whole seconds)")
     need(cfg.max_viewers >= 1, "max_viewers", "must be ≥ 1")
     need(cfg.max_message_bytes >= 1024, "max_message_bytes", "must be ≥ 1024")
     need(

@@ -301,9 +301,15 @@ class SessionManager:
         media: MediaSpec,
         signer: TokenSigner,
         *,
+        capacity: int | None = None,
         transport: TransportFactory = WebRTCTransport,
     ) -> None:
         self.engine, self.cfg, self.media, self.signer = engine, cfg, media, signer
+        if capacity is None:
+            if not isinstance(cfg.max_sessions, int):
+                raise ValueError("server.max_sessions=auto: resolve it first (capacity.py)")
+            capacity = cfg.max_sessions
+        self.capacity = capacity  # engine sessions admitted (private sessions + channels)
         self.transport = transport  # each session's media transport
         self.sessions: dict[str, Session] = {}
         self.channels: dict[str, Channel] = {}
@@ -322,8 +328,14 @@ class SessionManager:
         self.tasks.create(self._reaper(), name="reaper")
 
     @property
-    def capacity(self) -> int:
-        return self.cfg.max_sessions
+    def in_use(self) -> int:
+        """Engine sessions in use (private sessions and broadcast channels)."""
+        return len(self.channels)
+
+    @property
+    def headroom(self) -> int:
+        """New engine sessions this server would admit now (none while draining)."""
+        return 0 if self.draining else max(0, self.capacity - self.in_use)
 
     def peer_connections(self) -> int:
         return sum(1 for s in self.sessions.values() if s.transport.active)
@@ -344,8 +356,11 @@ class SessionManager:
             else:
                 if self.draining:
                     raise CapacityError("this server is draining: no new sessions")
-                if len(self.channels) >= self.cfg.max_sessions:
-                    raise CapacityError(f"server at capacity ({self.cfg.max_sessions} sessions)")
+                if self.in_use >= self.capacity:
+                    raise CapacityError(
+                        f"server at capacity: all {self.capacity} sessions it serves in real "
+                        f"time are in use; retry in {self.cfg.retry_after_s} s"
+                    )
                 open_session = functools.partial(
                     self.engine.open_session, identity=req.identity, caption=req.caption
                 )
