@@ -8,9 +8,9 @@ only as many engine sessions as it can serve with margin, and answers the next `
 
 ``server.max_sessions=auto`` sizes this at start-up, before the server listens: one engine
 session makes idle chunks for at most ``MEASURE_BUDGET_S`` through the engine's public API
-(``open_session``, ``next_chunk``; the first ``WARMUP_CHUNKS`` — the identity sink and the
-first step — are not timed), and its real-time factor ``rtf_1`` (media seconds made per wall
-second) gives
+(``open_session``, ``next_chunk``; the first ``WARMUP_CHUNKS`` — the replica's start, the
+identity sink and the first step — are not timed), and its real-time factor ``rtf_1`` (media
+seconds made per wall second) gives
 
     capacity = clamp(floor(rtf_1 · BATCH_GAIN / RTF_FLOOR), 1, ceiling)
 
@@ -55,8 +55,9 @@ log = logging.getLogger(__name__)
 RTF_FLOOR = 1.1  # served real-time factor every admitted session keeps
 BATCH_GAIN = 1.0  # throughput of n batched sessions ÷ n alone, on a CPU (module docstring)
 AUTO_CEILING = 16  # the engine's session limit when the capacity is measured
-MEASURE_BUDGET_S = 4.0  # wall time of the measurement (the sink and warm-up included)
+MEASURE_BUDGET_S = 4.0  # wall time of the timed chunks
 WARMUP_CHUNKS = 2  # chunks not timed: the identity sink's commit, the first step's set-up
+WARMUP_TIMEOUT_S = 60.0  # a first chunk waits for the replica process's start and first step
 MAX_CHUNKS = 24  # timed chunks at most (a fast host stops early)
 
 
@@ -94,17 +95,16 @@ def engine_limit(cfg: ServerConfig) -> int:
 
 
 def measure_host(engine: EngineLike, fps: float) -> Measurement:
-    """Time one idle session of ``engine`` for at most ``MEASURE_BUDGET_S`` (blocking; call it
-    before serving, never on a running event loop)."""
+    """Time one idle session of ``engine`` for at most ``MEASURE_BUDGET_S`` after its warm-up
+    (blocking; call it before serving, never on a running event loop)."""
     session = engine.open_session(identity=0, caption="")
     media_s, chunks = 0.0, 0
-    t_start = time.monotonic()
-    deadline = t_start + MEASURE_BUDGET_S
     try:
         for _ in range(WARMUP_CHUNKS):
-            if session.next_chunk(timeout=MEASURE_BUDGET_S) is None:
+            if session.next_chunk(timeout=WARMUP_TIMEOUT_S) is None:
                 break
         t_start = time.monotonic()
+        deadline = t_start + MEASURE_BUDGET_S
         while chunks < MAX_CHUNKS and (left := deadline - time.monotonic()) > 0:
             chunk = session.next_chunk(timeout=left)
             if chunk is None:
@@ -116,8 +116,9 @@ def measure_host(engine: EngineLike, fps: float) -> Measurement:
     wall = time.monotonic() - t_start
     if chunks == 0:
         raise RuntimeError(
-            f"the engine made no chunk within {MEASURE_BUDGET_S:.0f} s while measuring this "
-            "host; set server.max_sessions to an integer"
+            f"the engine made no chunk while measuring this host (warm-up ≤ "
+            f"{WARMUP_TIMEOUT_S:.0f} s, then {MEASURE_BUDGET_S:.0f} s); set server.max_sessions "
+            "to an integer"
         )
     return Measurement(rtf=media_s / wall, chunks=chunks, wall_s=wall)
 
@@ -130,7 +131,9 @@ def resolve_capacity(
     if isinstance(cfg.max_sessions, int):
         return Capacity(cfg.max_sessions, "configured")
     log.info(
-        "server.max_sessions=auto: measuring this host with one session (at most %.0f s)…",
+        "server.max_sessions=auto: measuring this host with one session (%d chunks of warm-up, "
+        "then at most %.0f s)…",
+        WARMUP_CHUNKS,
         MEASURE_BUDGET_S,
     )
     m = measure(engine, fps)
