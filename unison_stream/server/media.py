@@ -10,6 +10,11 @@ while an idle chunk plays, which a reply may cut short) the clock asks the engin
 the next chunk with its one verb, ``next_media(start_s)``, without waiting: the stream owns its
 queue and decides when a reply is ready to play through (its buffer policy); the clock owns
 the timeline. One buffer, one timeline, no thread between them.
+
+Stems (``docs/stems.md``): each slot also keeps the mix's two stems, speech and sound effects,
+at the mix's level (:func:`split_mix`), each through its own copy of the mix's resampler and
+cut by the same interrupt fades, so ``speech + sfx == audio`` sample for sample up to float
+rounding. :class:`StemAudioTrack` plays one of them with the mix track's timing.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Literal
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -38,7 +44,9 @@ __all__ = [
     "MediaClock",
     "Playout",
     "Slot",
+    "StemAudioTrack",
     "Upsampler",
+    "split_mix",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,13 @@ AUDIO_RATE = 48_000  # Opus clock (Hz)
 AUDIO_FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 IDLE_GREY = 96  # value of the placeholder frame shown before the first decoded frame
 KEEP_SLOTS = 64  # materialised slots kept behind the newest one (late reads of the other track)
+# the engine mixer's stem gains (engine/audio.py ``Mixer``: speech 0 dB, effects -3 dB); they
+# only share out the samples where both stems sound (tests/test_stems_media.py holds them equal)
+ENGINE_SPEECH_GAIN = 1.0
+ENGINE_SFX_GAIN = 10 ** (-3.0 / 20)
+
+Stem = Literal["speech", "sfx"]
+AudioSource = Literal["mix", "speech", "sfx"]  # what an audio track of a playout reads
 
 
 class Upsampler:
@@ -85,16 +100,58 @@ class Upsampler:
         return np.interp(pos, np.arange(len(src)), src).astype(np.float32)
 
 
+def split_mix(
+    mix: np.ndarray,
+    speech: np.ndarray | None,
+    sfx: np.ndarray | None,
+    *,
+    speech_gain: float = ENGINE_SPEECH_GAIN,
+    sfx_gain: float = ENGINE_SFX_GAIN,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(S,) mix and the engine's raw (S,) stems → the stems at the mix's level, (S,) float32
+    each, whose sum is the mix up to float rounding.
+
+    The engine's mix is ``g_sp·speech + g_sfx·sfx`` times a limiter gain, then clipped; the
+    gain it applied at each sample is ``k = mix / (g_sp·speech + g_sfx·sfx)`` (0 where that sum
+    is 0; in [0, 1], as a limiter and a clip only lower the level), so the speech stem is
+    ``k·g_sp·speech`` and the effects stem the rest of the mix. Where one stem is silent the
+    other is the mix whatever the gains; the gains only share out samples where both sound. A
+    chunk without stems is all speech; without effects, the effects stem is silence.
+    """
+    mix = np.asarray(mix, np.float32)
+    if sfx is None:  # no effects stem (or no stems at all): the mix is all speech
+        return mix.copy(), np.zeros_like(mix)
+    sp = speech_gain * np.asarray(np.zeros_like(mix) if speech is None else speech, np.float32)
+    fx = sfx_gain * np.asarray(sfx, np.float32)
+    assert sp.shape == fx.shape == mix.shape, (
+        f"stems must match the mix sample for sample, got {sp.shape}, {fx.shape}, {mix.shape}"
+    )
+    total = sp + fx  # the engine mixer's sum before its limiter, in the same float32 steps
+    k = np.divide(mix, total, out=np.zeros_like(mix), where=total != 0)
+    speech_out = np.clip(k, 0.0, 1.0) * sp
+    return speech_out, mix - speech_out
+
+
 @dataclass
 class Slot:
     """One 1/fps span of output: a frame, its 48 kHz audio, and where it came from."""
 
     frame: np.ndarray  # (H, W, 3) uint8
-    audio: np.ndarray  # (48000 / fps,) float32
+    audio: np.ndarray  # (48000 / fps,) float32 mix
     media_s: float | None  # engine media time of the frame; None for an idle (underrun) slot
     utterance_id: str | None = None
     state: str = "idle"
     times: dict[str, float] | None = None  # first slot of a chunk: its hops (ChunkLike.times)
+    # the mix's stems, (48000 / fps,) float32 each, speech + sfx == audio; None: silence
+    speech: np.ndarray | None = None
+    sfx: np.ndarray | None = None
+
+    def samples(self, source: AudioSource) -> np.ndarray:
+        """The slot's mix or one of its stems (zeros for a stem it does not keep)."""
+        if source == "mix":
+            return self.audio
+        stem = self.speech if source == "speech" else self.sfx
+        return np.zeros_like(self.audio) if stem is None else stem
 
 
 # hops of an utterance's first chunk, in order (time.monotonic instants; docs/server.md)
@@ -140,6 +197,9 @@ class MediaClock:
         self.wait_s = 0.0  # how long the last held utterance's first chunk waited (policy)
         self._waiting = False  # the slot being materialised stands in for a prebuffer
         self._upsample = Upsampler(sample_rate)
+        # the stems' own resamplers: the same filter and state as the mix's, as it is linear
+        self._upsample_speech = Upsampler(sample_rate)
+        self._upsample_sfx = Upsampler(sample_rate)
         self._current: deque[Slot] = deque()  # the rest of the chunk in playout
         self._timeline: dict[int, Slot] = {}
         self._next = 0  # next slot index to materialise
@@ -162,22 +222,30 @@ class MediaClock:
 
     # ---- reading the source -----------------------------------------------------------------
     def _load(self, chunk: ChunkLike) -> None:
-        """Cut a chunk into the slots of the chunk in playout (audio upsampled to 48 kHz)."""
+        """Cut a chunk into the slots of the chunk in playout (audio and its stems upsampled
+        to 48 kHz)."""
         video = np.asarray(chunk.video)
         f = video.shape[0]  # (F, H, W, 3)
-        audio = self._upsample(np.asarray(chunk.audio, np.float32))  # (S·48k/rate,)
+        mix = np.asarray(chunk.audio, np.float32)
+        # the engine's MediaChunk carries its stems; a bare ChunkLike is all speech
+        speech, sfx = split_mix(mix, getattr(chunk, "speech", None), getattr(chunk, "sfx", None))
         need = f * self.samples_per_slot
-        if len(audio) < need:
-            audio = np.pad(audio, (0, need - len(audio)))
+        audio, speech48, sfx48 = (  # (S·48k/rate,) each, padded to the chunk's slots
+            np.pad(a, (0, max(0, need - len(a))))
+            for a in (self._upsample(mix), self._upsample_speech(speech), self._upsample_sfx(sfx))
+        )
         times = {**chunk.times, "in_clock": time.monotonic()}
+        spf = self.samples_per_slot
         self._current.extend(
             Slot(
                 frame=video[i],
-                audio=audio[i * self.samples_per_slot : (i + 1) * self.samples_per_slot],
+                audio=audio[i * spf : (i + 1) * spf],
                 media_s=chunk.start_s + i / self.fps,
                 utterance_id=chunk.utterance_id,
                 state=chunk.state,
                 times=times if i == 0 else None,
+                speech=speech48[i * spf : (i + 1) * spf],
+                sfx=sfx48[i * spf : (i + 1) * spf],
             )
             for i in range(f)
         )
@@ -265,18 +333,25 @@ class MediaClock:
 
     def silence_from(self, sample: int) -> bool:
         """Cut the speech of the slot in playout at clock sample ``sample`` (48 kHz from slot
-        0): a ``CUT_FADE`` ramp down, then silence to the slot's end; the samples before it
-        were already handed to a track. True when a slot was cut: ``sample`` lies inside the
-        last materialised slot, which holds speech."""
+        0): a ``CUT_FADE`` ramp down, then silence to the slot's end, in the mix and both
+        stems alike; the samples before it were already handed to a track. True when a slot
+        was cut: ``sample`` lies inside the last materialised slot, which holds speech."""
         n, off = divmod(sample, self.samples_per_slot)
         s = self._timeline.get(n)
         if n != self._next - 1 or off == 0 or s is None or s.utterance_id is None:
             return False
-        audio = s.audio.copy()  # (spf,) the slot's array may be shared with its chunk
-        fade = min(CUT_FADE, audio.size - off)
-        audio[off : off + fade] *= np.linspace(1.0, 0.0, fade, endpoint=False, dtype=np.float32)
-        audio[off + fade :] = 0.0
-        s.audio = audio
+        fade = min(CUT_FADE, s.audio.size - off)
+        ramp = np.linspace(1.0, 0.0, fade, endpoint=False, dtype=np.float32)
+
+        def cut(a: np.ndarray) -> np.ndarray:
+            a = a.copy()  # (spf,) the slot's array may be shared with its chunk
+            a[off : off + fade] *= ramp
+            a[off + fade :] = 0.0
+            return a
+
+        s.audio = cut(s.audio)
+        s.speech = None if s.speech is None else cut(s.speech)
+        s.sfx = None if s.sfx is None else cut(s.sfx)
         return True
 
     def close(self) -> None:
@@ -303,7 +378,7 @@ class Playout:
         self.clock = clock
         self._t0: float | None = None
         self._base = 0
-        self._audio_end = 0  # this playout's samples handed to its audio track so far
+        self._audio_end = 0  # this playout's samples handed to its audio tracks so far
 
     def _start(self) -> float:
         if self._t0 is None:
@@ -330,14 +405,16 @@ class Playout:
         return sample - first
 
     def audio_sent(self) -> int | None:
-        """The clock sample after the last one handed to this playout's audio track; None
-        before it started."""
+        """The clock sample after the last one handed to any of this playout's audio tracks
+        (the mix's or a stem's: an interrupt cuts all of them there); None before they
+        started."""
         if self._t0 is None:
             return None
         return self._base * self.clock.samples_per_slot + self._audio_end
 
-    def audio(self, start: int, count: int) -> np.ndarray:
-        """``count`` samples at 48 kHz from sample ``start`` of this playout, spanning slots."""
+    def audio(self, start: int, count: int, *, source: AudioSource = "mix") -> np.ndarray:
+        """``count`` samples at 48 kHz from sample ``start`` of this playout, spanning slots:
+        the mix, or one of its stems."""
         spf = self.clock.samples_per_slot
         out = np.empty(count, np.float32)
         done = 0
@@ -345,7 +422,8 @@ class Playout:
             pos = start + done
             k, off = divmod(pos, spf)
             take = min(count - done, spf - off)
-            out[done : done + take] = self.clock.slot(self._base + k).audio[off : off + take]
+            slot = self.clock.slot(self._base + k)
+            out[done : done + take] = slot.samples(source)[off : off + take]
             done += take
         self._audio_end = max(self._audio_end, start + count)
         return out
@@ -380,6 +458,7 @@ class ClockAudioTrack(MediaStreamTrack):
     """48 kHz s16 mono frames of 960 samples from a :class:`Playout`; pts = sample index."""
 
     kind = "audio"
+    source: AudioSource = "mix"
 
     def __init__(self, playout: Playout) -> None:
         super().__init__()
@@ -393,10 +472,20 @@ class ClockAudioTrack(MediaStreamTrack):
         start = self._m * AUDIO_FRAME_SAMPLES
         self._m += 1
         await self._playout.wait(start / AUDIO_RATE)
-        pcm = self._playout.audio(start, AUDIO_FRAME_SAMPLES)
+        pcm = self._playout.audio(start, AUDIO_FRAME_SAMPLES, source=self.source)
         s16 = (np.clip(pcm, -1.0, 1.0) * 32767.0).astype(np.int16)
         frame = AudioFrame.from_ndarray(s16[None, :], format="s16", layout="mono")
         frame.sample_rate = AUDIO_RATE
         frame.pts = start
         frame.time_base = self._time_base
         return frame
+
+
+class StemAudioTrack(ClockAudioTrack):
+    """One stem of the mix (``"speech"`` or ``"sfx"``) from a :class:`Playout`, framed and
+    timed as :class:`ClockAudioTrack`: a client that plays both stems hears the mix."""
+
+    def __init__(self, playout: Playout, stem: Stem) -> None:
+        assert stem in ("speech", "sfx"), f"a stem is 'speech' or 'sfx', got {stem!r}"
+        super().__init__(playout)
+        self.source = stem
