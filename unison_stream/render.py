@@ -8,6 +8,9 @@ renders the audio-driven mode: the given speech is held clean and returned uncha
 speech stem; the model makes motion and effects around it. ``--portrait PATH`` (a PNG, JPEG or
 WebP of one front-facing face) or ``--design JSON`` (a character design) gives the session its
 picture through :mod:`unison_stream.avatars` (``docs/avatars.md``) instead of ``--identity``.
+``--stems`` also writes the mix and its two stems as WAVs beside the video (``out.wav``,
+``out.speech.wav``, ``out.sfx.wav``), the stems at the mix's level so they sum to it
+(``docs/stems.md``).
 
 The clip holds the utterance's chunks (whole chunks covering the plan) plus ``tail_s`` of idle
 chunks, so the file's duration is known from the plan before anything is generated.
@@ -19,6 +22,7 @@ import argparse
 import json
 import logging
 import math
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +35,9 @@ from unison_stream.config import MediaConfig, load_config
 from unison_stream.engine import Engine, MediaChunk
 from unison_stream.engine.audio import resample
 from unison_stream.media import write_mp4
+from unison_stream.server.media import split_mix
 
-__all__ = ["read_audio", "register", "render"]
+__all__ = ["read_audio", "register", "render", "stem_paths"]
 
 log = logging.getLogger(__name__)
 UTTERANCE_ID = "render"
@@ -67,10 +72,12 @@ def render(
     tail_s: float = 0.5,
     portrait: Path | None = None,
     design: dict[str, Any] | None = None,
+    stems: bool = False,
 ) -> Path:
     """Render ``text`` (inline ``<tags>``) or the speech in ``audio`` to ``out``; the person is
     world identity ``identity``, or the picture ``portrait``, or the character ``design``
-    (an :class:`~unison_stream.avatars.AvatarError` when the picture or design is refused)."""
+    (an :class:`~unison_stream.avatars.AvatarError` when the picture or design is refused).
+    ``stems``: also write the mix and its stems as WAVs (:func:`stem_paths`)."""
     with Engine(
         load_config(preset, overrides or []), checkpoint=checkpoint, max_sessions=1, max_ahead=4
     ) as engine:
@@ -109,7 +116,35 @@ def render(
     mix = np.concatenate([c.audio for c in chunks])
     path = write_mp4(out, frames, cfg.media.fps, mix, cfg.media.sample_rate)
     log.info("wrote %s: %.2f s, %d chunks of %.2f s", path, len(chunks) * cs, len(chunks), cs)
+    if stems:
+        _write_stems(out, chunks, cfg.media.sample_rate)
     return path
+
+
+def stem_paths(out: Path) -> tuple[Path, Path, Path]:
+    """The WAVs ``--stems`` writes beside ``out``: the mix, its speech, its effects."""
+    return out.with_suffix(".wav"), out.with_suffix(".speech.wav"), out.with_suffix(".sfx.wav")
+
+
+def _write_stems(out: Path, chunks: list[MediaChunk], rate: int) -> None:
+    """The clip's mix and its stems at the mix's level (speech + sfx == mix) as 16-bit WAVs."""
+    split = [split_mix(c.audio, c.speech, c.sfx) for c in chunks]
+    mix = np.concatenate([c.audio for c in chunks])
+    speech = np.concatenate([sp for sp, _ in split])
+    sfx = np.concatenate([fx for _, fx in split])
+    for path, pcm in zip(stem_paths(out), (mix, speech, sfx), strict=True):
+        _write_wav(path, pcm, rate)
+        log.info("wrote %s", path)
+
+
+def _write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
+    """(S,) float mono in [-1, 1] → a 16-bit PCM WAV."""
+    s16 = np.round(np.clip(pcm, -1.0, 1.0) * 32767.0).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(s16.tobytes())
 
 
 def _avatar(
@@ -168,6 +203,7 @@ def _render_args(args: argparse.Namespace) -> None:
         audio=Path(args.audio) if args.audio else None,
         portrait=Path(args.portrait) if args.portrait else None,
         design=_design(args.design),
+        stems=args.stems,
     )
 
 
@@ -195,6 +231,11 @@ def register(sub: Any) -> None:
         help='a character design, inline or a file: {"hair": "bob", "skin": "#6ab04c"}',
     )
     p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument(
+        "--stems",
+        action="store_true",
+        help="also write OUT.wav, OUT.speech.wav, OUT.sfx.wav: the mix and its stems",
+    )
     p.add_argument(
         "overrides", nargs="*", default=[], help="config overrides, e.g. sampler.steps=2"
     )
