@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from unison_stream.avatars import from_identity
 from unison_stream.codecs import CodecUnavailableError, load_encoders
 from unison_stream.config import load_config
 from unison_stream.engine import Engine
-from unison_stream.engine.engine import _portrait
 
 
 def test_identity_sink_is_the_encoded_portrait_and_the_silence_latent() -> None:
@@ -18,12 +18,12 @@ def test_identity_sink_is_the_encoded_portrait_and_the_silence_latent() -> None:
         venc, aenc = load_encoders(cfg)
     except CodecUnavailableError:
         pytest.skip("no trained codec weights fit the tiny config")
-    a, b = _portrait(0, 128, 128), _portrait(1, 128, 128)
+    a, b = from_identity(0).picture, from_identity(1).picture
     assert a.shape == (128, 128, 3) and a.dtype == np.uint8
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 5, "identities differ"
     engine = Engine(cfg, max_sessions=1)
     try:
-        ref, picture = engine._reference(0)
+        ref, picture = engine.references.sink(from_identity(0))
         assert picture is not None and np.array_equal(picture, a)
         venc.reset()
         want = venc.encode(np.repeat(a[None, None], 2, axis=1))[:, :1]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.eval_support import SMALL_MODEL
+from unison_stream.avatars import from_identity
 from unison_stream.codecs import CodecUnavailableError, VideoEncoder, load_encoders
 from unison_stream.config import load_config
 from unison_stream.engine import Engine
@@ -57,12 +58,10 @@ def test_reference_frame_becomes_the_sink_latent(engine: Engine) -> None:
 
 
 def test_without_a_reference_frame_the_identity_seed_gives_its_portrait(engine: Engine) -> None:
-    from unison_stream.engine.engine import _portrait
-
     s = engine.open_session(identity=7)
     ref = engine._streams[s.session_id].ref
-    torch.testing.assert_close(ref, engine._encode_reference(_portrait(7, 128, 128)))
-    other = engine._reference(8)[0]
+    torch.testing.assert_close(ref, engine.references.encode(from_identity(7).picture))
+    other = engine.references.sink(from_identity(8))[0]
     assert (other - ref).abs().mean() > 1e-3, "another seed, another person"
 
 
@@ -83,8 +82,6 @@ def test_the_picture_reaches_the_session_video_decoder(
     copies eyes, hair and outline from it), and a process replica keeps it to replay on a
     restart; a session of the world's portraits gets the portrait."""
     from unison_stream.engine import replica as replica_mod
-    from unison_stream.engine.engine import _portrait
-
     pic = _picture(3)
     s = engine.open_session(reference_frame=pic)
     kept = getattr(engine.replica, "_sessions", {}).get(s.session_id)
@@ -101,6 +98,6 @@ def test_the_picture_reaches_the_session_video_decoder(
     monkeypatch.setattr(replica_mod, "load_decoders", spy)
     core = replica_mod.ReplicaCore.build(CFG, None, None)
     core.open("a", 0, pic)
-    core.open("b", 0, _portrait(5, 128, 128))
+    core.open("b", 0, from_identity(5).picture)
     assert len(given) == 2 and given[0] is pic
-    assert given[1] is not None and np.array_equal(given[1], _portrait(5, 128, 128))
+    assert given[1] is not None and np.array_equal(given[1], from_identity(5).picture)

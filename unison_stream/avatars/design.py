@@ -5,14 +5,17 @@ A design is JSON, every key optional::
 
     {"face": "oval", "skin": "#6ab04c", "hair": "bob", "hair_color": "pink",
      "eyes": "blue", "clothes": "hoodie", "clothes_color": "#123456",
-     "background": "plain", "background_color": "cream", "accessories": [],
-     "eye_spacing": 0.43, "mouth_width": 0.42, "seed": 7, "caption": "…"}
+     "background": "plain", "background_color": "cream", "accessories": ["glasses", "hat"],
+     "accessory_color": "#2d2d34", "eye_spacing": 0.43, "mouth_width": 0.42, "seed": 7,
+     "caption": "…"}
 
 Traits left out come from world identity ``seed`` (so ``{"seed": 7}`` is identity 7). A
 colour trait (``skin``, ``hair_color``, ``eyes``, ``clothes_color``, ``background_color``)
 takes a palette name or a hex colour; skin may not come near the colour the model paints
 inside an open mouth (the lip-sync measure and the model's own mouth read that colour).
-Accessories are those the world's renderer draws (:func:`~.world.options`). Parsing does no
+Accessories are those the world's renderer draws (:func:`~.world.options`: glasses round or
+square, a hat or headband, earrings; one of each kind), in one ``accessory_color`` (hex; kept,
+like every free colour but skin, clear of the mouth's colour). Parsing does no
 drawing; :class:`Design` is checked and ready for :func:`~.world.draw`.
 """
 
@@ -31,8 +34,8 @@ __all__ = ["Design", "colour_name", "parse_design", "parse_hex"]
 
 RGB = tuple[int, int, int]
 _HEX = re.compile(r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
-MOUTH_MARGIN = 80.0  # RGB distance a free skin colour keeps from the mouth's inside colour
-KEYS = (*world.TRAITS, "accessories", *world.PROPORTIONS, "seed", "caption")
+MOUTH_MARGIN = 80.0  # RGB distance a free colour keeps from the mouth's inside colour
+KEYS = (*world.TRAITS, "accessories", "accessory_color", *world.PROPORTIONS, "seed", "caption")
 # basic colour words for captions (the caption embedding reads words, not hex)
 _WORDS: tuple[tuple[str, RGB], ...] = (
     ("black", (20, 20, 20)),
@@ -79,6 +82,7 @@ class Design:
     accessories: tuple[str, ...] = ()
     seed: int = 0
     caption: str = ""
+    accessory_colour: RGB = world.DEFAULT_ACCESSORY_COLOUR
 
     def names(self) -> dict[str, str]:
         """Each trait's name; a free colour as its nearest basic colour word."""
@@ -91,7 +95,9 @@ class Design:
         """A caption in the world's manner, for a design given none."""
         n = self.names()
         hair = "a bald head" if n["hair"] == "bald" else f"{n['hair_color']} {n['hair']} hair"
-        extra = f", wearing {' and '.join(self.accessories)}" if self.accessories else ""
+        worn = [a if a.endswith("s") else f"a {a}" for a in self.accessories]
+        listed = ", ".join(worn[:-1]) + f" and {worn[-1]}" if len(worn) > 1 else "".join(worn)
+        extra = f" and {listed}" if worn else ""
         return (
             f"A person with {hair} and {n['eyes']} eyes{extra}, wearing a {n['clothes_color']} "
             f"{n['clothes']}, in front of a {n['background_color']} {n['background']} "
@@ -104,6 +110,8 @@ class Design:
         out.update({t: "#{:02x}{:02x}{:02x}".format(*c) for t, c in self.colours.items()})
         out.update({p: round(float(self.traits[p]), 4) for p in world.PROPORTIONS})
         out.update(accessories=list(self.accessories), seed=self.seed, caption=self.caption)
+        if self.accessories:
+            out["accessory_color"] = "#{:02x}{:02x}{:02x}".format(*self.accessory_colour)
         return out
 
 
@@ -160,7 +168,22 @@ def parse_design(spec: dict[str, Any]) -> Design:
             f"accessories {missing} are not drawn by the world's renderer (it draws: {have}); "
             "draw them on a picture and upload it instead"
         )
+    kinds = [world.ACCESSORIES[a][0] for a in accessories]
+    twice = sorted({k for k in kinds if kinds.count(k) > 1})
+    if twice:
+        raise DesignError(f"accessories: one {' and one '.join(twice)} at most, not {accessories}")
+    accessory_colour = world.DEFAULT_ACCESSORY_COLOUR
+    if "accessory_color" in spec:
+        value = spec["accessory_color"]
+        if not isinstance(value, str):
+            raise DesignError(f"accessory_color must be a hex colour (#rrggbb), not {value!r}")
+        accessory_colour = parse_hex(value, trait="accessory_color")
+        if np.linalg.norm(np.subtract(accessory_colour, world.mouth_colour())) < MOUTH_MARGIN:
+            raise BadColourError(
+                f"accessory_color {value!r} is too close to the dark red the model paints inside "
+                "an open mouth; choose another colour"
+            )
     caption = spec.get("caption", "")
     if not isinstance(caption, str) or len(caption) > 300:
         raise DesignError("caption must be text of at most 300 characters")
-    return Design(traits, colours, tuple(accessories), seed, caption)
+    return Design(traits, colours, tuple(accessories), seed, caption, accessory_colour)

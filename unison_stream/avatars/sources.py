@@ -55,7 +55,12 @@ def from_design(
     """An avatar drawn from a character design (JSON, :mod:`.design`)."""
     d = parse_design(spec)
     picture = world.draw(
-        d.traits, colours=d.colours, accessories=d.accessories, width=width, height=height
+        d.traits,
+        colours=d.colours,
+        accessories=d.accessories,
+        accessory_colour=d.accessory_colour,
+        width=width,
+        height=height,
     )
     return Avatar(picture, d.caption or d.describe(), d.seed, "design", {"design": d.to_json()})
 

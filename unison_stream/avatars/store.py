@@ -18,7 +18,10 @@ under the key's ``flock``, so two processes on one host cannot both take the las
 on a network file system without working ``flock`` the limit may be overshot by a few.
 **Ids** are 128 random bits; an id of another key reads as absent (404), never as forbidden.
 The encoded reference is whatever ``encoder`` returns for the picture (for the engine: its
-video codec's latent of the picture held still); it is computed once, at creation.
+video codec's latent of the picture held still; None where it has no codec); it is computed
+once, at creation, and kept with ``encoder_key`` (the engine's name for its codec and media
+size): a store read by an engine of another key returns no reference, and the engine encodes
+the picture itself.
 """
 
 from __future__ import annotations
@@ -77,12 +80,14 @@ class AvatarStore:
         root: Path | str,
         *,
         limits: StoreLimits | None = None,
-        encoder: Callable[[np.ndarray], np.ndarray] | None = None,
+        encoder: Callable[[np.ndarray], np.ndarray | None] | None = None,
+        encoder_key: str = "",
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.limits = limits or StoreLimits()
-        self.encoder = encoder  # picture (H, W, 3) uint8 → the reference to cache
+        self.encoder = encoder  # picture (H, W, 3) uint8 → the reference to cache (or None)
+        self.encoder_key = encoder_key  # a cached reference is used only by the same key
 
     # ---- paths ------------------------------------------------------------------------------
     def _key_dir(self, api_key: str) -> Path:
@@ -114,12 +119,13 @@ class AvatarStore:
     def create(self, api_key: str, avatar: Avatar) -> StoredAvatar:
         """Store ``avatar`` for ``api_key``; AvatarLimitError when the key's limit is reached."""
         files: dict[str, bytes] = {PICTURE: avatar.png(), PREVIEW: avatar.preview_png()}
-        reference = None
-        if self.encoder is not None:
-            reference = np.asarray(self.encoder(avatar.picture))
-            files[REFERENCE] = _npy(reference)
+        reference = None if self.encoder is None else self.encoder(avatar.picture)
         created = time.time()
         meta = {**avatar.meta(), "created": created}
+        if reference is not None:
+            reference = np.asarray(reference)
+            files[REFERENCE] = _npy(reference)
+            meta["reference_key"] = self.encoder_key
         size = sum(len(b) for b in files.values()) + len(json.dumps(meta)) + 64
         meta["bytes"] = size
         with self._locked(api_key) as kd:
@@ -154,7 +160,8 @@ class AvatarStore:
         try:
             meta = json.loads((d / META).read_text())
             avatar = Avatar.from_stored((d / PICTURE).read_bytes(), meta)
-            ref = np.load(d / REFERENCE) if (d / REFERENCE).is_file() else None
+            same = meta.get("reference_key", "") == self.encoder_key
+            ref = np.load(d / REFERENCE) if same and (d / REFERENCE).is_file() else None
         except FileNotFoundError as e:  # deleted by another replica meanwhile
             raise AvatarNotFoundError(f"no avatar {avatar_id!r} for this key") from e
         return StoredAvatar(avatar_id, avatar, float(meta["created"]), int(meta["bytes"]), ref)

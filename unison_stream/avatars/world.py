@@ -10,26 +10,33 @@ names the world's modules:
 * :func:`identity_traits`: the traits of world identity number ``n`` (the engine's
   ``identity``), drawn with the same seed as the engine draws them.
 
-Free colours: where the world's ``Identity`` has a field for a slot's free colour
-(``<slot>_rgb``), the colour passes through and the world draws it. Where it does not, the
-portrait is drawn twice with two palette colours of that slot and recoloured: each pixel is
-linear in the slot's colour (flat fills, shades ``colour × f``, lips ``skin × tint``, area
-averaging), so the two renders give each pixel's weight and the free colour is put in
-to within two levels (the world truncates its shades). Accessories pass through to the
-world's renderer when it draws them (:func:`options` lists them); none are invented here.
+Free colours and accessories pass through the world's own :class:`~unison_stream.data.synth.
+identity.Look` (free RGB per colour slot, glasses, headwear, earrings, one accessory colour):
+a design with any free colour or accessory becomes an identity with a look, every slot it
+leaves out taking its trait's palette colour, and :func:`~unison_stream.data.synth.face.
+portrait` draws it. A design without either draws the palette identity itself, pixel for pixel
+the engine's portrait of that identity (``docs/data.md``, "looks").
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
 
-__all__ = ["COLOUR_SLOTS", "TRAITS", "draw", "identity_traits", "mouth_colour", "options"]
+__all__ = [
+    "ACCESSORIES",
+    "COLOUR_SLOTS",
+    "DEFAULT_ACCESSORY_COLOUR",
+    "TRAITS",
+    "draw",
+    "identity_traits",
+    "mouth_colour",
+    "options",
+]
 
 RGB = tuple[int, int, int]
-# design trait name → (Identity field, palette name in data.synth.identity, palette of colours?)
+# design trait name → (Identity field, palette name in data.synth.identity)
 TRAITS: dict[str, tuple[str, str]] = {
     "face": ("face_shape", "FACE_SHAPES"),
     "skin": ("skin", "SKIN_TONES"),
@@ -42,7 +49,25 @@ TRAITS: dict[str, tuple[str, str]] = {
     "background_color": ("background_color", "BACKGROUND_COLORS"),
 }
 COLOUR_SLOTS = ("skin", "hair_color", "eyes", "clothes_color", "background_color")
+# colour slot → the Look field that carries it
+_LOOK_FIELD = {
+    "skin": "skin",
+    "hair_color": "hair",
+    "eyes": "eyes",
+    "clothes_color": "clothes",
+    "background_color": "background",
+}
 PROPORTIONS = ("eye_spacing", "mouth_width")  # continuous traits, fractions of the face
+# a design's accessory name → (Look field, value); "glasses" is the round pair
+ACCESSORIES: dict[str, tuple[str, Any]] = {
+    "glasses": ("glasses", "round"),
+    "round glasses": ("glasses", "round"),
+    "square glasses": ("glasses", "square"),
+    "hat": ("headwear", "hat"),
+    "headband": ("headwear", "headband"),
+    "earrings": ("earrings", True),
+}
+DEFAULT_ACCESSORY_COLOUR: RGB = (45, 45, 52)  # near-black frames and hats, clear of the mouth
 
 
 def _identity_module() -> Any:
@@ -60,23 +85,26 @@ def _name(entry: Any) -> str:
 
 
 def options() -> dict[str, tuple[str, ...]]:
-    """Each trait's names in palette order, ``accessories`` (what the renderer draws, maybe
-    none) and ``free_colours`` (the slots the world itself takes a free colour for)."""
+    """Each trait's names in palette order, ``accessories`` (what the renderer draws) and
+    ``free_colours`` (the slots that take a free colour: all of :data:`COLOUR_SLOTS`)."""
     out = {t: tuple(_name(e) for e in _palette(t)) for t in TRAITS}
-    out["accessories"] = tuple(getattr(_identity_module(), "ACCESSORIES", ()))
-    fields = {f.name for f in dataclasses.fields(_identity_module().Identity)}
-    out["free_colours"] = tuple(s for s in COLOUR_SLOTS if f"{TRAITS[s][0]}_rgb" in fields)
+    ident = _identity_module()
+    drawn = {"glasses": ident.GLASSES, "headwear": ident.HEADWEAR, "earrings": (True,)}
+    out["accessories"] = tuple(a for a, (f, v) in ACCESSORIES.items() if v in drawn[f])
+    out["free_colours"] = COLOUR_SLOTS
     return out
 
 
 def palette_colour(trait: str, index: int) -> RGB:
     """The RGB of entry ``index`` of colour slot ``trait``."""
-    return tuple(int(v) for v in _palette(trait)[index][1])  # type: ignore[return-value]
+    r, g, b = (int(v) for v in _palette(trait)[index][1])
+    return (r, g, b)
 
 
 def mouth_colour() -> RGB:
     """The colour the world paints the inside of an open mouth (the lip-sync measure's)."""
-    return tuple(int(v) for v in _identity_module().MOUTH_INTERIOR)  # type: ignore[return-value]
+    r, g, b = (int(v) for v in _identity_module().MOUTH_INTERIOR)
+    return (r, g, b)
 
 
 def identity_traits(number: int) -> dict[str, Any]:
@@ -89,25 +117,19 @@ def identity_traits(number: int) -> dict[str, Any]:
     return out
 
 
-def _render(traits: dict[str, Any], extra: dict[str, Any], width: int, height: int) -> np.ndarray:
-    from unison_stream.data.synth.config import WorldConfig
-    from unison_stream.data.synth.face import FaceRenderer, FaceState
-
-    fields: dict[str, Any] = {TRAITS[t][0]: int(traits[t]) for t in TRAITS}
-    fields.update({p: float(traits[p]) for p in PROPORTIONS})
-    ident = _identity_module().Identity(**fields, **extra)
-    r = FaceRenderer(
-        ident, width=width, height=height, supersample=WorldConfig().supersample, props=[]
-    )
-    return r.render(FaceState(), draw_hands=False).astype(np.float32)
-
-
-def _pair(trait: str) -> tuple[int, int]:
-    """The two palette entries of colour slot ``trait`` whose least different channel differs
-    most: the recolouring divides by that difference, so a larger one rounds less."""
-    pal = [np.array(e[1], np.float32) for e in _palette(trait)]
-    pairs = [(i, j) for i in range(len(pal)) for j in range(i + 1, len(pal))]
-    return max(pairs, key=lambda p: float(np.abs(pal[p[0]] - pal[p[1]]).min()))
+def _look(
+    traits: dict[str, Any], colours: dict[str, RGB], accessories: tuple[str, ...], accessory: RGB
+) -> Any:
+    """The world's ``Look``: each colour slot free or its trait's palette colour, and the
+    accessories (names of :data:`ACCESSORIES`; the caller checked them)."""
+    slots = {
+        _LOOK_FIELD[s]: colours.get(s) or palette_colour(s, int(traits[s])) for s in COLOUR_SLOTS
+    }
+    worn: dict[str, Any] = {}
+    for name in accessories:
+        field, value = ACCESSORIES[name]
+        worn[field] = value
+    return _identity_module().Look(**slots, accessory=accessory, **worn)
 
 
 def draw(
@@ -115,29 +137,22 @@ def draw(
     *,
     colours: dict[str, RGB],
     accessories: tuple[str, ...] = (),
+    accessory_colour: RGB = DEFAULT_ACCESSORY_COLOUR,
     width: int,
     height: int,
 ) -> np.ndarray:
     """A neutral portrait ``(height, width, 3)`` uint8: ``traits`` (indices keyed as
     :data:`TRAITS`, plus :data:`PROPORTIONS`), free ``colours`` per colour slot (RGB), and the
-    world's ``accessories``. The caller checks names against :func:`options`."""
-    opts = options()
-    fields = {f.name for f in dataclasses.fields(_identity_module().Identity)}
-    extra: dict[str, Any] = {}
-    if accessories:
-        extra["accessories"] = tuple(accessories)
-    native = {s: c for s, c in colours.items() if s in opts["free_colours"]}
-    extra.update({f"{TRAITS[s][0]}_rgb": c for s, c in native.items()})
-    extra = {k: v for k, v in extra.items() if k in fields}
-    recolour = {s: c for s, c in colours.items() if s not in native}
-    pairs = {s: _pair(s) for s in recolour}
-    traits = {**traits, **{s: i for s, (i, _) in pairs.items()}}
-    base = _render(traits, extra, width, height)  # (H, W, 3)
-    out = base.copy()
-    for slot, colour in recolour.items():
-        i, j = pairs[slot]
-        here, there = (np.array(palette_colour(slot, k), np.float32) for k in (i, j))
-        alt = _render({**traits, slot: j}, extra, width, height)
-        weight = (base - alt) / (here - there)  # (H, W, 3): how much of the slot each pixel is
-        out += weight * (np.array(colour, np.float32) - here)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    world's ``accessories`` in ``accessory_colour``. The caller checks names against
+    :func:`options`."""
+    from unison_stream.data.synth.config import WorldConfig
+    from unison_stream.data.synth.face import portrait
+
+    fields: dict[str, Any] = {TRAITS[t][0]: int(traits[t]) for t in TRAITS}
+    fields.update({p: float(traits[p]) for p in PROPORTIONS})
+    look = _look(traits, colours, accessories, accessory_colour)
+    ident = _identity_module().Identity(**fields, look=look if colours or accessories else None)
+    picture: np.ndarray = portrait(
+        ident, width=width, height=height, supersample=WorldConfig().supersample
+    )
+    return picture

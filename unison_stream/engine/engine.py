@@ -25,22 +25,18 @@ import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from unison_stream.codecs import (
-    AudioEncoder,
-    CodecUnavailableError,
-    VideoEncoder,
-    load_encoders,
-    silence_latent,
-)
+from unison_stream.avatars import DEFAULT_CAPTION, Avatar, from_identity
+from unison_stream.codecs import AudioEncoder, silence_latent
 from unison_stream.config import UnisonConfig
 from unison_stream.engine.audio import BandEnergySpeechEncoder, resample
 from unison_stream.engine.batching import cat_conditioning, window_fill
-from unison_stream.engine.encoders import portrait, trained_speech_encoder
+from unison_stream.engine.encoders import trained_speech_encoder
 from unison_stream.engine.planner import (
     LEAD_POLICIES,
     Planner,
@@ -48,6 +44,7 @@ from unison_stream.engine.planner import (
     TimingProvider,
     transcript,
 )
+from unison_stream.engine.reference import References
 from unison_stream.engine.replica import Replica, ReplicaError, StepRequest, make_replica
 from unison_stream.engine.session import EngineSession
 from unison_stream.engine.speech_frontend import SpeechFrontEnd
@@ -105,8 +102,7 @@ class Engine:
         self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)
         self._encoder_lock = threading.Lock()
-        self._video_encoder: VideoEncoder | None = None  # loaded on the first reference frame
-        self._no_video_codec: CodecUnavailableError | None = None  # why none fits (asked once)
+        self.references = References(self.cfg, self._encoder_lock)  # pictures → sink latents
         self._streams: dict[str, Stream] = {}  # by session id
         self._closing: list[str] = []  # released sessions whose replica rows are to be freed
         self._step_id = 0
@@ -150,33 +146,42 @@ class Engine:
     def open_session(
         self,
         *,
+        avatar: Avatar | None = None,
         identity: int = 0,
         caption: str = "",
         seed: int = 0,
         reference_frame: np.ndarray | None = None,
+        reference: np.ndarray | None = None,
     ) -> EngineSession:
         """A new stream with its own identity sink; EngineFullError when every slot is taken.
 
-        ``reference_frame`` ``(H, W, 3)`` uint8 (the media size) makes the sink that picture of
-        a person, encoded by the trained video codec (``CodecUnavailableError`` without its
-        weights); without it the sink is the encoded portrait of the synthetic world's
-        identity number ``identity`` (a seeded latent where no trained codec fits).
+        The person is an :class:`~unison_stream.avatars.Avatar` (``docs/avatars.md``): its
+        picture becomes the sink (encoded by the trained video codec), its caption and seed the
+        session's unless ``caption`` is given. Without one: ``reference_frame`` ``(H, W, 3)``
+        uint8 is a bare picture (with ``caption`` and ``seed``), else the synthetic world's
+        portrait of identity ``identity`` (``from_identity``). ``reference``: the latent a store
+        cached for the picture (:meth:`encode_reference`), which skips the codec pass. Where no
+        trained codec fits, the sink is a seeded latent (``reference.py``).
         """
-        if reference_frame is not None:
-            ref = self._encode_reference(reference_frame)  # validate before taking a slot
-            picture: np.ndarray | None = reference_frame
-        else:
-            ref, picture = self._reference(identity)
+        if avatar is None:
+            m = self.cfg.media
+            if reference_frame is not None:
+                self.references.check(reference_frame)  # validate before taking a slot
+                avatar = Avatar(reference_frame, caption or DEFAULT_CAPTION, seed, "upload")
+            else:
+                avatar = replace(from_identity(identity, width=m.width, height=m.height), seed=seed)
+        ref, picture = self.references.sink(avatar, cached=reference)
         with self._lock:
             if self._closed:
                 raise EngineClosedError("engine is closed")
             if len(self._streams) >= self.max_sessions:
                 raise EngineFullError(f"all {self.max_sessions} sessions of this replica in use")
-        caption = caption or "a person talking in a quiet room"
+        caption = caption or avatar.caption
         idle, listening = self._pool.submit(
             self._encode, [caption, LISTENING_CAPTION.format(caption=caption)]
         ).result()
         identity_tokens = patchify(ref, self.cfg.latent.patch)[:, 0]  # (1, P, C·p²)
+        number = avatar.provenance.get("identity")
         stream = Stream(
             self.cfg,
             idle=with_identity(idle, identity_tokens),
@@ -185,24 +190,30 @@ class Engine:
             silence=self.silence,
             lead_policy=self.lead_policy,
             max_ahead=self.max_ahead,
-            identity=identity,
+            identity=number if isinstance(number, int) else -1,  # -1: not a world identity
             caption=caption,
-            seed=seed,
+            seed=avatar.seed,
         )
-        s = EngineSession(self, stream)
+        s = EngineSession(self, stream, avatar=avatar)
         with self._lock:
             if len(self._streams) >= self.max_sessions:
                 raise EngineFullError(f"all {self.max_sessions} sessions of this replica in use")
-        self.replica.open(s.session_id, seed, picture)  # its cache row and decoders
+        self.replica.open(s.session_id, avatar.seed, picture)  # its cache row and decoders
         with self._lock:
             self._streams[s.session_id] = stream
             self._work.notify_all()
-        s.log.info(
-            "opened: identity %s, caption %r",
-            "from a reference frame" if reference_frame is not None else identity,
-            caption,
-        )
+        s.log.info("opened: %s avatar %s, caption %r", avatar.source, avatar.provenance, caption)
         return s
+
+    def encode_reference(self, picture: np.ndarray) -> np.ndarray | None:
+        """The sink latent of ``picture`` as float32 numpy ``(1, 1, C, h, w)``, for a store to
+        keep and hand back as ``open_session(reference=…)``; None without a trained codec."""
+        return self.references.encode_numpy(picture)
+
+    @property
+    def reference_key(self) -> str:
+        """Names the codec and media size a cached reference was made with ("" without)."""
+        return self.references.fingerprint()
 
     def stats(self) -> dict[str, float]:
         """Replica-wide figures: sessions, steps (batched, cancelled) and the wall time of each
@@ -301,44 +312,6 @@ class Engine:
             )
             for i in range(len(texts))
         ]
-
-    def _reference(self, identity: int) -> tuple[torch.Tensor, np.ndarray | None]:
-        """(1, 1, C, h, w) reference latent of ``identity`` (the session's sink) and its
-        picture: the portrait of the synthetic world's identity with that seed, encoded by the
-        video codec; a seeded random latent (no picture) where no trained codec fits."""
-        picture = portrait(identity, self.cfg.media.width, self.cfg.media.height)
-        try:
-            return self._encode_reference(picture), picture
-        except CodecUnavailableError:
-            pass
-        h, w = self.cfg.latent.latent_hw(self.cfg.media)
-        g = torch.Generator().manual_seed(identity)
-        return torch.randn(1, 1, self.cfg.latent.video_channels, h, w, generator=g), None
-
-    def _encode_reference(self, frame: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 picture → (1, 1, C, h, w) codec latent: the frame held still for one
-        latent frame (training's reference is a clip's first latent frame, two near-equal
-        frames)."""
-        m = self.cfg.media
-        if frame.shape != (m.height, m.width, 3) or frame.dtype != np.uint8:
-            raise ValueError(
-                f"reference_frame must be ({m.height}, {m.width}, 3) uint8, "
-                f"not {frame.shape} {frame.dtype}"
-            )
-        with self._encoder_lock:
-            if self._no_video_codec is not None:
-                raise self._no_video_codec
-            if self._video_encoder is None:
-                try:
-                    self._video_encoder = load_encoders(self.cfg)[0]
-                except CodecUnavailableError as e:
-                    self._no_video_codec = e
-                    raise
-            self._video_encoder.reset()
-            still = np.repeat(frame[None, None], self.cfg.latent.video_time_stride, axis=1)
-            with torch.inference_mode():
-                lat = self._video_encoder.encode(still)[:, :1]  # (1, 1, C, h, w)
-        return lat.float().cpu()
 
     def encode_speech(
         self, pcm: np.ndarray, sample_rate: int

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from unison_stream.avatars import Avatar
 from unison_stream.config import UnisonConfig
 from unison_stream.engine.planner import Planner, Segments
 from unison_stream.engine.speech_frontend import SpeechFrontEnd
@@ -92,8 +93,9 @@ class SpeechWriter:
 class EngineSession:
     """Thread-safe handle on one stream; every method is non-blocking but ``next_chunk``."""
 
-    def __init__(self, engine: Scheduler, stream: Stream) -> None:
+    def __init__(self, engine: Scheduler, stream: Stream, *, avatar: Avatar | None = None) -> None:
         self._engine, self.stream = engine, stream
+        self.avatar = avatar  # the person it shows (docs/avatars.md)
         self.session_id = stream.session_id
         self.identity, self.caption, self.seed = stream.identity, stream.caption, stream.seed
         self.log = stream.log
