@@ -1,6 +1,6 @@
 """The MQTT bridge against a real mosquitto (127.0.0.1, passwords + the example ACL) and the
 real server in-process (fake engine): commands, events, retained state and availability,
-duplicates, malformed input, ACL, last will, broker restart with back-off."""
+duplicates, malformed input, ACL, effect events, last will, broker restart with back-off."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ import pytest
 from tests.mqtt_support import USERS, mosquitto, needs_mosquitto
 from tests.server_support import running_server
 from unison_stream.config import ConfigError
+from unison_stream.engine import Engine
 from unison_stream.mqtt import MqttBridge, MqttConfig
-from unison_stream.mqtt.codec import Dedup, Topics, parse_command
+from unison_stream.mqtt.codec import Dedup, Topics, effect_publishes, parse_command
 from unison_stream.mqtt.config import validate_mqtt
 from unison_stream.server import protocol as P
 from unison_stream.server.app import state_of
@@ -57,6 +58,21 @@ def test_codec_maps_commands_and_rejects_bad_payloads() -> None:
     )
     with pytest.raises(ConfigError, match="channels"):
         validate_mqtt(MqttConfig(channels=["a/b"]))
+    started = P.UtteranceEvent("r", "started", 2.0, sent_at_unix_s=1000.0)
+    pubs = effect_publishes(started, (("clap", 0.5), ("bell", 1.25)), t)
+    assert [(p.topic, json.loads(p.payload)) for p in pubs] == [
+        (
+            "unison/lobby/evt/effect",
+            {"request_id": "r", "effect": e, "media_time_s": m, "at_unix_s": u},
+        )
+        for e, m, u in (("clap", 2.5, 1000.5), ("bell", 3.25, 1001.25))
+    ]
+    no_wall = effect_publishes(P.UtteranceEvent("r", "started", 2.0), (("snap", 0.1),), t)
+    assert json.loads(no_wall[0].payload) == {
+        "request_id": "r",
+        "effect": "snap",
+        "media_time_s": 2.1,
+    }
 
 
 class Follower:
@@ -196,6 +212,57 @@ def test_commands_events_state_duplicates_errors_and_acl(tmp_path: Path) -> None
         assert "speaking" in states and states[-1] == "listening"
         assert late.of("/availability") == ["offline"], "a clean stop leaves offline retained"
         assert late.of("/state") == [{"state": "listening"}], "the last state is retained"
+
+    asyncio.run(main())
+
+
+def test_effect_events_carry_the_media_time_each_attack_is_heard(tmp_path: Path) -> None:
+    """A say with effects: one ``evt/effect`` per effect once it has started, at its start's
+    media time plus the planner's contact time; a say without tags has none."""
+    text = "Hello <clap> nice to see you <bell>"
+
+    async def main() -> None:
+        with mosquitto(tmp_path) as broker:
+            async with running_server() as srv:
+                st = state_of(srv.app)
+                assert isinstance(st.engine, Engine)  # the fake engine is the real one
+                contacts = st.engine.planner.plan(text).contacts  # its own planner's times
+                assert [n for n, _ in contacts] == ["clap", "bell"]
+                bridge = MqttBridge(st.manager, st.limits, _bridge_cfg(broker.port))
+                await bridge.start()
+                await asyncio.wait_for(bridge.connected.wait(), 10)
+                f = Follower()
+                async with _client(broker.port, "game") as game:
+                    reader = asyncio.ensure_future(f.run(game))
+                    await f.wait(lambda t, p, r: t.endswith("/availability") and p == "online")
+                    for rid, words in (("plain", "No effects here"), ("fx", text)):
+                        body = json.dumps({"request_id": rid, "text": words})
+                        await game.publish("unison/lobby/cmd/say", body, qos=1)
+                        await f.wait(
+                            lambda t, p, r, rid=rid: (
+                                t.endswith("evt/utterance")
+                                and p == p | {"request_id": rid, "event": "finished"}
+                            )
+                        )
+                    reader.cancel()
+                await bridge.close()
+        utt = {
+            p["event"]: p["media_time_s"] for p in f.of("evt/utterance") if p["request_id"] == "fx"
+        }
+        effects = f.of("evt/effect")
+        assert [e["request_id"] for e in effects] == ["fx", "fx"], "one per effect, none for plain"
+        assert [e["effect"] for e in effects] == ["clap", "bell"]
+        for e, (_, offset) in zip(effects, contacts, strict=True):
+            assert e["media_time_s"] == pytest.approx(utt["started"] + offset, abs=1e-3)
+            assert utt["started"] < e["media_time_s"] < utt["finished"]
+            assert e["at_unix_s"] > 0
+        topics = [t for t, _, _ in f.got]
+        started = next(
+            i
+            for i, (t, p, _) in enumerate(f.got)
+            if t.endswith("evt/utterance") and p == p | {"request_id": "fx", "event": "started"}
+        )
+        assert topics.index("unison/lobby/evt/effect") > started, "published once it started"
 
     asyncio.run(main())
 

@@ -6,6 +6,11 @@ MQTT obeys exactly the same limits as one over the websocket; ``request_id`` bec
 utterance id. The MQTT command names (``say``, ``interrupt``, ``state``) are this bridge's own
 topics; the message each becomes, and every server message read back, is named by the
 protocol module (``unison_sdk.protocol``), never spelled here.
+
+Effect events: a say's ``<tag>`` effects are timed by the engine's planner (the contact time of
+each, seconds from the utterance's start, is where its sound's attack is); when the utterance
+``started`` at media time T, each effect is published at once on ``evt/effect`` with media
+time T + its offset: ahead of being heard, so a game can schedule its own sound or lights.
 """
 
 from __future__ import annotations
@@ -15,12 +20,21 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from unison_sdk.protocol import decode_server
+from unison_sdk.protocol import ServerMessage
 
 from unison_stream.server import protocol as P
 from unison_stream.server.errors import BadRequest
 
-__all__ = ["COMMANDS", "Dedup", "Publish", "Topics", "event_publishes", "parse_command"]
+__all__ = [
+    "COMMANDS",
+    "Dedup",
+    "Effects",
+    "Publish",
+    "Topics",
+    "effect_publishes",
+    "event_publishes",
+    "parse_command",
+]
 
 # MQTT command topic → the client message it becomes
 COMMANDS: dict[str, str] = {
@@ -28,6 +42,8 @@ COMMANDS: dict[str, str] = {
     "interrupt": P.Interrupt.TYPE,
     "state": P.SetState.TYPE,
 }
+
+Effects = tuple[tuple[str, float], ...]  # a say's effects: (name, seconds from its start)
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,7 @@ class Topics:
         self.cmd_prefix = f"{base}/cmd/"
         self.utterance = f"{base}/evt/utterance"
         self.error = f"{base}/evt/error"
+        self.effect = f"{base}/evt/effect"
         self.state = f"{base}/state"
         self.availability = f"{base}/availability"
 
@@ -76,9 +93,9 @@ def parse_command(command: str, payload: bytes, limits: P.Limits) -> P.ClientMes
         raise BadRequest(e.message, ref=rid) from e
 
 
-def event_publishes(msg: dict[str, Any], topics: Topics) -> list[Publish]:
-    """A server message (as sent to a websocket) → what the bridge publishes for it."""
-    typed = decode_server(msg, int(msg.get("seq", 0)))
+def event_publishes(typed: ServerMessage | None, topics: Topics) -> list[Publish]:
+    """A server message (decoded from what a websocket is sent) → what the bridge publishes
+    for it."""
     if isinstance(typed, P.UtteranceEvent):
         body = {"request_id": typed.id, "event": typed.event, "media_time_s": typed.media_time_s}
         return [Publish(topics.utterance, json.dumps(body))]
@@ -88,6 +105,23 @@ def event_publishes(msg: dict[str, Any], topics: Topics) -> list[Publish]:
         body = {"code": typed.code, "message": typed.message, "request_id": typed.ref}
         return [Publish(topics.error, json.dumps(body))]
     return []  # stats, pong, answers: not bridged
+
+
+def effect_publishes(started: P.UtteranceEvent, effects: Effects, topics: Topics) -> list[Publish]:
+    """An utterance's ``started`` event and its planned effects → one ``evt/effect`` each: the
+    media time its attack is heard and, when the server says when the utterance's first slot
+    was sent, the wall time (Unix s) too."""
+    out = []
+    for name, offset_s in effects:
+        body: dict[str, Any] = {
+            "request_id": started.id,
+            "effect": name,
+            "media_time_s": round(started.media_time_s + offset_s, 4),
+        }
+        if started.sent_at_unix_s is not None:
+            body["at_unix_s"] = round(started.sent_at_unix_s + offset_s, 4)
+        out.append(Publish(topics.effect, json.dumps(body)))
+    return out
 
 
 class Dedup:
