@@ -43,6 +43,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+from unison_sdk.protocol import Interrupt, Ping, Pong, Say
+
 from unison_stream.benchmarks.harness import (
     KEY,
     LONG_TEXT,
@@ -323,7 +325,7 @@ async def replica_kills(base: str, server_pid: int, rounds: int) -> dict[str, An
         for i in range(rounds):
             uid = f"long{i}"
             said.append(uid)
-            await v.send({"type": "say", "id": uid, "text": LONG_TEXT})
+            await v.send(Say(uid, LONG_TEXT))
             await v.wait(lambda m, u=uid: m.get("event") == "started" and m.get("id") == u, 120)
             await asyncio.sleep(0.5)
             pid = _replica_pid(server_pid)
@@ -332,19 +334,19 @@ async def replica_kills(base: str, server_pid: int, rounds: int) -> dict[str, An
             pids.add(pid)
             t_kill = time.monotonic()
             os.kill(pid, signal.SIGKILL)
-            await v.send({"type": "interrupt"})
+            await v.send(Interrupt())
             nxt = f"next{i}"
             said.append(nxt)
-            await v.send({"type": "say", "id": nxt, "text": SHORT})
+            await v.send(Say(nxt, SHORT))
             await v.wait(lambda m, u=nxt: m.get("event") == "started" and m.get("id") == u, 120)
             recovery_ms.append(1000 * (time.monotonic() - t_kill))
             await v.wait(
                 lambda m, u=nxt: m.get("event") in ("finished", "interrupted") and m.get("id") == u,
                 120,
             )
-            await v.send({"type": "ping", "id": f"p{i}"})
+            await v.send(Ping(f"p{i}"))
             try:
-                await v.wait(lambda m, p=f"p{i}": m["type"] == "pong" and m.get("id") == p, 10)
+                await v.wait(lambda m, p=f"p{i}": m["type"] == Pong.TYPE and m.get("id") == p, 10)
             except TimeoutError:
                 alive = False
         await asyncio.sleep(1.5)  # the last stats message

@@ -34,7 +34,7 @@ import time
 from typing import Any
 
 import aiohttp
-from unison_sdk.protocol import Answer, ClientProtocol, ErrorEvent, Offer, Ping
+from unison_sdk.protocol import Answer, ClientProtocol, ErrorEvent, Offer, Ping, Pong
 
 from unison_stream.benchmarks.harness import (
     KEY,
@@ -322,7 +322,7 @@ async def hostile(base: str, pid: int, args: argparse.Namespace) -> dict[str, An
     out["victim_video_fps"] = frames / (t1 - t0)
     await victim.send(Ping("after"))
     try:
-        await victim.wait(lambda m: m.get("type") == "pong" and m.get("id") == "after", 10)
+        await victim.wait(lambda m: m.get("type") == Pong.TYPE and m.get("id") == "after", 10)
         out["victim_alive"] = True
     except TimeoutError:
         out["victim_alive"] = False
