@@ -44,6 +44,7 @@ __all__ = [
     "MediaClock",
     "Playout",
     "Slot",
+    "Stem",
     "StemAudioTrack",
     "Upsampler",
     "split_mix",
