@@ -23,6 +23,7 @@ import numpy as np
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from tqdm import tqdm
 from unison_sdk.media import restrict_ice_to_loopback
 from unison_sdk.protocol import Answer, ClientMessage, ClientProtocol, ErrorEvent, Offer, Ready
 
@@ -31,6 +32,10 @@ from unison_stream.server.config import ServerConfig, validate_server
 from unison_stream.server.engine_api import EngineLike
 from unison_stream.server.fake_engine import FakeEngine
 from unison_stream.server.session import MediaSpec
+
+# transformers' weight-loading bar starts tqdm's monitor, a process-wide thread that outlives
+# every engine; the tests that count threads left behind count the server's, so none is started
+tqdm.monitor_interval = 0
 
 API_KEY = "test-key"
 FPS, W, H, RATE = 25.0, 64, 64, 16000
@@ -59,18 +64,25 @@ class Running:
 async def running_server(
     engine: EngineLike | None = None, media: MediaSpec | None = None, **cfg_kw: Any
 ) -> AsyncIterator[Running]:
-    eng: EngineLike = engine if engine is not None else fake_engine()
+    """A server on a free port; the fake engine it builds when given none is closed with it
+    (an engine passed in belongs to the caller)."""
+    own = fake_engine() if engine is None else None
+    eng: EngineLike = own if own is not None else engine  # type: ignore[assignment]
     media = media or MediaSpec(fps=FPS, width=W, height=H, sample_rate=RATE)
-    app = create_app(eng, server_config(**cfg_kw), media, model="fake")
-    runner = make_runner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield Running(app, f"http://127.0.0.1:{port}")
+        app = create_app(eng, server_config(**cfg_kw), media, model="fake")
+        runner = make_runner(app)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            yield Running(app, f"http://127.0.0.1:{port}")
+        finally:
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
+        if own is not None:
+            own.close()
 
 
 @dataclass

@@ -243,7 +243,7 @@ class Engine:
         if self._worker.is_alive():  # a step that never returns: do not hang the caller too
             log.error("engine worker still busy after %g s; closing without it", CLOSE_TIMEOUT_S)
         self._pool.shutdown(wait=not self._worker.is_alive(), cancel_futures=True)
-        self._embed_pool.shutdown(wait=False, cancel_futures=True)
+        self._embed_pool.shutdown(wait=not self._worker.is_alive(), cancel_futures=True)
         self.replica.shutdown()
         log.info("engine closed")
 

@@ -3,7 +3,8 @@
 Everything that decides something lives elsewhere: parsing and validation in ``protocol.py``
 (sans-I/O), tokens in ``auth.py``, lifecycles in ``session.py``. Routes (docs/protocol.md):
 ``POST /v1/sessions``, ``DELETE /v1/sessions/{id}``, ``GET /v1/ws?token=…``, ``GET /healthz``,
-``GET /metrics``, ``GET /`` (the browser page) and ``/static/…``.
+``GET /metrics``, ``GET /`` (the browser page) and ``/static/…``; the avatar routes
+(``/v1/avatars…``) are in ``avatar_routes.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from aiohttp import WSMsgType, web
 
 from unison_stream.server import protocol as P
 from unison_stream.server.auth import ApiKeys, TokenSigner
+from unison_stream.server.avatar_routes import add_avatar_routes, read_body
+from unison_stream.server.avatars import AvatarService
 from unison_stream.server.capacity import Capacity, resolve_capacity
 from unison_stream.server.config import ServerConfig
 from unison_stream.server.engine_api import EngineLike
@@ -51,7 +54,10 @@ class ServerState:
         # session token is never a resume token nor the reverse
         resume_secret = f"{cfg.token_secret}:resume" if cfg.token_secret else ""
         self.resume_signer = TokenSigner(resume_secret, ttl_s=cfg.max_duration_s)
-        self.manager = SessionManager(engine, cfg, media, self.signer, capacity=capacity.sessions)
+        self.avatars = AvatarService(cfg, engine, width=media.width, height=media.height)
+        self.manager = SessionManager(
+            engine, cfg, media, self.signer, capacity=capacity.sessions, avatars=self.avatars
+        )
         self.limits = P.limits_for(cfg)
         self.ws_errors = 0
         self.loop_lag = LoopLag()
@@ -88,9 +94,10 @@ def _state(request: web.Request) -> ServerState:
 
 async def create_session(request: web.Request) -> web.Response:
     st = _state(request)
-    st.keys.check(request.headers.get("Authorization"))
-    req = P.parse_create_session(await request.read(), st.limits)
-    session, token, exp = await st.manager.create(req)
+    key = st.keys.check(request.headers.get("Authorization"))
+    raw = await read_body(request, P.picture_body_limit(st.limits))
+    req = P.parse_create_session(raw, st.limits)
+    session, token, exp = await st.manager.create(req, api_key=key)
     scheme = "wss" if request.secure else "ws"
     ws_url = f"{scheme}://{request.host}/v1/ws?token={token}"
     body = {"session_id": session.id, "token": token, "expires_at": exp, "ws_url": ws_url}
@@ -293,6 +300,9 @@ def create_app(
     app.router.add_get("/v1/ws", websocket)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    add_avatar_routes(
+        app, state.avatars, state.limits, lambda r: state.keys.check(r.headers.get("Authorization"))
+    )
     return app
 
 

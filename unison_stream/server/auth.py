@@ -37,13 +37,14 @@ class ApiKeys:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def check(self, authorization: str | None) -> None:
-        """Accept ``Bearer <key>``; raise :class:`Unauthorized` otherwise."""
+    def check(self, authorization: str | None) -> str:
+        """Accept ``Bearer <key>`` and return the key; raise :class:`Unauthorized` otherwise."""
         if not authorization or not authorization.startswith("Bearer "):
             raise Unauthorized("missing 'Authorization: Bearer <api key>' header")
         given = authorization[len("Bearer ") :].strip().encode()
         if not any(hmac.compare_digest(given, k) for k in self._keys):
             raise Unauthorized("unknown API key")
+        return given.decode()
 
     def accepts(self, authorization: str | None) -> bool:
         try:

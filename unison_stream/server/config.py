@@ -74,6 +74,12 @@ class ServerConfig:
     stats_interval_s: float = 1.0  # period of ``stats`` messages
     broadcast_gop_s: float = 2.0  # keyframe interval of a broadcast channel's shared encoder
     video_bitrate: int = 500_000  # broadcast channel VP8 target bitrate (bit/s)
+    # avatars (docs/avatars.md): the store's folder, shared by every replica that mounts it;
+    # "" → a temporary folder that lasts as long as the process
+    avatar_dir: str = ""
+    avatar_max_per_key: int = 20  # avatars one API key may keep
+    avatar_max_bytes_per_key: int = 8 * 1024 * 1024  # … and their bytes on disk
+    avatar_max_upload_bytes: int = 4 * 1024 * 1024  # one uploaded picture (PNG, JPEG, WebP)
 
 
 def validate_server(cfg: ServerConfig) -> ServerConfig:
@@ -107,6 +113,13 @@ def validate_server(cfg: ServerConfig) -> ServerConfig:
     need(cfg.buffer_s > 0, "buffer_s", "must be > 0")
     need(cfg.max_prebuffer_s >= 0, "max_prebuffer_s", "must be >= 0")
     need(cfg.stats_interval_s > 0, "stats_interval_s", "must be > 0")
+    need(cfg.avatar_max_per_key >= 1, "avatar_max_per_key", "must be ≥ 1")
+    need(cfg.avatar_max_bytes_per_key >= 65536, "avatar_max_bytes_per_key", "must be ≥ 65536")
+    need(
+        1024 <= cfg.avatar_max_upload_bytes <= 4 * 1024 * 1024,
+        "avatar_max_upload_bytes",
+        "must be in 1024..4194304 (the avatars package refuses larger pictures)",
+    )
     if cfg.loopback_only:
         need(
             cfg.host in ("127.0.0.1", "localhost", "::1"),

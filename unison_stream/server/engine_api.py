@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from unison_stream.avatars import Avatar
+
 __all__ = [
     "ChunkLike",
     "ChunkSource",
@@ -102,9 +104,25 @@ class EngineSessionLike(ChunkSource, Protocol):
 
 
 class EngineLike(Protocol):
+    """``open_session(avatar=…)``: the person is an :class:`~unison_stream.avatars.Avatar`
+    (``caption`` overrides its caption when given); ``reference`` is the encoded reference a
+    store cached for its picture (made by ``encode_reference`` under ``reference_key``).
+    Without an avatar, ``identity`` names a world portrait (the engine makes the avatar)."""
+
     def open_session(
-        self, *, identity: int = 0, caption: str = "", seed: int = 0
+        self,
+        *,
+        avatar: Avatar | None = None,
+        identity: int = 0,
+        caption: str = "",
+        seed: int = 0,
+        reference: np.ndarray | None = None,
     ) -> EngineSessionLike: ...
+
+    def encode_reference(self, picture: np.ndarray) -> np.ndarray | None: ...
+
+    @property
+    def reference_key(self) -> str: ...
 
     def close(self) -> None: ...
 

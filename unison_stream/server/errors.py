@@ -4,6 +4,9 @@
 
     ServerError (code "internal")
     ├── BadRequest (code "bad_request")       malformed JSON, unknown type, bad SDP, oversize input
+    │   ├── TooLarge (413)                    a body or picture over its limit
+    │   └── Refused (its own 4xx)             an avatar request the avatars package refused:
+    │                                         not an image 415, no face 422, unknown id 404, …
     ├── Unauthorized (code "unauthorized")    missing / wrong API key, bad, expired or foreign token
     ├── RateLimited (code "rate_limited")     too many ``say`` messages per second
     └── CapacityError (code "capacity")       no free engine session or viewer slot
@@ -14,7 +17,15 @@ The HTTP status of each is :attr:`ServerError.http_status`; a websocket reports 
 
 from __future__ import annotations
 
-__all__ = ["BadRequest", "CapacityError", "RateLimited", "ServerError", "Unauthorized"]
+__all__ = [
+    "BadRequest",
+    "CapacityError",
+    "RateLimited",
+    "Refused",
+    "ServerError",
+    "TooLarge",
+    "Unauthorized",
+]
 
 
 class ServerError(Exception):
@@ -32,6 +43,19 @@ class ServerError(Exception):
 class BadRequest(ServerError):
     code = "bad_request"
     http_status = 400
+
+
+class TooLarge(BadRequest):
+    http_status = 413
+
+
+class Refused(BadRequest):
+    """Well formed, but not to be served as asked; ``status`` is the 4xx that says why
+    (``unison_stream.avatars.errors``: 404, 409, 413, 415, 422 …)."""
+
+    def __init__(self, message: str, *, status: int, ref: str | None = None) -> None:
+        super().__init__(message, ref=ref)
+        self.http_status = status
 
 
 class Unauthorized(ServerError):

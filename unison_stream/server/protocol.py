@@ -13,27 +13,34 @@ import json
 from typing import Any
 
 from unison_sdk.protocol import (
+    AVATAR_PREVIEW_PATH,
+    AVATARS_PATH,
     CLEAN_CLOSE,
     CLIENT_STATES,
     CLOSE_ENDED,
     CLOSE_IDLE,
     CLOSE_MAX_DURATION,
     CLOSE_REPLACED,
+    PICTURE_FIELD,
     PLAY_STATES,
     Ack,
     Answer,
     AudioBegin,
     AudioClip,
     AudioEnd,
+    AvatarInfo,
+    AvatarList,
     ClientMessage,
     Close,
     Command,
+    CreateAvatar,
     CreateSession,
     ErrorEvent,
     Interrupt,
     Limits,
     MediaInfo,
     Offer,
+    PayloadTooLarge,
     Ping,
     PlayState,
     Pong,
@@ -50,19 +57,26 @@ from unison_sdk.protocol import (
     StreamPart,
     TokenBucket,
     UtteranceEvent,
+    avatar_path,
+    avatar_preview_path,
     parse_client,
+    picture_body_limit,
 )
+from unison_sdk.protocol import parse_create_avatar as _parse_create_avatar
 from unison_sdk.protocol import parse_create_session as _parse_create_session
 
 from unison_stream.server.config import ServerConfig
-from unison_stream.server.errors import BadRequest, RateLimited, ServerError
+from unison_stream.server.errors import BadRequest, RateLimited, ServerError, TooLarge
 
 __all__ = [
+    "AVATARS_PATH",
+    "AVATAR_PREVIEW_PATH",
     "CLEAN_CLOSE",
     "CLOSE_ENDED",
     "CLOSE_IDLE",
     "CLOSE_MAX_DURATION",
     "CLOSE_REPLACED",
+    "PICTURE_FIELD",
     "PLAY_STATES",
     "STATES",
     "Ack",
@@ -70,10 +84,13 @@ __all__ = [
     "AudioBegin",
     "AudioClip",
     "AudioEnd",
+    "AvatarInfo",
+    "AvatarList",
     "BadRequest",
     "ClientMessage",
     "Close",
     "Command",
+    "CreateAvatar",
     "CreateSession",
     "ErrorEvent",
     "Interrupt",
@@ -96,11 +113,15 @@ __all__ = [
     "StreamPart",
     "TokenBucket",
     "UtteranceEvent",
+    "avatar_path",
+    "avatar_preview_path",
     "dumps",
     "error_msg",
     "limits_for",
     "parse_client_message",
+    "parse_create_avatar",
     "parse_create_session",
+    "picture_body_limit",
     "server_error",
 ]
 
@@ -110,6 +131,8 @@ _BY_CODE: dict[str, type[ServerError]] = {"bad_request": BadRequest, "rate_limit
 
 def server_error(e: ProtocolError) -> ServerError:
     """The server's exception for a protocol error (same code, message and ``ref``)."""
+    if isinstance(e, PayloadTooLarge):
+        return TooLarge(e.message, ref=e.ref)
     return _BY_CODE.get(e.code, ServerError)(e.message, ref=e.ref)
 
 
@@ -119,6 +142,7 @@ def limits_for(cfg: ServerConfig) -> Limits:
         max_message_bytes=cfg.max_message_bytes,
         max_text_chars=cfg.max_text_chars,
         max_caption_chars=cfg.max_caption_chars,
+        max_picture_bytes=cfg.avatar_max_upload_bytes,
     )
 
 
@@ -134,6 +158,14 @@ def parse_create_session(body: bytes, limits: Limits) -> CreateSession:
     """Parse and validate the JSON body (may be empty) of ``POST /v1/sessions``."""
     try:
         return _parse_create_session(body, limits)
+    except ProtocolError as e:
+        raise server_error(e) from e
+
+
+def parse_create_avatar(body: bytes, limits: Limits) -> CreateAvatar:
+    """Parse the JSON body of ``POST /v1/avatars`` (a picture or a design)."""
+    try:
+        return _parse_create_avatar(body, limits)
     except ProtocolError as e:
         raise server_error(e) from e
 

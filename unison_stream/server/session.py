@@ -27,6 +27,7 @@ from unison_sdk._tasks import TaskManager
 from unison_stream.errors import EngineFullError
 from unison_stream.server import protocol as P
 from unison_stream.server.auth import TokenSigner
+from unison_stream.server.avatars import AvatarService
 from unison_stream.server.channel import Channel, MediaSpec
 from unison_stream.server.config import ServerConfig
 from unison_stream.server.engine_api import EngineLike, SpeechWriterLike
@@ -303,12 +304,15 @@ class SessionManager:
         *,
         capacity: int | None = None,
         transport: TransportFactory = WebRTCTransport,
+        avatars: AvatarService | None = None,
     ) -> None:
         self.engine, self.cfg, self.media, self.signer = engine, cfg, media, signer
         if capacity is None:
             if not isinstance(cfg.max_sessions, int):
                 raise ValueError("server.max_sessions=auto: resolve it first (capacity.py)")
             capacity = cfg.max_sessions
+        # who a new session shows: one avatar, whichever way the request names it
+        self.avatars = avatars or AvatarService(cfg, engine, width=media.width, height=media.height)
         self.capacity = capacity  # engine sessions admitted (private sessions + channels)
         self.transport = transport  # each session's media transport
         self.sessions: dict[str, Session] = {}
@@ -341,9 +345,11 @@ class SessionManager:
         return sum(1 for s in self.sessions.values() if s.transport.active)
 
     async def create(
-        self, req: P.CreateSession, *, internal: bool = False
+        self, req: P.CreateSession, *, api_key: str = "", internal: bool = False
     ) -> tuple[Session, str, float]:
         """Open a session (and its channel when needed); return it, its token and expiry.
+        A new channel shows the avatar ``req`` names (``api_key``'s stored avatars are the
+        ones an ``avatar`` id may name); a broadcast viewer joining one sees its avatar.
         ``internal`` sessions (in-process members such as the MQTT bridge) are never reaped."""
         async with self._lock:
             sid = secrets.token_hex(8)
@@ -361,10 +367,14 @@ class SessionManager:
                         f"server at capacity: all {self.capacity} sessions it serves in real "
                         f"time are in use; retry in {self.cfg.retry_after_s} s"
                     )
+                avatar, reference = await self.avatars.resolve(api_key, req)
                 open_session = functools.partial(
-                    self.engine.open_session, identity=req.identity, caption=req.caption
+                    self.engine.open_session,
+                    avatar=avatar,
+                    caption=req.caption,
+                    reference=reference,
                 )
-                try:  # portrait, encoders, the replica's row: seconds, off the event loop
+                try:  # encoders, the replica's row: seconds, off the event loop
                     es = await asyncio.get_running_loop().run_in_executor(None, open_session)
                 except EngineFullError as e:  # other faults are not capacity: they surface
                     raise CapacityError(f"engine refused a new session: {e}") from e
@@ -435,3 +445,4 @@ class SessionManager:
         for ch in list(self.channels.values()):
             await ch.close()
         self.channels.clear()
+        self.avatars.close()

@@ -5,6 +5,7 @@
     messages.py   every message both ways as a typed dataclass; states, events, close codes,
                   error codes, limits, the sample-rate rule; decoding of server messages
     validate.py   client text / session body → typed values, or ProtocolError naming the rule
+    avatars.py    the avatar resource: paths, request bodies, the records answered
     client.py     ClientProtocol: sans-I/O client (seq tracking, duplicates, acks, encoding)
     server.py     ServerProtocol: sans-I/O server session (seq, replay, ack, dedupe, rate
                   limit, upload assembly)
@@ -12,6 +13,20 @@
 No I/O and no torch: the SDK's client and the server (``unison_stream.server``) import it.
 """
 
+from unison_sdk.protocol.avatars import (
+    AVATAR_PREVIEW_PATH,
+    AVATARS_PATH,
+    PICTURE_FIELD,
+    PICTURE_TYPES,
+    AvatarInfo,
+    AvatarList,
+    CreateAvatar,
+    avatar_path,
+    avatar_preview_path,
+    decode_picture,
+    parse_create_avatar,
+    picture_body_limit,
+)
 from unison_sdk.protocol.client import (
     ACK_EVERY,
     ACK_PERIOD_S,
@@ -53,6 +68,7 @@ from unison_sdk.protocol.messages import (
     MediaInfo,
     Mode,
     Offer,
+    PayloadTooLarge,
     Ping,
     PlayState,
     Pong,
@@ -83,6 +99,8 @@ from unison_sdk.protocol.validate import parse_client, parse_create_session
 __all__ = [
     "ACK_EVERY",
     "ACK_PERIOD_S",
+    "AVATARS_PATH",
+    "AVATAR_PREVIEW_PATH",
     "CLEAN_CLOSE",
     "CLIENT_STATES",
     "CLIENT_TYPES",
@@ -93,6 +111,8 @@ __all__ = [
     "FINAL_CLOSE",
     "MAX_ID_CHARS",
     "MODES",
+    "PICTURE_FIELD",
+    "PICTURE_TYPES",
     "PLAY_STATES",
     "SAMPLE_RATE_MAX",
     "SAMPLE_RATE_MIN",
@@ -103,6 +123,8 @@ __all__ = [
     "AudioBegin",
     "AudioClip",
     "AudioEnd",
+    "AvatarInfo",
+    "AvatarList",
     "ClientMessage",
     "ClientProtocol",
     "ClientState",
@@ -110,6 +132,7 @@ __all__ = [
     "Command",
     "ConnectionEvent",
     "ConnectionStatus",
+    "CreateAvatar",
     "CreateSession",
     "ErrorCode",
     "ErrorEvent",
@@ -119,6 +142,7 @@ __all__ = [
     "MediaInfo",
     "Mode",
     "Offer",
+    "PayloadTooLarge",
     "Ping",
     "PlayState",
     "Pong",
@@ -137,10 +161,15 @@ __all__ = [
     "TokenBucket",
     "UtteranceEvent",
     "UtteranceEventName",
+    "avatar_path",
+    "avatar_preview_path",
     "check_sample_rate",
+    "decode_picture",
     "decode_server",
     "parse_client",
+    "parse_create_avatar",
     "parse_create_session",
+    "picture_body_limit",
     "resume_url",
     "ws_url_for_token",
 ]

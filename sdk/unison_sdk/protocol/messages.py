@@ -10,6 +10,7 @@ objects are ``client.py`` and ``server.py``. No I/O and no torch here.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, get_args
 
@@ -47,6 +48,7 @@ __all__ = [
     "MediaInfo",
     "Mode",
     "Offer",
+    "PayloadTooLarge",
     "Ping",
     "PlayState",
     "Pong",
@@ -108,6 +110,10 @@ class ProtocolError(ValueError):
         self.message, self.code, self.ref = message, code, ref
 
 
+class PayloadTooLarge(ProtocolError):
+    """A request body, or the picture in it, is over its limit (HTTP 413)."""
+
+
 def check_sample_rate(rate: object, *, ref: str | None = None) -> int:
     """The one check of an upload's sample rate: an integer in [8000, 48000]."""
     if isinstance(rate, bool) or not isinstance(rate, int):
@@ -129,6 +135,7 @@ class Limits:
     max_text_chars: int = 600  # the planner's limit (``unison_stream.vocab.MAX_TEXT_CHARS``)
     max_caption_chars: int = 200
     max_sdp_bytes: int = 32768
+    max_picture_bytes: int = 4 * 1024 * 1024  # an uploaded picture (docs/avatars.md)
 
 
 def _with(msg: dict[str, Any], **optional: Any) -> dict[str, Any]:
@@ -245,7 +252,9 @@ CLIENT_TYPES: dict[str, type[ClientMessage]] = {
 
 @dataclass(frozen=True)
 class CreateSession:
-    """The JSON body of ``POST /v1/sessions`` (every field optional)."""
+    """The JSON body of ``POST /v1/sessions`` (every field optional). The person is one of
+    ``identity`` (a world identity), ``avatar`` (a stored avatar's id) or ``picture`` (image
+    bytes, base64 on the wire; docs/avatars.md)."""
 
     identity: int = 0
     caption: str = ""
@@ -253,11 +262,18 @@ class CreateSession:
     channel: str | None = None  # broadcast only, required there
     idle_timeout_s: float | None = None
     max_duration_s: float | None = None
+    avatar: str | None = None  # a stored avatar's id (``av_…``)
+    picture: bytes | None = None  # PNG, JPEG or WebP bytes, normalised like an upload
 
     def wire(self) -> dict[str, Any]:
-        msg: dict[str, Any] = {"mode": self.mode, "identity": self.identity}
+        msg: dict[str, Any] = {"mode": self.mode}
+        if self.avatar is None and self.picture is None:
+            msg["identity"] = self.identity
+        picture = None if self.picture is None else base64.b64encode(self.picture).decode()
         return _with(
             msg,
+            avatar=self.avatar,
+            picture=picture,
             caption=self.caption or None,
             channel=self.channel,
             idle_timeout_s=self.idle_timeout_s,

@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any
 
+from unison_sdk.protocol.avatars import PICTURE_FIELD, decode_picture, picture_body_limit
 from unison_sdk.protocol.messages import (
     CLIENT_STATES,
     MAX_ID_CHARS,
@@ -24,6 +25,7 @@ from unison_sdk.protocol.messages import (
     Interrupt,
     Limits,
     Offer,
+    PayloadTooLarge,
     Ping,
     ProtocolError,
     Say,
@@ -149,18 +151,32 @@ def parse_client(data: str | bytes, limits: Limits) -> ClientMessage:
 
 
 def parse_create_session(body: bytes, limits: Limits) -> CreateSession:
-    """Parse and validate the JSON body (may be empty) of ``POST /v1/sessions``."""
+    """Parse and validate the JSON body (may be empty) of ``POST /v1/sessions``.
+
+    A body is at most ``limits.max_message_bytes``, not counting an inline ``picture``
+    (base64, at most ``limits.max_picture_bytes`` decoded); PayloadTooLarge otherwise."""
     if not body.strip():
         return CreateSession()
-    if len(body) > limits.max_message_bytes:
-        raise ProtocolError("request body too large")
+    if len(body) > picture_body_limit(limits):
+        raise PayloadTooLarge("request body too large")
     obj = _json(body, "the body")
+    inline = obj.get(PICTURE_FIELD)
+    rest = len(body) - (len(inline) if isinstance(inline, str) else 0)
+    if rest > limits.max_message_bytes:
+        raise PayloadTooLarge("request body too large")
     unknown = set(obj) - set(CreateSession.__dataclass_fields__)
     if unknown:
         raise ProtocolError(f"unknown field(s): {', '.join(sorted(unknown))}")
     identity = obj.get("identity", 0)
     if isinstance(identity, bool) or not isinstance(identity, int) or identity < 0:
         raise ProtocolError("'identity' must be a non-negative integer")
+    people = [k for k in ("identity", "avatar", PICTURE_FIELD) if obj.get(k) is not None]
+    if len(people) > 1:
+        raise ProtocolError(f"give one of 'identity', 'avatar' and 'picture', not {people}")
+    avatar = obj.get("avatar")
+    if avatar is not None and (not isinstance(avatar, str) or not 1 <= len(avatar) <= 64):
+        raise ProtocolError("'avatar' must be an avatar id (av_…, from POST /v1/avatars)")
+    picture = None if inline is None else decode_picture(inline, limits)
     caption = obj.get("caption", "")
     if not isinstance(caption, str) or len(caption) > limits.max_caption_chars:
         raise ProtocolError(
@@ -192,4 +208,6 @@ def parse_create_session(body: bytes, limits: Limits) -> CreateSession:
         channel=channel,
         idle_timeout_s=times["idle_timeout_s"],
         max_duration_s=times["max_duration_s"],
+        avatar=avatar,
+        picture=picture,
     )
