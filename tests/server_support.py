@@ -46,7 +46,8 @@ def fake_engine(**kw: Any) -> FakeEngine:
 
 
 def server_config(**kw: Any) -> ServerConfig:
-    cfg = ServerConfig(port=0, api_keys=[API_KEY], token_secret="s3cret", **kw)
+    kw.setdefault("api_keys", [API_KEY])
+    cfg = ServerConfig(port=0, token_secret="s3cret", **kw)
     return validate_server(cfg)
 
 

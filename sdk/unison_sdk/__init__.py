@@ -13,10 +13,21 @@
 See docs/sdk.md. Blocking use: :func:`connect_sync`.
 """
 
+from unison_sdk.avatars import (
+    create_avatar,
+    create_avatar_sync,
+    delete_avatar,
+    delete_avatar_sync,
+    design_preview,
+    get_avatar,
+    list_avatars,
+    list_avatars_sync,
+)
 from unison_sdk.client import Avatar
 from unison_sdk.connect import Connect, connect
 from unison_sdk.devices import Player, Recorder
 from unison_sdk.errors import (
+    AvatarRefused,
     BadRequest,
     CapacityError,
     ConnectionFailed,
@@ -32,6 +43,7 @@ from unison_sdk.errors import (
 )
 from unison_sdk.media import AudioFrame, Subscription, VideoFrame
 from unison_sdk.protocol import (
+    AvatarInfo,
     ConnectionEvent,
     ErrorEvent,
     Event,
@@ -49,6 +61,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AudioFrame",
     "Avatar",
+    "AvatarInfo",
+    "AvatarRefused",
     "BadRequest",
     "CapacityError",
     "Connect",
@@ -79,4 +93,12 @@ __all__ = [
     "__version__",
     "connect",
     "connect_sync",
+    "create_avatar",
+    "create_avatar_sync",
+    "delete_avatar",
+    "delete_avatar_sync",
+    "design_preview",
+    "get_avatar",
+    "list_avatars",
+    "list_avatars_sync",
 ]

@@ -7,8 +7,9 @@ from collections.abc import Generator
 from types import TracebackType
 from typing import Any
 
+from unison_sdk.avatars import picture_bytes
 from unison_sdk.client import Avatar
-from unison_sdk.protocol import CreateSession, Mode
+from unison_sdk.protocol import AvatarInfo, CreateSession, Mode
 
 __all__ = ["Connect", "connect"]
 
@@ -51,6 +52,7 @@ def connect(
     mode: Mode = "private",
     channel: str | None = None,
     identity: int = 0,
+    avatar: str | AvatarInfo | Any | None = None,
     caption: str = "",
     media: bool = True,
     reconnect: bool = True,
@@ -61,13 +63,27 @@ def connect(
     """Open a session on the server at ``url`` (``http://127.0.0.1:8080``).
 
     ``api_key`` creates a new session (``mode``, ``channel``, ``identity``, ``caption`` go to
-    ``POST /v1/sessions``); ``token`` uses one made elsewhere. ``media=False`` skips WebRTC
-    (control and events only). A dropped websocket is resumed for up to
+    ``POST /v1/sessions``); ``token`` uses one made elsewhere. ``avatar`` is who the session
+    shows instead of world ``identity``: a stored avatar (its id, or the record
+    :func:`~unison_sdk.avatars.create_avatar` returned), or a picture sent with the request
+    (a path, image bytes or a PIL image; checked like an upload, not stored).
+    ``media=False`` skips WebRTC (control and events only). A dropped websocket is resumed for up to
     ``reconnect_timeout_s`` when ``reconnect``; a session that is gone (its server died, or it
     ended) is replaced by a new one at ``url`` when ``failover`` and an ``api_key`` (the
     utterance in flight ``interrupted``; ``ConnectionEvent("moved")``). Cancelling the connect
     is safe."""
-    body = CreateSession(identity=identity, caption=caption, mode=mode, channel=channel).wire()
+    stored = avatar.id if isinstance(avatar, AvatarInfo) else avatar
+    inline = None
+    if stored is not None and not isinstance(stored, str):
+        inline, stored = picture_bytes(stored), None
+    body = CreateSession(
+        identity=identity,
+        caption=caption,
+        mode=mode,
+        channel=channel,
+        avatar=stored,
+        picture=inline,
+    ).wire()
     return Connect(
         {
             "url": url,

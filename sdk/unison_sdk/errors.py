@@ -5,6 +5,7 @@
     UnisonError
     ├── ConnectionFailed       the server could not be reached, or refused the session over HTTP
     │   └── ServerBusyError    503: every engine session is taken; retry after ``retry_after_s``
+    ├── AvatarRefused          an avatar request refused: ``status`` 413, 415, 422, 404, 409 …
     ├── ConnectionLost         the websocket dropped and the session could not be resumed
     ├── SessionEnded           the server ended the session (close code 4000, 4001, 4408, 4409)
     ├── PlaybackUnavailable    no audio output device (or no PortAudio) for ``play()``
@@ -22,6 +23,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AvatarRefused",
     "BadRequest",
     "CapacityError",
     "ConnectionFailed",
@@ -65,6 +67,16 @@ class ServerBusyError(ConnectionFailed):
             status=503,
         )
         self.retry_after_s = retry_after_s
+
+
+class AvatarRefused(UnisonError):
+    """The server refused an avatar request: ``status`` is the HTTP status (415 not an image,
+    413 too large, 422 no usable face or a bad design, 404 no such avatar for this key, 409 the
+    key's limit), ``message`` says what to change."""
+
+    def __init__(self, message: str, *, code: str = "bad_request", status: int = 400) -> None:
+        super().__init__(f"{status}: {message}")
+        self.message, self.code, self.status = message, code, status
 
 
 def retry_after_s(header: str | None) -> float:

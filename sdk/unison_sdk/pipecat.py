@@ -49,7 +49,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from unison_sdk.client import Avatar
 from unison_sdk.connect import connect
 from unison_sdk.media import AudioFrame, pcm16
-from unison_sdk.protocol import UtteranceEvent
+from unison_sdk.protocol import AvatarInfo, UtteranceEvent
 from unison_sdk.speech_stream import SpeechStream
 
 __all__ = ["UnisonVideoService"]
@@ -68,12 +68,16 @@ class UnisonVideoService(FrameProcessor):
         *,
         api_key: str | None = None,
         identity: int = 0,
+        avatar: str | AvatarInfo | Any | None = None,
         caption: str = "",
         **kwargs: Any,
     ) -> None:
+        """``avatar``: who the video shows instead of world ``identity`` — a stored avatar's
+        id or record, or a picture (path, bytes, PIL image), as :func:`~unison_sdk.connect`
+        takes it (docs/avatars.md)."""
         super().__init__(**kwargs)
         self._url, self._api_key = url, api_key
-        self._identity, self._caption = identity, caption
+        self._identity, self._caption, self._person = identity, caption, avatar
         self._avatar: Avatar | None = None
         self._stream: SpeechStream | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,7 +122,11 @@ class UnisonVideoService(FrameProcessor):
         if self._avatar is not None:
             return
         self._avatar = await connect(
-            self._url, api_key=self._api_key, identity=self._identity, caption=self._caption
+            self._url,
+            api_key=self._api_key,
+            identity=self._identity,
+            avatar=self._person,
+            caption=self._caption,
         )
         self._tasks = [
             asyncio.ensure_future(self._pump_video()),
