@@ -98,6 +98,10 @@ def add_avatar_routes(
         avatar = await service.make(await read_create_avatar(request, limits))
         return web.Response(body=avatar.preview_png(), content_type="image/png")
 
+    async def traits(request: web.Request) -> web.Response:
+        check(request)
+        return web.json_response(service.traits())
+
     async def listing(request: web.Request) -> web.Response:
         listed = await service.list(check(request))
         return web.json_response(listed.wire())
@@ -118,6 +122,7 @@ def add_avatar_routes(
     app.router.add_post(P.AVATARS_PATH, create)
     app.router.add_get(P.AVATARS_PATH, listing)
     app.router.add_post(P.AVATAR_PREVIEW_PATH, preview_design)
+    app.router.add_get(P.AVATAR_TRAITS_PATH, traits)  # before {aid}: a literal path wins
     app.router.add_get(P.avatar_path("{aid}"), get)
     app.router.add_get(P.avatar_preview_path("{aid}"), preview)
     app.router.add_delete(P.avatar_path("{aid}"), delete)

@@ -34,6 +34,7 @@ from unison_stream.avatars import (
     from_design,
     from_identity,
     from_upload,
+    world,
 )
 from unison_stream.server import protocol as P
 from unison_stream.server.config import ServerConfig
@@ -94,6 +95,16 @@ class AvatarService:
             return await _off_loop(from_design, req.design, width=w, height=h)
         assert req.picture is not None
         return await _off_loop(from_upload, req.picture, caption=req.caption, width=w, height=h)
+
+    def traits(self) -> dict[str, Any]:
+        """What a design may name: each trait's choices, the colour slots (which also take
+        ``#rrggbb``) and the accessories."""
+        opts = world.options()
+        return {
+            "traits": {t: list(opts[t]) for t in world.TRAITS},
+            "colour_slots": list(world.COLOUR_SLOTS),
+            "accessories": list(opts["accessories"]),
+        }
 
     async def get(self, api_key: str, avatar_id: str) -> P.AvatarInfo:
         s: StoredAvatar = await _off_loop(self.store.get, api_key, avatar_id)

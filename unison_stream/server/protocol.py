@@ -14,6 +14,7 @@ from typing import Any
 
 from unison_sdk.protocol import (
     AVATAR_PREVIEW_PATH,
+    AVATAR_TRAITS_PATH,
     AVATARS_PATH,
     CLEAN_CLOSE,
     CLIENT_STATES,
@@ -71,6 +72,7 @@ from unison_stream.server.errors import BadRequest, RateLimited, ServerError, To
 __all__ = [
     "AVATARS_PATH",
     "AVATAR_PREVIEW_PATH",
+    "AVATAR_TRAITS_PATH",
     "CLEAN_CLOSE",
     "CLOSE_ENDED",
     "CLOSE_IDLE",

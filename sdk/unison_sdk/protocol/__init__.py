@@ -15,6 +15,7 @@ No I/O and no torch: the SDK's client and the server (``unison_stream.server``) 
 
 from unison_sdk.protocol.avatars import (
     AVATAR_PREVIEW_PATH,
+    AVATAR_TRAITS_PATH,
     AVATARS_PATH,
     PICTURE_FIELD,
     PICTURE_TYPES,
@@ -101,6 +102,7 @@ __all__ = [
     "ACK_PERIOD_S",
     "AVATARS_PATH",
     "AVATAR_PREVIEW_PATH",
+    "AVATAR_TRAITS_PATH",
     "CLEAN_CLOSE",
     "CLIENT_STATES",
     "CLIENT_TYPES",

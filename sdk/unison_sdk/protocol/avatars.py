@@ -7,6 +7,8 @@ with (docs/protocol.md, "Avatars"; docs/avatars.md).
                                        or JSON ``{"picture": base64}``) or a JSON design
                                        (``{"design": {...}}``) → 201 + AvatarInfo
     POST   /v1/avatars/preview         a JSON design → image/png (drawn, not stored)
+    GET    /v1/avatars/traits          → {"traits": {name: [choice…]}, "colour_slots": [...],
+                                          "accessories": [...]} (what a design may name)
     GET    /v1/avatars                 → {"avatars": [AvatarInfo…], "usage": {...}}
     GET    /v1/avatars/{id}            → AvatarInfo
     GET    /v1/avatars/{id}/preview.png  the stored preview
@@ -30,6 +32,7 @@ from unison_sdk.protocol.messages import Limits, PayloadTooLarge, ProtocolError
 __all__ = [
     "AVATARS_PATH",
     "AVATAR_PREVIEW_PATH",
+    "AVATAR_TRAITS_PATH",
     "PICTURE_FIELD",
     "PICTURE_TYPES",
     "AvatarInfo",
@@ -44,6 +47,7 @@ __all__ = [
 
 AVATARS_PATH = "/v1/avatars"
 AVATAR_PREVIEW_PATH = "/v1/avatars/preview"  # a design drawn, not stored (the page's designer)
+AVATAR_TRAITS_PATH = "/v1/avatars/traits"  # the names a design may use
 PICTURE_FIELD = "picture"  # the multipart field, and the JSON key, of an uploaded picture
 PICTURE_TYPES = ("image/png", "image/jpeg", "image/webp")  # raw bodies; sniffed all the same
 MAX_DESIGN_BYTES = 16384  # a design's JSON: a dozen short keys

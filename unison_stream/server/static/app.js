@@ -92,7 +92,8 @@
     const r = TOKEN_URL ? await fetch(TOKEN_URL, { method: "POST" }) : await fetch("/v1/sessions", {
       method: "POST",
       headers: { "Authorization": `Bearer ${$("key").value}`, "Content-Type": "application/json" },
-      body: "{}",
+      // who the session shows: the avatar picked in the avatar panel (avatars.js), if any
+      body: JSON.stringify(window.unisonAvatars ? window.unisonAvatars.sessionBody() : {}),
     });
     const body = await r.json();
     if (!r.ok) { setStatus(`error: ${body.error ? body.error.message : r.status}`); return false; }
