@@ -18,6 +18,7 @@ BENCHMARKS: tuple[str, ...] = (
     "unison_stream.benchmarks.stream",
     "unison_stream.benchmarks.codec",
     "unison_stream.benchmarks.serve",
+    "unison_stream.benchmarks.avatar",
     "unison_stream.benchmarks.soak",
     "unison_stream.benchmarks.faults",
     "unison_stream.benchmarks.load",
