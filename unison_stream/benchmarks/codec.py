@@ -38,6 +38,7 @@ from unison_stream.codecs.data import CACHE_COUNTS, build_cache, load_split
 from unison_stream.codecs.preview import PreviewAudioDecoder, PreviewVideoDecoder
 from unison_stream.codecs.video import StreamingVideoDecoder, VideoAE
 from unison_stream.config import UnisonConfig, load_config
+from unison_stream.data.synth.measure import mouth_opening
 from unison_stream.imaging import gradient_energy
 from unison_stream.runtime import host_info
 
@@ -96,7 +97,7 @@ def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Pat
 
     # ---- video quality ------------------------------------------------------------------------
     vdec = StreamingVideoDecoder(vae)
-    ps, ss, lat_v, e_dec, e_gt = [], [], [], [], []
+    ps, ss, lat_v, e_dec, e_gt, spread = [], [], [], [], [], []
     for i in range(n):
         fr = test.clip_frames(i)
         fr = fr[: len(fr) // s * s]
@@ -109,11 +110,16 @@ def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Pat
         ss.append(float(metrics.ssim(a, b).mean()))
         e_dec.append(gradient_energy(y))
         e_gt.append(gradient_energy(fr))
+        spread.append((float(np.std(mouth_opening(y))), float(np.std(mouth_opening(fr)))))
         lat_v.append(z)
     out["video_psnr"] = float(np.mean(ps))
     out["video_ssim"] = float(np.mean(ss))
     # gradient energy of reconstructions ÷ originals (eval's sharpness_ratio, whole frame)
     out["video_sharpness_ratio"] = float(np.concatenate(e_dec).mean() / np.concatenate(e_gt).mean())
+    # the mouth's spread (std of the measured opening) after a round trip ÷ the original's: the
+    # ceiling of the eval's mouth_spread_ratio for any model that speaks through this codec
+    dec_spread, gt_spread = np.mean(spread, axis=0)
+    out["video_mouth_spread_ratio"] = float(dec_spread / gt_spread)
 
     # ---- audio quality ------------------------------------------------------------------------
     adec = StreamingAudioDecoder(aae)
