@@ -14,20 +14,17 @@ from collections import deque
 import numpy as np
 import pytest
 
-from unison_stream.engine.audio import Mixer
+from unison_stream.engine.audio import Mixer, split_mix
 from unison_stream.engine.types import MediaChunk
 from unison_stream.server.media import (
     AUDIO_FRAME_SAMPLES,
     AUDIO_RATE,
     CUT_FADE,
-    ENGINE_SFX_GAIN,
-    ENGINE_SPEECH_GAIN,
     ClockAudioTrack,
     MediaClock,
     Playout,
     StemAudioTrack,
     Upsampler,
-    split_mix,
 )
 
 RATE = 16_000  # model sample rate
@@ -96,26 +93,23 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
 
 
-def test_the_clock_keeps_the_engine_mixers_gains() -> None:
-    mixer = Mixer()
-    assert (mixer.g_sp, mixer.g_sfx) == pytest.approx((ENGINE_SPEECH_GAIN, ENGINE_SFX_GAIN))
-
-
 def test_split_mix_shares_out_the_mix_at_its_level() -> None:
     """Below the limiter the stems are the engine's stems times their gains; over it, the
     limiter's gain; where one stem is silent the other is the whole mix."""
     speech, sfx = _tone(220, 0.3), _burst(0.3, 1000, 2000)
-    mix = Mixer().mix(speech, sfx)  # 0.3 + 0.21 < 0.95: no limiting
+    mixer = Mixer()
+    mix = mixer.mix(speech, sfx)  # 0.3 + 0.21 < 0.95: no limiting
     sp, fx = split_mix(mix, speech, sfx)
-    np.testing.assert_allclose(sp, ENGINE_SPEECH_GAIN * speech, atol=1e-6)
-    np.testing.assert_allclose(fx, ENGINE_SFX_GAIN * sfx, atol=1e-6)
+    np.testing.assert_allclose(sp, mixer.g_sp * speech, atol=1e-6)
+    np.testing.assert_allclose(fx, mixer.g_sfx * sfx, atol=1e-6)
+    np.testing.assert_allclose(sp + fx, mix, atol=1e-6)
     loud = _burst(1.0, 1000, 2000)
     mix = Mixer().mix(_tone(220, 0.9), loud)  # the limiter and the clip act
     sp, fx = split_mix(mix, _tone(220, 0.9), loud)
     assert float(np.abs(sp + fx - mix).max()) < 1e-6
     assert not fx[:1000].any() and not fx[3000:].any(), "speech leaked into the effects stem"
     np.testing.assert_array_equal(sp[:1000], mix[:1000])
-    assert float(np.abs(sp).max()) <= 0.9 * ENGINE_SPEECH_GAIN  # the limiter lowered it
+    assert float(np.abs(sp).max()) <= 0.9 * mixer.g_sp  # the limiter lowered it
 
 
 def test_stems_sum_to_the_mix_over_a_say_with_an_effect_and_an_interrupt() -> None:

@@ -33,9 +33,8 @@ from tqdm import tqdm
 from unison_stream.avatars import Avatar, AvatarError, from_design, from_upload
 from unison_stream.config import MediaConfig, load_config
 from unison_stream.engine import Engine, MediaChunk
-from unison_stream.engine.audio import resample
+from unison_stream.engine.audio import resample, split_mix
 from unison_stream.media import write_mp4
-from unison_stream.server.media import split_mix
 
 __all__ = ["read_audio", "register", "render", "stem_paths"]
 

@@ -3,6 +3,9 @@
 - :class:`Mixer`: speech and SFX stems → one mono mix with per-stem gains and a peak limiter
   whose gain is carried across chunks (instant attack ramped over the chunk, slow release),
   so loud effects never clip and chunk joins never click.
+- :func:`split_mix`: a mix and the raw stems it was made of → the stems at the mix's level
+  (speech + sfx == mix); the one place besides :class:`Mixer` that knows its gains
+  (``docs/stems.md``).
 - :func:`resample`: any input rate → the media rate (polyphase, no delay);
   :class:`StreamResampler` does the same piece by piece (streaming audio input), sample for
   sample what :func:`resample` gives for the whole waveform.
@@ -23,7 +26,18 @@ from scipy.signal import resample_poly
 
 from unison_stream.config import UnisonConfig
 
-__all__ = ["BandEnergySpeechEncoder", "Mixer", "StreamResampler", "resample"]
+__all__ = [
+    "SFX_GAIN_DB",
+    "SPEECH_GAIN_DB",
+    "BandEnergySpeechEncoder",
+    "Mixer",
+    "StreamResampler",
+    "resample",
+    "split_mix",
+]
+
+SPEECH_GAIN_DB = 0.0  # the voice at its own level
+SFX_GAIN_DB = -3.0  # effects sit a little under the voice, so a clap never masks a word
 
 
 def resample(pcm: np.ndarray, rate: int, target: int) -> np.ndarray:
@@ -97,8 +111,8 @@ class Mixer:
     def __init__(
         self,
         *,
-        speech_gain_db: float = 0.0,
-        sfx_gain_db: float = -3.0,
+        speech_gain_db: float = SPEECH_GAIN_DB,
+        sfx_gain_db: float = SFX_GAIN_DB,
         ceiling: float = 0.95,
         release_per_chunk: float = 0.25,
     ) -> None:
@@ -127,6 +141,40 @@ class Mixer:
             ramp = np.linspace(self.gain, new, num=x.size, dtype=np.float32)
             self.gain = new
         return np.clip(x * ramp, -1.0, 1.0).astype(np.float32)
+
+
+def split_mix(
+    mix: np.ndarray,
+    speech: np.ndarray | None,
+    sfx: np.ndarray | None,
+    *,
+    speech_gain_db: float = SPEECH_GAIN_DB,
+    sfx_gain_db: float = SFX_GAIN_DB,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(S,) mix and the raw (S,) stems :meth:`Mixer.mix` made it of → the stems at the mix's
+    level, (S,) float32 each, whose sum is the mix up to float rounding.
+
+    The mix is ``g_sp·speech + g_sfx·sfx`` times a limiter gain, then clipped; the gain applied
+    at each sample is ``k = mix / (g_sp·speech + g_sfx·sfx)`` (0 where that sum is 0; in
+    [0, 1], as a limiter and a clip only lower the level), so the speech stem is
+    ``k·g_sp·speech`` and the effects stem the rest of the mix. Where one stem is silent the
+    other is the mix whatever the gains; the gains only share out samples where both sound. A
+    chunk without stems is all speech; without effects, the effects stem is silence. The gains
+    default to :class:`Mixer`'s, the mixer every engine chunk comes from.
+    """
+    mix = np.asarray(mix, np.float32)
+    if sfx is None:  # no effects stem (or no stems at all): the mix is all speech
+        return mix.copy(), np.zeros_like(mix)
+    g_sp, g_sfx = 10 ** (speech_gain_db / 20), 10 ** (sfx_gain_db / 20)
+    sp = g_sp * np.asarray(np.zeros_like(mix) if speech is None else speech, np.float32)
+    fx = g_sfx * np.asarray(sfx, np.float32)
+    assert sp.shape == fx.shape == mix.shape, (
+        f"stems must match the mix sample for sample, got {sp.shape}, {fx.shape}, {mix.shape}"
+    )
+    total = sp + fx  # the mixer's sum before its limiter, in the same float32 steps
+    k = np.divide(mix, total, out=np.zeros_like(mix), where=total != 0)
+    speech_out = np.clip(k, 0.0, 1.0) * sp
+    return speech_out, mix - speech_out
 
 
 class BandEnergySpeechEncoder:

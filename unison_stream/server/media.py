@@ -12,9 +12,10 @@ queue and decides when a reply is ready to play through (its buffer policy); the
 the timeline. One buffer, one timeline, no thread between them.
 
 Stems (``docs/stems.md``): each slot also keeps the mix's two stems, speech and sound effects,
-at the mix's level (:func:`split_mix`), each through its own copy of the mix's resampler and
-cut by the same interrupt fades, so ``speech + sfx == audio`` sample for sample up to float
-rounding. :class:`StemAudioTrack` plays one of them with the mix track's timing.
+at the mix's level (the engine mixer's :func:`~unison_stream.engine.audio.split_mix`), each
+through its own copy of the mix's resampler and cut by the same interrupt fades, so
+``speech + sfx == audio`` sample for sample up to float rounding. :class:`StemAudioTrack` plays
+one of them with the mix track's timing.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ __all__ = [
     "Stem",
     "StemAudioTrack",
     "Upsampler",
-    "split_mix",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,6 @@ AUDIO_RATE = 48_000  # Opus clock (Hz)
 AUDIO_FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 IDLE_GREY = 96  # value of the placeholder frame shown before the first decoded frame
 KEEP_SLOTS = 64  # materialised slots kept behind the newest one (late reads of the other track)
-# the engine mixer's stem gains (engine/audio.py ``Mixer``: speech 0 dB, effects -3 dB); they
-# only share out the samples where both stems sound (tests/test_stems_media.py holds them equal)
-ENGINE_SPEECH_GAIN = 1.0
-ENGINE_SFX_GAIN = 10 ** (-3.0 / 20)
 
 Stem = Literal["speech", "sfx"]
 AudioSource = Literal["mix", "speech", "sfx"]  # what an audio track of a playout reads
@@ -99,38 +95,6 @@ class Upsampler:
         pos = np.arange(1, n_out + 1) * (len(x) / n_out)
         self._last = float(x[-1]) if len(x) else self._last
         return np.interp(pos, np.arange(len(src)), src).astype(np.float32)
-
-
-def split_mix(
-    mix: np.ndarray,
-    speech: np.ndarray | None,
-    sfx: np.ndarray | None,
-    *,
-    speech_gain: float = ENGINE_SPEECH_GAIN,
-    sfx_gain: float = ENGINE_SFX_GAIN,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(S,) mix and the engine's raw (S,) stems → the stems at the mix's level, (S,) float32
-    each, whose sum is the mix up to float rounding.
-
-    The engine's mix is ``g_sp·speech + g_sfx·sfx`` times a limiter gain, then clipped; the
-    gain it applied at each sample is ``k = mix / (g_sp·speech + g_sfx·sfx)`` (0 where that sum
-    is 0; in [0, 1], as a limiter and a clip only lower the level), so the speech stem is
-    ``k·g_sp·speech`` and the effects stem the rest of the mix. Where one stem is silent the
-    other is the mix whatever the gains; the gains only share out samples where both sound. A
-    chunk without stems is all speech; without effects, the effects stem is silence.
-    """
-    mix = np.asarray(mix, np.float32)
-    if sfx is None:  # no effects stem (or no stems at all): the mix is all speech
-        return mix.copy(), np.zeros_like(mix)
-    sp = speech_gain * np.asarray(np.zeros_like(mix) if speech is None else speech, np.float32)
-    fx = sfx_gain * np.asarray(sfx, np.float32)
-    assert sp.shape == fx.shape == mix.shape, (
-        f"stems must match the mix sample for sample, got {sp.shape}, {fx.shape}, {mix.shape}"
-    )
-    total = sp + fx  # the engine mixer's sum before its limiter, in the same float32 steps
-    k = np.divide(mix, total, out=np.zeros_like(mix), where=total != 0)
-    speech_out = np.clip(k, 0.0, 1.0) * sp
-    return speech_out, mix - speech_out
 
 
 @dataclass
@@ -227,8 +191,12 @@ class MediaClock:
         to 48 kHz)."""
         video = np.asarray(chunk.video)
         f = video.shape[0]  # (F, H, W, 3)
+        # imported here, not at the top: the engine package loads torch, which a process that
+        # only routes sessions (the cluster's front door imports the app) should not pay for
+        from unison_stream.engine.audio import split_mix
+
         mix = np.asarray(chunk.audio, np.float32)
-        # the engine's MediaChunk carries its stems; a bare ChunkLike is all speech
+        # the engine's MediaChunk carries its raw stems; a bare ChunkLike is all speech
         speech, sfx = split_mix(mix, getattr(chunk, "speech", None), getattr(chunk, "sfx", None))
         need = f * self.samples_per_slot
         audio, speech48, sfx48 = (  # (S·48k/rate,) each, padded to the chunk's slots
