@@ -13,6 +13,10 @@ What a row's chunk holds:
 - **speech**: a 440 Hz tone at half scale over the spans of the chunk's plan window that hold
   phonemes (``SILENCE_ID < id < FIRST_EVENT_ID``), silence elsewhere — audible and easy to
   detect; the audio-driven mode replaces it with the caller's speech, as with the model;
+- **sfx** (configs with an effects stream): a click — a 2 kHz burst decaying over 10 ms — at
+  the start of each event token (``id ≥ FIRST_EVENT_ID``, a ``<tag>``) that starts in the
+  chunk's window, silence elsewhere; the engine's mixer adds it to the speech as it adds the
+  model's effects (``docs/stems.md``);
 - **video**: a grey frame tinted by the session's seed, a white column moving one pixel a frame
   (motion is visible) and a bright "mouth" bar on frames whose span holds a phoneme.
 
@@ -37,10 +41,13 @@ from unison_stream.engine.replica import Decoded, Replica, ReplicaError, StepReq
 from unison_stream.model.generator import ChunkCancelled
 from unison_stream.vocab import FIRST_EVENT_ID, SILENCE_ID
 
-__all__ = ["TONE_HZ", "ToneReplica"]
+__all__ = ["CLICK_HZ", "TONE_HZ", "ToneReplica"]
 
 TONE_HZ = 440.0
 TONE_LEVEL = 0.5  # amplitude of the tone
+CLICK_HZ = 2000.0  # an effect's click: well above the tone, so the two are told apart
+CLICK_LEVEL = 0.6  # its peak amplitude
+CLICK_S = 0.01  # its length; it decays to zero over it
 GREY = 96  # the frame's base value; the seed adds a tint of 8 per step (mod 8)
 
 
@@ -126,7 +133,7 @@ class ToneReplica(Replica):
             t = (k * self._samples + np.arange(self._samples)) / self.cfg.media.sample_rate
             tone = (TONE_LEVEL * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
             speech = np.where(speaking, tone, np.float32(0.0)).astype(np.float32)
-            sfx = np.zeros_like(speech) if self.cfg.audio_streams() == 2 else None
+            sfx = self._clicks(req, b) if self.cfg.audio_streams() == 2 else None
             out.append(Decoded(video, speech, sfx, generated, time.monotonic()))
         self.steps += 1
         return out
@@ -145,6 +152,24 @@ class ToneReplica(Replica):
                 lo, hi = max(0, round(s * rate)), min(self._samples, round(e * rate))
                 mask[lo:hi] = True
         return mask
+
+    def _clicks(self, req: StepRequest, b: int) -> np.ndarray:
+        """(S,) float32: a click at the start of each event token of row ``b``'s window."""
+        c = req.plan.cond
+        rate = self.cfg.media.sample_rate
+        out = np.zeros(self._samples, np.float32)
+        valid = c.track_mask[b].numpy()
+        ids = c.track_ids[b].numpy()[valid]
+        starts = c.track_start[b].float().numpy()[valid]
+        n = round(CLICK_S * rate)
+        t = np.arange(n) / rate
+        click = CLICK_LEVEL * np.sin(2 * np.pi * CLICK_HZ * t) * np.linspace(1.0, 0.0, n)  # (n,)
+        for i, s in zip(ids, starts, strict=True):
+            lo = round(s * rate)
+            if i >= FIRST_EVENT_ID and 0 <= lo < self._samples:
+                hi = min(self._samples, lo + n)
+                out[lo:hi] = click[: hi - lo]
+        return out
 
     def _video(self, seed: int, k: int, speaking: np.ndarray) -> np.ndarray:
         """(F, H, W, 3) uint8 test pattern of chunk ``k``."""
