@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from unison_sdk._dial import dial
 from unison_sdk._rest import post_session
 from unison_sdk._tasks import TaskManager
-from unison_sdk.devices import Player, Recorder
+from unison_sdk.devices import Player, Recorder, stem_paths
 from unison_sdk.errors import (
     ConnectionFailed,
     ConnectionLost,
@@ -43,9 +43,11 @@ from unison_sdk.errors import (
 )
 from unison_sdk.media import AudioFrame, Fanout, Subscription, VideoFrame, load_pcm
 from unison_sdk.protocol import (
+    AUDIO_TRACKS,
     CLIENT_STATES,
     FINAL_CLOSE,
     Answer,
+    AudioTrack,
     ClientProtocol,
     ClientState,
     ConnectionEvent,
@@ -110,13 +112,14 @@ class Avatar:
         self._answers: dict[str, asyncio.Future[Answer]] = {}
         self._events: Fanout[Event] = Fanout(1024)
         self._video: Fanout[VideoFrame] = Fanout(64)
-        self._audio: Fanout[AudioFrame] = Fanout(256)
+        self._audio: dict[AudioTrack, Fanout[AudioFrame]] = {t: Fanout(256) for t in AUDIO_TRACKS}
         self._rx = MediaReceiver(url, self._tasks, self._video, self._audio)
         self._closing = False
         self._closed = asyncio.Event()
         self._failure: UnisonError | None = None
         self.session_id = ""
         self.media: MediaInfo | None = None
+        self.stems = False  # the session sends the mix's stems too (its ``ready`` says so)
         self.state = "idle"
         self.stats: dict[str, float] = {}
         self.resumes = 0  # successful resumes so far
@@ -145,7 +148,7 @@ class Avatar:
 
     def _on_ready(self, ws: ClientConnection, ready: Ready) -> None:
         self._ws = ws
-        self.session_id, self.media = ready.session_id, ready.media
+        self.session_id, self.media, self.stems = ready.session_id, ready.media, ready.stems
         self._resume_token = ready.resume_token
         self._connected.set()
 
@@ -306,7 +309,8 @@ class Avatar:
             if not fut.done():
                 fut.set_exception(exc)
         self._events.publish(ConnectionEvent("closed", str(exc)))
-        for f in (self._events, self._video, self._audio):
+        fanouts: list[Fanout[Any]] = [self._events, self._video, *self._audio.values()]
+        for f in fanouts:
             f.close()
         self._closed.set()
 
@@ -341,7 +345,7 @@ class Avatar:
 
     # ---- WebRTC ----------------------------------------------------------------------------
     async def _negotiate(self) -> None:
-        sdp = await self._rx.offer()
+        sdp = await self._rx.offer(stems=self.stems)
         uid = f"offer-{_new_id()}"
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._answers[uid] = fut
@@ -429,29 +433,36 @@ class Avatar:
         self._need_media()
         return self._video.subscribe()
 
-    def audio_frames(self) -> Subscription[AudioFrame]:
-        """Audio from now on: 20 ms :class:`~unison_sdk.media.AudioFrame` at 48 kHz, mono."""
-        self._need_media()
-        return self._audio.subscribe()
+    def audio_frames(self, stem: AudioTrack = "mix") -> Subscription[AudioFrame]:
+        """Audio from now on: 20 ms :class:`~unison_sdk.media.AudioFrame` at 48 kHz, mono: the
+        mix, or (``stems=True`` sessions) its ``"speech"`` or ``"sfx"`` stem, summing to it."""
+        self._need_media(stem)
+        return self._audio[stem].subscribe()
 
-    def record(self, path: str | Path) -> Recorder:
+    def record(self, path: str | Path, *, stems: bool = False) -> Recorder:
         """Start writing video + audio to an mp4 (PyAV); ``await rec.stop()`` or use
-        ``async with avatar.record(path):``."""
-        self._need_media()
-        fps = self.media.fps if self.media else 25.0
-        return Recorder(
-            path, self._video.subscribe(), self._audio.subscribe(1024), fps=fps, tasks=self._tasks
-        )
+        ``async with avatar.record(path):``. ``stems``: also the mix and its stems as WAVs
+        beside it, lined up by pts (:func:`~unison_sdk.devices.stem_paths`)."""
+        self._need_media("speech" if stems else "mix")
+        pairs = zip(stem_paths(path), AUDIO_TRACKS, strict=True)
+        wavs = [(p, self._audio[t].subscribe(1024)) for p, t in pairs] if stems else []
+        mix, fps = self._audio["mix"].subscribe(1024), self.media.fps if self.media else 25.0
+        return Recorder(path, self._video.subscribe(), mix, fps=fps, tasks=self._tasks, wavs=wavs)
 
     def play(self) -> Player:
         """Play the audio on the default output device; raises
         :class:`~unison_sdk.errors.PlaybackUnavailable` with the reason when there is none."""
         self._need_media()
-        return Player(self._audio.subscribe(1024), tasks=self._tasks, sample_rate=48000)
+        return Player(self._audio["mix"].subscribe(1024), tasks=self._tasks, sample_rate=48000)
 
-    def _need_media(self) -> None:
+    def _need_media(self, stem: AudioTrack = "mix") -> None:
         if not self._media_on:
             raise UnisonError("connected with media=False: no video or audio is received")
+        if stem not in AUDIO_TRACKS:
+            raise ValueError(f"stem must be one of {', '.join(AUDIO_TRACKS)}, not {stem!r}")
+        if stem != "mix" and not self.stems:
+            why = f"session {self.session_id} was opened without stems: connect(..., stems=True)"
+            raise UnisonError(f"no {stem!r} stem; {why}")
 
     @property
     def closed(self) -> bool:

@@ -59,6 +59,7 @@ def connect(
     reconnect_timeout_s: float = 15.0,
     timeout_s: float = 10.0,
     failover: bool = True,
+    stems: bool = False,
 ) -> Connect:
     """Open a session on the server at ``url`` (``http://127.0.0.1:8080``).
 
@@ -67,7 +68,9 @@ def connect(
     shows instead of world ``identity``: a stored avatar (its id, or the record
     :func:`~unison_sdk.avatars.create_avatar` returned), or a picture sent with the request
     (a path, image bytes or a PIL image; checked like an upload, not stored).
-    ``media=False`` skips WebRTC (control and events only). A dropped websocket is resumed for up to
+    ``media=False`` skips WebRTC (control and events only). ``stems=True`` (private sessions)
+    also receives the mix's speech and effects stems: ``audio_frames(stem="speech" | "sfx")``,
+    ``record(path, stems=True)`` (docs/stems.md). A dropped websocket is resumed for up to
     ``reconnect_timeout_s`` when ``reconnect``; a session that is gone (its server died, or it
     ended) is replaced by a new one at ``url`` when ``failover`` and an ``api_key`` (the
     utterance in flight ``interrupted``; ``ConnectionEvent("moved")``). Cancelling the connect
@@ -83,6 +86,7 @@ def connect(
         channel=channel,
         avatar=stored,
         picture=inline,
+        stems=stems,
     ).wire()
     return Connect(
         {

@@ -1,7 +1,9 @@
 """Writing received media to an mp4 (PyAV) and playing it through speakers (sounddevice).
 
 Both read a client's frame subscriptions in a task and do the blocking work (encoding, audio
-device writes) in one thread of their own, never in the event loop (aiortc's habit).
+device writes) in one thread of their own, never in the event loop (aiortc's habit). A
+recording with stems also writes the mix and each stem as a 48 kHz 16-bit WAV (:func:`stem_paths`),
+each frame placed by its pts, so the three files line up sample for sample.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import asyncio
 import logging
 import queue
 import threading
+import wave
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ import numpy as np
 from unison_sdk.errors import PlaybackUnavailable
 from unison_sdk.media import AudioFrame, Subscription, VideoFrame
 
-__all__ = ["Player", "Recorder", "check_output_device"]
+__all__ = ["Player", "Recorder", "check_output_device", "stem_paths"]
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -120,9 +124,44 @@ class _Mp4Writer(_Worker):
             self.container.close()
 
 
+def stem_paths(path: str | Path) -> tuple[Path, Path, Path]:
+    """The WAVs ``record(path, stems=True)`` writes beside ``path``: the mix, its speech, its
+    effects (``x.mp4`` → ``x.wav``, ``x.speech.wav``, ``x.sfx.wav``; as ``render --stems``)."""
+    p = Path(path)
+    return p.with_suffix(".wav"), p.with_suffix(".speech.wav"), p.with_suffix(".sfx.wav")
+
+
+class _WavWriter(_Worker):
+    """(first sample, (N,) float32) pieces → a 16-bit mono WAV; a gap is written as silence,
+    a sample already written is not written again."""
+
+    def __init__(self, path: Path, sample_rate: int) -> None:
+        super().__init__(f"unison-record:{path.name}")
+        self.wav = wave.open(str(path), "wb")  # noqa: SIM115  # closed by finish()
+        self.wav.setnchannels(1)
+        self.wav.setsampwidth(2)
+        self.wav.setframerate(sample_rate)
+        self.written = 0  # samples in the file
+
+    def handle(self, item: Any) -> None:
+        start, samples = item
+        if start > self.written:
+            self.wav.writeframes(np.zeros(start - self.written, "<i2").tobytes())
+            self.written = start
+        new = samples[self.written - start :]
+        s16 = np.clip(np.round(new * 32768.0), -32768, 32767).astype("<i2")
+        self.wav.writeframes(s16.tobytes())
+        self.written += len(new)
+
+    def finish(self) -> None:
+        self.wav.close()
+
+
 class Recorder:
     """Writes the avatar's video + audio to an mp4 until :meth:`stop` (or the ``async with``
-    block) ends. ``frames`` counts video frames written."""
+    block) ends. ``frames`` counts video frames written. ``wavs``: (path, audio) pairs also
+    written as WAVs, all from one origin — the pts of the first frame any of them delivered
+    (earlier frames are dropped, a track that starts later begins with silence)."""
 
     def __init__(
         self,
@@ -132,14 +171,22 @@ class Recorder:
         *,
         fps: float,
         tasks: Any,
+        wavs: Sequence[tuple[Path, Subscription[AudioFrame]]] = (),
     ) -> None:
         self.path = Path(path)
-        self._video, self._audio = video, audio
+        self._subs: list[Subscription[Any]] = [video, audio, *(sub for _, sub in wavs)]
         self._writer = _Mp4Writer(self.path, fps)
-        self._writer.start()
+        self._wavs = [_WavWriter(p, 48000) for p, _ in wavs]
+        self._origin: int | None = None  # the WAVs' first pts
+        for w in (self._writer, *self._wavs):
+            w.start()
         self._pumps = [
             tasks.create(self._pump(video), name="record-video"),
             tasks.create(self._pump(audio), name="record-audio"),
+            *(
+                tasks.create(self._pump_wav(sub, w), name=f"record-{p.name}")
+                for (p, sub), w in zip(wavs, self._wavs, strict=True)
+            ),
         ]
         self._stopped = False
 
@@ -151,17 +198,27 @@ class Recorder:
         async for item in sub:
             self._writer.submit(item)
 
+    async def _pump_wav(self, sub: Subscription[AudioFrame], writer: _WavWriter) -> None:
+        async for frame in sub:  # on the event loop: the first frame of any track sets origin
+            if self._origin is None:
+                self._origin = frame.pts
+            if frame.pts + len(frame.samples) > self._origin:
+                start = frame.pts - self._origin
+                writer.submit((max(0, start), frame.samples[max(0, -start) :]))
+
     async def stop(self) -> Path:
-        """Finish the file and return its path (idempotent). Cancelling it is not safe: the
-        file may be left without its index; let it finish."""
+        """Finish the files and return the mp4's path (idempotent). Cancelling it is not
+        safe: the file may be left without its index; let it finish."""
         if not self._stopped:
             self._stopped = True
-            self._video.close()
-            self._audio.close()
+            for sub in self._subs:
+                sub.close()
             await asyncio.gather(*self._pumps, return_exceptions=True)
-            await self._writer.join()
-            if self._writer.error is not None:
-                raise RuntimeError(f"recording {self.path} failed") from self._writer.error
+            for w in (self._writer, *self._wavs):
+                await w.join()
+            for w in (self._writer, *self._wavs):
+                if w.error is not None:
+                    raise RuntimeError(f"recording {self.path} failed") from w.error
         return self.path
 
     async def __aenter__(self) -> Recorder:

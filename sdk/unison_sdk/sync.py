@@ -98,11 +98,12 @@ class SyncAvatar:
     def set_state(self, state: ClientState) -> None:
         self._call(self._avatar.set_state(state))
 
-    def record(self, path: str | Path, *, seconds: float) -> Path:
-        """Record ``seconds`` of video + audio to an mp4 (blocks for that long)."""
+    def record(self, path: str | Path, *, seconds: float, stems: bool = False) -> Path:
+        """Record ``seconds`` of video + audio to an mp4 (blocks for that long); ``stems``:
+        the mix and its stems as WAVs beside it too (``Avatar.record``)."""
 
         async def go() -> Path:
-            rec = self._avatar.record(path)
+            rec = self._avatar.record(path, stems=stems)
             await asyncio.sleep(seconds)
             return await rec.stop()
 

@@ -223,6 +223,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         resume_token=st.resume_signer.issue(sid)[0],
         resumed=last_seq is not None,
         last_seq=session.seq,
+        stems=session.stems,
     )
     gen = await session.attach(send, close_ws, first=ready, resume_from=last_seq)
     log.info("[%s] websocket %s", sid, "resumed" if last_seq is not None else "connected")

@@ -424,13 +424,15 @@ class ClockVideoTrack(MediaStreamTrack):
 
 
 class ClockAudioTrack(MediaStreamTrack):
-    """48 kHz s16 mono frames of 960 samples from a :class:`Playout`; pts = sample index."""
+    """48 kHz s16 mono frames of 960 samples from a :class:`Playout`; pts = sample index.
+    ``named``: the track's id is its source (``mix``), as in a session with stems."""
 
     kind = "audio"
     source: AudioSource = "mix"
 
-    def __init__(self, playout: Playout) -> None:
+    def __init__(self, playout: Playout, *, named: bool = False) -> None:
         super().__init__()
+        self._named = named
         self._playout = playout
         self._m = 0
         self._time_base = Fraction(1, AUDIO_RATE)
@@ -449,12 +451,19 @@ class ClockAudioTrack(MediaStreamTrack):
         frame.time_base = self._time_base
         return frame
 
+    @property
+    def id(self) -> str:
+        """aiortc's random id, or (``named``) the source: the msid track id a client tells a
+        stems session's audio tracks apart by (``unison_sdk.protocol.AUDIO_TRACKS``)."""
+        return self.source if self._named else super().id
+
 
 class StemAudioTrack(ClockAudioTrack):
     """One stem of the mix (``"speech"`` or ``"sfx"``) from a :class:`Playout`, framed and
-    timed as :class:`ClockAudioTrack`: a client that plays both stems hears the mix."""
+    timed as :class:`ClockAudioTrack`: a client that plays both stems hears the mix. Its id
+    is the stem's name."""
 
     def __init__(self, playout: Playout, stem: Stem) -> None:
         assert stem in ("speech", "sfx"), f"a stem is 'speech' or 'sfx', got {stem!r}"
-        super().__init__(playout)
+        super().__init__(playout, named=True)
         self.source = stem

@@ -61,6 +61,7 @@ class Session:
         self.id, self.channel, self.cfg = session_id, channel, cfg
         self.internal = internal  # an in-process member (the MQTT bridge): never reaped
         self.mode = req.mode
+        self.stems = req.stems  # the mix's stems as two more audio tracks (docs/stems.md)
         self.idle_timeout_s = min(req.idle_timeout_s or cfg.idle_timeout_s, cfg.idle_timeout_s)
         self.max_duration_s = min(req.max_duration_s or cfg.max_duration_s, cfg.max_duration_s)
         self.created = time.monotonic()
@@ -75,7 +76,7 @@ class Session:
             recent_ids=RECENT_IDS,
             stream_dropped=lambda uid: self._speech is None or self._speech.dropped,
         )
-        self.transport: MediaTransport = transport(channel, cfg, session_id)
+        self.transport: MediaTransport = transport(channel, cfg, session_id, stems=req.stems)
         self._speech: SpeechWriterLike | None = None  # the streamed upload being spoken
         self.close_code = P.CLOSE_ENDED
         self.close_reason = "session ended"

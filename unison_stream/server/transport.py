@@ -6,12 +6,12 @@ back as ``answer``; the channel reads :attr:`MediaTransport.playout` to say wher
 sample is on this client's own audio track (``audio_pts``). WebRTC (``webrtc_transport.py``)
 is the one implementation today; a second transport (WHIP, a plain RTP socket, a recorder)
 implements these four members and is passed to :class:`~.session.SessionManager` as its
-``transport`` factory.
+``transport`` factory, which is called with the session's channel, the server config, a label
+for logs and whether the session asked for the mix's stems (``stems``, docs/stems.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from unison_stream.server.channel import Channel
@@ -41,5 +41,9 @@ class MediaTransport(Protocol):
         """Stop the media and close the connection."""
 
 
-# (channel, config, label for logs) → a transport for one session
-TransportFactory = Callable[[Channel, ServerConfig, str], MediaTransport]
+class TransportFactory(Protocol):
+    """(channel, config, label for logs, stems?) → the media transport of one session."""
+
+    def __call__(
+        self, channel: Channel, cfg: ServerConfig, label: str, *, stems: bool = False
+    ) -> MediaTransport: ...

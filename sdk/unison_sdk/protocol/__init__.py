@@ -36,6 +36,7 @@ from unison_sdk.protocol.client import (
     ws_url_for_token,
 )
 from unison_sdk.protocol.messages import (
+    AUDIO_TRACKS,
     CLEAN_CLOSE,
     CLIENT_STATES,
     CLIENT_TYPES,
@@ -55,6 +56,7 @@ from unison_sdk.protocol.messages import (
     Answer,
     AudioBegin,
     AudioEnd,
+    AudioTrack,
     ClientMessage,
     ClientState,
     Close,
@@ -100,6 +102,7 @@ from unison_sdk.protocol.validate import parse_client, parse_create_session
 __all__ = [
     "ACK_EVERY",
     "ACK_PERIOD_S",
+    "AUDIO_TRACKS",
     "AVATARS_PATH",
     "AVATAR_PREVIEW_PATH",
     "AVATAR_TRAITS_PATH",
@@ -125,6 +128,7 @@ __all__ = [
     "AudioBegin",
     "AudioClip",
     "AudioEnd",
+    "AudioTrack",
     "AvatarInfo",
     "AvatarList",
     "ClientMessage",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, get_args
 
 __all__ = [
+    "AUDIO_TRACKS",
     "CLEAN_CLOSE",
     "CLIENT_STATES",
     "CLIENT_TYPES",
@@ -34,6 +35,7 @@ __all__ = [
     "Answer",
     "AudioBegin",
     "AudioEnd",
+    "AudioTrack",
     "ClientMessage",
     "ClientState",
     "Close",
@@ -80,6 +82,12 @@ CLIENT_STATES: tuple[str, ...] = get_args(ClientState)
 PLAY_STATES: tuple[str, ...] = get_args(PlayState)
 UTTERANCE_EVENTS: tuple[str, ...] = get_args(UtteranceEventName)
 MODES: tuple[str, ...] = get_args(Mode)
+
+# The audio tracks of a session opened with ``stems``, in the order of their m-lines after the
+# video's: the mix, then its speech and its effects (docs/stems.md). Each track's id (the
+# second word of its ``a=msid``) is its name; a session without stems has the mix alone.
+AudioTrack = Literal["mix", "speech", "sfx"]
+AUDIO_TRACKS: tuple[AudioTrack, ...] = get_args(AudioTrack)
 
 # ---- close codes of the websocket (docs/protocol.md, Closing) -----------------------------------
 
@@ -264,6 +272,7 @@ class CreateSession:
     max_duration_s: float | None = None
     avatar: str | None = None  # a stored avatar's id (``av_…``)
     picture: bytes | None = None  # PNG, JPEG or WebP bytes, normalised like an upload
+    stems: bool = False  # private only: the speech and effects stems as two more audio tracks
 
     def wire(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"mode": self.mode}
@@ -278,6 +287,7 @@ class CreateSession:
             channel=self.channel,
             idle_timeout_s=self.idle_timeout_s,
             max_duration_s=self.max_duration_s,
+            stems=self.stems or None,
         )
 
 
@@ -303,12 +313,15 @@ class Ready:
     resume_token: str | None = None
     resumed: bool = False
     last_seq: int = 0  # the server's last sequence number when this websocket opened
+    stems: bool = False  # the session was opened with ``stems``: offer AUDIO_TRACKS audio lines
 
     def wire(self) -> dict[str, Any]:
         m = self.media
         media = {"fps": m.fps, "width": m.width, "height": m.height, "sample_rate": m.sample_rate}
         msg: dict[str, Any] = {"type": self.TYPE, "session_id": self.session_id, "mode": self.mode}
         msg["media"] = media
+        if self.stems:
+            msg["stems"] = True
         if self.resume_token is not None:
             msg.update(resume_token=self.resume_token, resumed=self.resumed, last_seq=self.last_seq)
         return msg
@@ -434,6 +447,7 @@ def decode_server(o: dict[str, Any], seq: int) -> ServerMessage | None:
             resume_token=_opt_str(o.get("resume_token")),
             resumed=bool(o.get("resumed", False)),
             last_seq=int(o.get("last_seq", 0)),
+            stems=o.get("stems") is True,
         )
     if kind == UtteranceEvent.TYPE:
         if o["event"] not in UTTERANCE_EVENTS:

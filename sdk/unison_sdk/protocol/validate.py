@@ -193,6 +193,9 @@ def parse_create_session(body: bytes, limits: Limits) -> CreateSession:
         _unicode(channel, "channel", None)
     elif channel is not None:
         raise ProtocolError("'channel' is only allowed with mode 'broadcast'")
+    stems = _bool(obj, "stems", ref=None)
+    if stems and mode == "broadcast":
+        raise ProtocolError("'stems' is for private sessions (a channel sends one mix to all)")
     times: dict[str, float | None] = {}
     for key in ("idle_timeout_s", "max_duration_s"):
         v = obj.get(key)
@@ -210,4 +213,5 @@ def parse_create_session(body: bytes, limits: Limits) -> CreateSession:
         max_duration_s=times["max_duration_s"],
         avatar=avatar,
         picture=picture,
+        stems=stems,
     )
