@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import numpy as np
 import pytest
+from unison_sdk import create_avatar
 
 from tests.mqtt_support import USERS, mosquitto, needs_mosquitto
-from tests.server_support import running_server
+from tests.server_support import API_KEY, running_server
 from unison_stream.config import ConfigError
 from unison_stream.engine import Engine
 from unison_stream.mqtt import MqttBridge, MqttConfig
@@ -24,7 +26,7 @@ from unison_stream.mqtt.codec import Dedup, Topics, effect_publishes, parse_comm
 from unison_stream.mqtt.config import validate_mqtt
 from unison_stream.server import protocol as P
 from unison_stream.server.app import state_of
-from unison_stream.server.errors import BadRequest
+from unison_stream.server.errors import BadRequest, Refused
 
 pytestmark = needs_mosquitto
 
@@ -315,5 +317,32 @@ def test_last_will_and_reconnect_after_the_broker_restarts(tmp_path: Path) -> No
                     )
                     reader.cancel()
                 await bridge.close()
+
+    asyncio.run(main())
+
+
+def test_a_channel_opens_on_the_stored_avatar_its_config_names(tmp_path: Path) -> None:
+    """``avatar`` beside ``identity``: each channel's engine session shows that stored avatar,
+    looked up under the server's first key (or ``avatar_key``); an unknown id stops start."""
+    design = {"hair": "bob", "hair_color": "pink", "skin": "#6ab04c", "seed": 3}
+
+    async def main() -> None:
+        with mosquitto(tmp_path) as broker:
+            async with running_server() as srv:
+                st = state_of(srv.app)
+                info = await create_avatar(srv.base, design, api_key=API_KEY)
+                cfg = _bridge_cfg(broker.port, identity=5, avatar=info.id)
+                bridge = MqttBridge(st.manager, st.limits, cfg)
+                await bridge.start()
+                try:
+                    shown = bridge.members["lobby"].session.channel.engine_session.avatar
+                    assert shown is not None and shown.source == "design"
+                    stored = st.avatars.store.get(API_KEY, info.id).avatar
+                    assert np.array_equal(shown.picture, stored.picture)
+                finally:
+                    await bridge.close()
+                elsewhere = _bridge_cfg(broker.port, avatar=info.id, avatar_key="another-key")
+                with pytest.raises(Refused, match="no avatar"):  # that key holds no such id
+                    await MqttBridge(st.manager, st.limits, elsewhere).start()
 
     asyncio.run(main())

@@ -76,11 +76,18 @@ class MqttBridge:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        for name in self.cfg.channels:
+        cfg = self.cfg
+        # a stored avatar is looked up under the key that holds it (docs/mqtt.md)
+        key = cfg.avatar_key or next(iter(self.manager.cfg.api_keys), "")
+        for name in cfg.channels:
             req = P.CreateSession(
-                identity=self.cfg.identity, caption=self.cfg.caption, mode="broadcast", channel=name
+                identity=cfg.identity,
+                avatar=cfg.avatar,
+                caption=cfg.caption,
+                mode="broadcast",
+                channel=name,
             )
-            session, _, _ = await self.manager.create(req, internal=True)
+            session, _, _ = await self.manager.create(req, api_key=key, internal=True)
             member = _Member(name, session, self.cfg)
             self.members[name] = member
             await session.attach(self._sender(member), self._no_close)

@@ -33,7 +33,11 @@ class MqttConfig:
     prefix: str = "unison"  # topics: <prefix>/<channel>/cmd/say …
     channels: list[str] = field(default_factory=lambda: ["main"])
     caption: str = ""  # scene caption of each channel's engine session
-    identity: int = 0
+    identity: int = 0  # the world identity each channel shows, unless ``avatar`` is given
+    avatar: str | None = None  # a stored avatar's id (av_…, POST /v1/avatars) instead
+    # the API key whose stored avatars ``avatar`` is one of (the store keeps each key's apart);
+    # unset: the server's first configured key
+    avatar_key: str | None = None
     keepalive_s: int = 30  # MQTT keep-alive; the broker sends the last will after 1.5 × this
     reconnect_min_s: float = 0.5  # back-off after a lost broker: doubles up to the max
     reconnect_max_s: float = 30.0
@@ -53,6 +57,7 @@ def validate_mqtt(cfg: MqttConfig) -> MqttConfig:
     need(cfg.keepalive_s >= 1, "keepalive_s", "must be ≥ 1")
     need(0 < cfg.reconnect_min_s <= cfg.reconnect_max_s, "reconnect_min_s", "0 < min ≤ max")
     need(cfg.dedup_window >= 1, "dedup_window", "must be ≥ 1")
+    need(cfg.avatar is None or bool(cfg.avatar), "avatar", "an avatar id (av_…) or unset")
     if cfg.password is None and cfg.password_file:
         path = Path(cfg.password_file)
         need(path.is_file(), "password_file", f"{path}: no such file")
