@@ -20,7 +20,7 @@ from unison_sdk import create_avatar
 from tests.mqtt_support import USERS, mosquitto, needs_mosquitto
 from tests.server_support import API_KEY, running_server
 from unison_stream.config import ConfigError
-from unison_stream.engine import Engine
+from unison_stream.engine import Engine, EngineSession
 from unison_stream.mqtt import MqttBridge, MqttConfig
 from unison_stream.mqtt.codec import Dedup, Topics, effect_publishes, parse_command
 from unison_stream.mqtt.config import validate_mqtt
@@ -335,7 +335,9 @@ def test_a_channel_opens_on_the_stored_avatar_its_config_names(tmp_path: Path) -
                 bridge = MqttBridge(st.manager, st.limits, cfg)
                 await bridge.start()
                 try:
-                    shown = bridge.members["lobby"].session.channel.engine_session.avatar
+                    es = bridge.members["lobby"].session.channel.engine_session
+                    assert isinstance(es, EngineSession)  # the fake engine is the real one
+                    shown = es.avatar
                     assert shown is not None and shown.source == "design"
                     stored = st.avatars.store.get(API_KEY, info.id).avatar
                     assert np.array_equal(shown.picture, stored.picture)
