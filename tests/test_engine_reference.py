@@ -82,6 +82,7 @@ def test_the_picture_reaches_the_session_video_decoder(
     copies eyes, hair and outline from it), and a process replica keeps it to replay on a
     restart; a session of the world's portraits gets the portrait."""
     from unison_stream.engine import replica as replica_mod
+
     pic = _picture(3)
     s = engine.open_session(reference_frame=pic)
     kept = getattr(engine.replica, "_sessions", {}).get(s.session_id)
