@@ -21,6 +21,7 @@ from unison_stream.avatars import (
     from_identity,
     from_upload,
 )
+from unison_stream.avatars.errors import AvatarError
 from unison_stream.avatars.framing import find_face
 from unison_stream.avatars.image import MAX_BYTES
 from unison_stream.data.synth.config import WorldConfig
@@ -101,7 +102,7 @@ def test_upload_webp_and_transparency() -> None:
         (b"\xff\xd8\xff" + bytes(MAX_BYTES), ImageTooLargeError, "limit is 4 MiB"),
     ],
 )
-def test_bad_uploads_raise_typed_errors(data: bytes, error: type, words: str) -> None:
+def test_bad_uploads_raise_typed_errors(data: bytes, error: type[AvatarError], words: str) -> None:
     with pytest.raises(error, match=words) as e:
         from_upload(data)
     assert 400 <= e.value.status < 500
@@ -129,7 +130,9 @@ def test_truncated_and_huge_and_faceless_uploads() -> None:
         ({"face": "#ffffff"}, UnknownTraitError, "oval"),
     ],
 )
-def test_bad_designs_raise_typed_errors(spec: dict[str, object], error: type, words: str) -> None:
+def test_bad_designs_raise_typed_errors(
+    spec: dict[str, object], error: type[AvatarError], words: str
+) -> None:
     with pytest.raises(error, match=words) as e:
         from_design(spec)
     assert e.value.status == 422

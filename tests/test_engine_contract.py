@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from tests.helpers import TEST_OVERRIDES
 from unison_stream.config import load_config
 from unison_stream.engine import Engine, EngineSession, MediaChunk
 from unison_stream.engine.planner import LetterTiming
-from unison_stream.engine.types import Held
+from unison_stream.engine.types import Held, UtteranceEvent
 from unison_stream.server.fake_engine import FakeEngine
 
 
@@ -32,7 +33,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
 def _play(s: EngineSession, until: str, timeout: float = 60.0) -> list[MediaChunk]:
     """Ask for media as a clock does (at each chunk's end) until ``until`` is seen."""
     chunks: list[MediaChunk] = []
-    t, events = 0.0, []
+    t, events = 0.0, list[UtteranceEvent]()
     deadline = time.monotonic() + timeout
     while until not in [e.event for e in events]:
         assert time.monotonic() < deadline, f"no {until!r}: {events}"
@@ -75,7 +76,7 @@ def test_a_replica_fault_fails_the_utterance_and_the_stream_goes_on(engine: Engi
     real = engine.replica.step
     faults = [1]
 
-    def failing(req):  # type: ignore[no-untyped-def]
+    def failing(req: Any) -> Any:
         if faults and req.decode[0]:
             faults.pop()
             raise RuntimeError("injected model fault")

@@ -88,7 +88,7 @@ def test_interrupt_set_state_and_audio_upload() -> None:
             await avatar.set_state("listening")
             await asyncio.wait_for(_state(events, "listening"), 5)
             with pytest.raises(ValueError, match="idle"):
-                await avatar.set_state("dancing")
+                await avatar.set_state("dancing")  # type: ignore[arg-type]
             tone = 0.3 * np.sin(np.arange(16000) * 2 * np.pi * 220 / 16000).astype(np.float32)
             spoken = await avatar.say_audio(tone, sample_rate=16000)
             await asyncio.wait_for(spoken, 10)
