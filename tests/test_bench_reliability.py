@@ -79,3 +79,33 @@ def test_a_failing_bench_shows_the_server_log(capsys: pytest.CaptureFixture[str]
         raise RuntimeError("the bench failed")
     err = capsys.readouterr().err
     assert "the server's last log lines:" in err and "max_sessions" in err, err
+
+
+def test_bench_serve_capacity_reports_the_leading_realtime_rows() -> None:
+    """``bench serve --capacity`` on the fake engine at tiny settings: the figure's shape and
+    that it counts the leading rows of the per-N table held in real time (no timing asserted:
+    the fake engine's rows may pass or fail on a loaded host)."""
+    cmd = "bench serve --json --engine fake --trials 1 --window 0.5"
+    res = bench_json([*cmd.split(), "--capacity", "--capacity-max", "2", "--capacity-trials", "1"])
+    assert {"host", "s1", "s4", "encode_once_cpu_ratio"} <= res.keys(), res
+    best, table = res["max_realtime_sessions"], res["capacity"]
+    assert isinstance(best, int) and 0 <= best <= 2 and res["capacity_max_tried"] == 2, res
+    assert list(table) == [f"s{n}" for n in range(1, len(table) + 1)], table
+    assert all(table[f"s{n}"]["realtime"] for n in range(1, best + 1)), table
+    assert len(table) == 2 if best == 2 else len(table) == best + 1, table
+    assert best == 2 or not table[f"s{best + 1}"]["realtime"], table
+    for row in table.values():
+        if "error" not in row:
+            assert set(row) == {
+                "served_rtf_min",
+                "served_rtf_shared",
+                "underrun_slots_during_speech",
+                "first_media_ms_p50",
+                "realtime",
+            }, row
+            assert isinstance(row["underrun_slots_during_speech"], int), row
+            assert row["first_media_ms_p50"] > 0, row
+            assert row["served_rtf_shared"] <= row["served_rtf_min"] + 1e-3, row
+            assert row["realtime"] == (
+                row["served_rtf_shared"] >= 1.0 and row["underrun_slots_during_speech"] == 0
+            ), row
