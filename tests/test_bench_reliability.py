@@ -1,7 +1,8 @@
 """``bench faults`` and ``bench load``: the relay's network drop, the sequence-number
 accounting, and each harness end to end on a fake-engine server (websocket drops; a broker
-restart where mosquitto is installed; the server full, then one session over capacity). The
-full runs and their figures are in docs/reliability.md."""
+restart where mosquitto is installed; the server full, then one session over capacity), and
+``bench serve --capacity``'s table. The full runs and their figures are in docs/reliability.md
+and docs/performance.md."""
 
 from __future__ import annotations
 
