@@ -116,6 +116,7 @@ class Engine:
         self._group_ms: list[float] = []  # wall ms of every batched step + decode (bench)
         self._batched_steps = 0  # steps that served more than one session
         self._closed = False
+        self._dead = False  # the worker died (a bug): no session can be served
         self._worker = threading.Thread(target=self._run, name="unison-engine-worker", daemon=True)
         self._worker.start()
         # start espeak-ng and MiniLM now (seconds of imports that hold the GIL in stretches)
@@ -172,8 +173,8 @@ class Engine:
                 avatar = replace(from_identity(identity, width=m.width, height=m.height), seed=seed)
         ref, picture = self.references.sink(avatar, cached=reference)
         with self._lock:
-            if self._closed:
-                raise EngineClosedError("engine is closed")
+            if self._closed or self._dead:
+                raise EngineClosedError("engine is closed" if self._closed else "worker died")
             if len(self._streams) >= self.max_sessions:
                 raise EngineFullError(f"all {self.max_sessions} sessions of this replica in use")
         caption = caption or avatar.caption
@@ -200,6 +201,8 @@ class Engine:
                 raise EngineFullError(f"all {self.max_sessions} sessions of this replica in use")
         self.replica.open(s.session_id, avatar.seed, picture)  # its cache row and decoders
         with self._lock:
+            if self._dead:
+                raise EngineClosedError("worker died")
             self._streams[s.session_id] = stream
             self._work.notify_all()
         s.log.info("opened: %s avatar %s, caption %r", avatar.source, avatar.provenance, caption)
@@ -346,6 +349,21 @@ class Engine:
 
     # ---- the worker ---------------------------------------------------------------------
     def _run(self) -> None:
+        """The worker's loop; should it die of a bug, every session is closed (a consumer in
+        ``next_chunk`` gets None at once, ``say`` raises) instead of waiting for chunks that
+        will never come."""
+        try:
+            self._serve()
+        except BaseException:
+            log.exception("engine worker died: closing every session")
+            with self._lock:
+                self._dead = True
+                streams = list(self._streams.values())
+            for st in streams:
+                if st.close():
+                    self._release_id(st.session_id)
+
+    def _serve(self) -> None:
         while True:
             with self._lock:
                 self._work.wait_for(

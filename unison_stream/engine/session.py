@@ -183,6 +183,11 @@ class EngineSession:
         """The utterance ids of the chunks made and not yet taken (None: idle), oldest first."""
         return self.stream.queued()
 
+    def describe(self) -> str:
+        """One line of the stream's state (queue, utterances, whether it wants a chunk), for
+        an error that says why no chunk came."""
+        return self.stream.describe()
+
     def poll_events(self) -> list[UtteranceEvent]:
         """Utterance events since the last call, in order."""
         return self.stream.poll_events()

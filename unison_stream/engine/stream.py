@@ -215,6 +215,18 @@ class Stream:
         with self.lock:
             return [p.chunk.utterance_id for p in self._queue]
 
+    def describe(self) -> str:
+        """One line of the stream's state, for an error that says why no chunk came."""
+        with self.lock:
+            cur = self._current
+            return (
+                f"session {self.session_id}: queue {self.queued()}, ahead {self.readiness.ahead}, "
+                f"current {cur and (cur.utterance_id, cur.chunks)}, pending "
+                f"{[(u.utterance_id, u.ready()) for u in self._utterances]}, made "
+                f"{self._stats.generated}, taken {self._stats.delivered}, sink {self.needs_sink}, "
+                f"wants a chunk {self.wants_chunk()}, closed {self.closed}"
+            )
+
     def poll_events(self) -> list[UtteranceEvent]:
         with self.lock:
             out, self._events = self._events, []
@@ -222,22 +234,8 @@ class Stream:
 
     def stats(self) -> dict[str, float]:
         with self.lock:
-            s = self._stats
-            media = s.generated * self.chunk_s
-            ms = sorted(s.chunk_ms)
-            return {
-                "rtf": media / s.compute_s if s.compute_s > 0 else 0.0,
-                "buffer_ms": len(self._queue) * self.chunk_s * 1000,
-                "ahead": float(self.readiness.ahead),
-                "chunks": float(s.delivered),
-                "generated": float(s.generated),
-                "dropped": float(s.dropped),
-                "underflows": float(s.underflows),
-                "errors": float(s.errors),
-                "chunk_ms_p50": ms[len(ms) // 2] if ms else 0.0,
-                "media_s": s.delivered * self.chunk_s,
-                "uptime_s": time.perf_counter() - self._opened,
-            }
+            up = time.perf_counter() - self._opened
+            return self._stats.figures(self.chunk_s, len(self._queue), self.readiness.ahead, up)
 
     def close(self) -> bool:
         """Mark closed (False when it already was); wakes :meth:`wait_chunk`."""

@@ -179,6 +179,24 @@ class StreamStats:
         default_factory=lambda: collections.deque(maxlen=200)
     )
 
+    def figures(self, chunk_s: float, queued: int, ahead: int, uptime_s: float) -> dict[str, float]:
+        """``EngineSession.stats``: these counters with ``queued`` chunks of ``chunk_s``
+        waiting, ``ahead`` allowed."""
+        ms = sorted(self.chunk_ms)
+        return {
+            "rtf": self.generated * chunk_s / self.compute_s if self.compute_s > 0 else 0.0,
+            "buffer_ms": queued * chunk_s * 1000,
+            "ahead": float(ahead),
+            "chunks": float(self.delivered),
+            "generated": float(self.generated),
+            "dropped": float(self.dropped),
+            "underflows": float(self.underflows),
+            "errors": float(self.errors),
+            "chunk_ms_p50": ms[len(ms) // 2] if ms else 0.0,
+            "media_s": self.delivered * chunk_s,
+            "uptime_s": uptime_s,
+        }
+
 
 def with_identity(c: Conditioning, identity: torch.Tensor) -> Conditioning:
     """``c`` with its identity tokens replaced."""

@@ -57,11 +57,12 @@ class Utterance:
 def next_chunk(s: EngineSession) -> MediaChunk:
     """The session's next chunk; EvalStreamError on a stall or an utterance that failed."""
     c = s.next_chunk(timeout=CHUNK_TIMEOUT_S)
-    if c is None:
-        raise EvalStreamError(f"session {s.session_id}: no chunk in {CHUNK_TIMEOUT_S:.0f} s")
+    if c is None:  # the stream's state says where it stopped (closed, never sunk, no room …)
+        why = "closed" if s.closed else f"no chunk in {CHUNK_TIMEOUT_S:.0f} s"
+        raise EvalStreamError(f"{why}: {s.describe()}")
     failed = [e for e in s.poll_events() if e.event == "failed"]
     if failed:
-        raise EvalStreamError(f"session {s.session_id}: utterance {failed[0].utterance_id} failed")
+        raise EvalStreamError(f"utterance {failed[0].utterance_id} failed: {s.describe()}")
     return c
 
 
