@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     key = cfg.api_keys[0]
     # the command's own output: where to go and the key to use (the page reads #key=)
     print(f"unison-stream serving {model} at {url}", flush=True)
-    print(f"capacity: {capacity.sessions} sessions ({capacity.source})", flush=True)
+    log.info("capacity: %d sessions (%s)", capacity.sessions, capacity.source)
     if generated:
         print(f"local API key: {key}", flush=True)
         print(f"open {url}#key={key}", flush=True)
