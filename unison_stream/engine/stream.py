@@ -263,7 +263,7 @@ class Stream:
         self._end_s = start + self.chunk_s
         uid = chunk.utterance_id
         if uid is not None and p.first:
-            self._event(uid, "started", start)
+            self._event(uid, "started", start, p.effects)
         if uid is not None and p.last:  # where its speech ends inside this chunk
             spoken = min(self.chunk_s, max(0.0, p.duration_s - p.k * self.chunk_s))
             self._event(uid, "finished", start + spoken)
@@ -284,8 +284,10 @@ class Stream:
         if dropped:
             self.log.info("interrupted %s", ", ".join(u.utterance_id for u in dropped))
 
-    def _event(self, uid: str, event: str, t: float) -> None:
-        self._events.append(UtteranceEvent(uid, event, round(t, 6)))
+    def _event(
+        self, uid: str, event: str, t: float, effects: tuple[tuple[str, float], ...] = ()
+    ) -> None:
+        self._events.append(UtteranceEvent(uid, event, round(t, 6), effects))
 
     # ---- the worker's side --------------------------------------------------------------
     def wants_chunk(self) -> bool:
@@ -414,7 +416,8 @@ class Stream:
             dur = self._utterance_seconds(u) if u is not None else 0.0
             made = chunk.times["decoded"]
             took = made - self._wanted(job)
-            self._queue.append(Pending(chunk, first, job.last, dur, job.k, made, took))
+            effects = u.plan.result().plan.contacts if first and u and u.plan else ()
+            self._queue.append(Pending(chunk, first, job.last, dur, job.k, made, took, effects))
             if not self._full():
                 self._room_at = time.monotonic()
             self.lock.notify_all()

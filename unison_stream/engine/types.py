@@ -71,3 +71,5 @@ class UtteranceEvent:
     utterance_id: str
     event: str  # "queued" | "started" | "finished" | "interrupted" (| "failed")
     media_time_s: float
+    # ``started`` of a text say: (effect, seconds after the start its sound begins), as planned
+    effects: tuple[tuple[str, float], ...] = ()

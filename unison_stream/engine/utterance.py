@@ -163,6 +163,7 @@ class Pending:
     k: int = 0  # chunk of its utterance
     made_at: float = 0.0  # time.monotonic() it was decoded
     took_s: float = 0.0  # from when the worker could start on it to ``made_at``
+    effects: tuple[tuple[str, float], ...] = ()  # first chunk of a text say: its planned effects
 
 
 @dataclass

@@ -4,8 +4,8 @@ For each channel the bridge opens an *internal* broadcast session (never reaped)
 server's :class:`~unison_stream.server.session.SessionManager`, so MQTT commands act exactly like
 a websocket client's and the channel's events come back through the same ``post`` path. It
 subscribes ``<prefix>/<channel>/cmd/+`` (QoS 1), publishes ``evt/utterance`` / ``evt/error``,
-``evt/effect`` (the effects of its own says, timed by the engine's planner), the retained
-``state``, and a retained ``availability`` (``online``; ``offline`` on a clean stop
+``evt/effect`` (the effects each ``started`` event carries, as the engine planned them), the
+retained ``state``, and a retained ``availability`` (``online``; ``offline`` on a clean stop
 or, through the last will, when the broker loses us). Bad input becomes ``evt/error``, never an
 exception out of the loop; a lost broker is retried with exponential back-off. docs/mqtt.md.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -46,7 +45,6 @@ __all__ = ["MqttBridge", "attach_mqtt"]
 log = logging.getLogger(__name__)
 
 QOS = 1
-KEEP_PLANS = 64  # says whose effect plans wait for their ``started``, per channel
 
 
 class _Member:
@@ -56,8 +54,6 @@ class _Member:
         self.name, self.session = name, session
         self.topics = Topics(cfg.prefix, name)
         self.dedup = Dedup(cfg.dedup_window)
-        # request id → the engine's plan of that say (``Planned``), until it starts
-        self.plans: OrderedDict[str, asyncio.Future[Any]] = OrderedDict()
 
 
 class MqttBridge:
@@ -98,11 +94,9 @@ class MqttBridge:
             typed = decode_server(msg, int(msg.get("seq", 0)))
             for pub in event_publishes(typed, member.topics):
                 self._enqueue(pub)
-            if isinstance(typed, P.UtteranceEvent) and typed.event != "queued":
-                plan = member.plans.pop(typed.id, None)  # started, or ended before it
-                if plan is not None and typed.event == "started":
-                    coro = self._publish_effects(member, typed, plan)
-                    self.tasks.create(coro, name=f"effects:{typed.id}")
+            if isinstance(typed, P.UtteranceEvent) and typed.event == "started":
+                for pub in effect_publishes(typed, typed.effects, member.topics):
+                    self._enqueue(pub)
 
         return send
 
@@ -193,35 +187,6 @@ class MqttBridge:
                 self._enqueue(pub)  # sent again after the reconnect
                 raise
 
-    # ---- effect events -----------------------------------------------------------------------
-    def _plan(self, member: _Member, say: P.Say) -> None:
-        """Have the engine time the say's text once more, on its planner thread right after
-        the say's own plan (same planner, same times), for its effects' offsets. An engine
-        that plans elsewhere (no ``planner``/``plan``: a remote one) gives no effect events."""
-        engine = self.manager.engine
-        planner, plan = getattr(engine, "planner", None), getattr(engine, "plan", None)
-        if planner is None or plan is None or "<" not in say.text:  # no tag, no effect
-            return
-        try:
-            member.plans[say.id] = asyncio.wrap_future(plan(planner.validate(say.text)))
-        except Exception as e:  # the say itself was accepted; effects are best effort
-            log.warning("[mqtt] %s: cannot time the effects of %s: %r", member.name, say.id, e)
-            return
-        while len(member.plans) > KEEP_PLANS:
-            member.plans.popitem(last=False)[1].cancel()
-
-    async def _publish_effects(
-        self, member: _Member, started: P.UtteranceEvent, plan: asyncio.Future[Any]
-    ) -> None:
-        """``evt/effect`` for each effect of a say that has started (cancel-safe)."""
-        try:
-            contacts = tuple((str(n), float(t)) for n, t in (await plan).plan.contacts)
-        except Exception as e:
-            log.warning("[mqtt] %s: no effect times for %s: %r", member.name, started.id, e)
-            return
-        for pub in effect_publishes(started, contacts, member.topics):
-            self._enqueue(pub)
-
     # ---- commands ----------------------------------------------------------------------------
     async def _on_message(self, topic: str, payload: Any) -> None:
         """Act on one command; every failure becomes ``evt/error`` (never an exception)."""
@@ -240,8 +205,6 @@ class MqttBridge:
                 log.info("[mqtt] %s: duplicate request %s ignored", member.name, rid)
                 return
             await member.session.handle(msg)
-            if isinstance(msg, P.Say):
-                self._plan(member, msg)
         except ServerError as e:
             member.session.post(P.error_msg(e))
         except Exception as e:  # a bug must not kill the bridge

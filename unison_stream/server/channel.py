@@ -184,20 +184,22 @@ class Channel:
             t = ev.media_time_s
             if (t < played - 1e-6) if ev.event == "started" else (t <= played + 1e-6):
                 if ev.event == "started":
-                    self._publish_started(ev.utterance_id, t)
+                    self._publish_started(ev.utterance_id, t, ev.effects)
                 else:
                     self.publish(P.UtteranceEvent(ev.utterance_id, "finished", t))
             else:
                 keep.append(ev)
         self._due = keep
 
-    def _publish_started(self, uid: str, media_s: float) -> None:
+    def _publish_started(
+        self, uid: str, media_s: float, effects: tuple[tuple[str, float], ...]
+    ) -> None:
         """``started`` with its hop trace and, per member, where its first sample is: the
         member's audio pts (private sessions) and the wall time its first slot was sent."""
         first = self.clock.first_slots.get(uid)  # (slot, time.time() it was sent)
         sent = None if first is None else first[1]
         msg = P.UtteranceEvent(
-            uid, "started", media_s, trace_ms=self._trace(uid), sent_at_unix_s=sent
+            uid, "started", media_s, trace_ms=self._trace(uid), sent_at_unix_s=sent, effects=effects
         )
         self._publish_at(msg, None if first is None else first[0] * self.clock.samples_per_slot)
 

@@ -54,6 +54,7 @@ class EventLike(Protocol):
     utterance_id: str
     event: str  # "queued" | "started" | "finished" | "interrupted"
     media_time_s: float
+    effects: tuple[tuple[str, float], ...]  # ``started`` of a text say: (effect, offset s)
 
 
 class SpeechWriterLike(Protocol):

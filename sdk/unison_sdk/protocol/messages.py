@@ -343,6 +343,8 @@ class UtteranceEvent:
     trace_ms: dict[str, float] | None = None
     # ``started`` / ``interrupted``: the wall time (Unix s) the first slot / the cut was due
     sent_at_unix_s: float | None = None
+    # ``started`` of a text say: (effect, seconds after ``media_time_s`` its sound begins)
+    effects: tuple[tuple[str, float], ...] = ()
 
     def wire(self) -> dict[str, Any]:
         msg = {
@@ -352,8 +354,14 @@ class UtteranceEvent:
             "media_time_s": round(self.media_time_s, 4),
         }
         sent = None if self.sent_at_unix_s is None else round(self.sent_at_unix_s, 4)
+        fx = [{"effect": n, "offset_s": round(t, 4)} for n, t in self.effects] or None
         return _with(
-            msg, trace_ms=self.trace_ms, sent_at_unix_s=sent, audio_pts=self.audio_pts, seq=self.seq
+            msg,
+            trace_ms=self.trace_ms,
+            sent_at_unix_s=sent,
+            audio_pts=self.audio_pts,
+            effects=fx,
+            seq=self.seq,
         )
 
 
@@ -453,6 +461,7 @@ def decode_server(o: dict[str, Any], seq: int) -> ServerMessage | None:
         if o["event"] not in UTTERANCE_EVENTS:
             return None  # a newer server's event
         pts, sent, trace = o.get("audio_pts"), o.get("sent_at_unix_s"), o.get("trace_ms")
+        fx = o.get("effects")
         return UtteranceEvent(
             str(o["id"]),
             o["event"],
@@ -461,6 +470,9 @@ def decode_server(o: dict[str, Any], seq: int) -> ServerMessage | None:
             int(pts) if isinstance(pts, int | float) else None,
             {str(k): float(v) for k, v in trace.items()} if isinstance(trace, dict) else None,
             float(sent) if isinstance(sent, int | float) else None,
+            tuple((str(e["effect"]), float(e["offset_s"])) for e in fx)
+            if isinstance(fx, list)
+            else (),
         )
     if kind == StateEvent.TYPE:
         return StateEvent(o["state"], seq) if o["state"] in PLAY_STATES else None
