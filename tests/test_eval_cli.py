@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.eval_support import SMALL_MODEL, tiny_world
+from tests.eval_support import SMALL_MODEL, tiny_states_world, tiny_world
 from unison_stream.cli import main
 from unison_stream.data.synth import speech as espeak
 from unison_stream.eval.beyond import festival_available, flite_available
@@ -71,7 +71,8 @@ def test_eval_prints_every_metric_as_one_json_object(
     grid = tmp_path / "grid.png"
     argv = ["eval", "--json", "--checkpoint", "none", "--manifest", str(manifest)]
     argv += ["--limit", "3", "--stream-seconds", "2", "--no-progress", "--grid", str(grid)]
-    argv += ["--states-scale", "0.04", *SMALL_MODEL]
+    argv += ["--states-scale", "0.04", "--states-manifest", str(tiny_states_world())]
+    argv += SMALL_MODEL
     assert main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1, "exactly one line on stdout: the JSON object"
@@ -135,7 +136,10 @@ def test_eval_prints_every_metric_as_one_json_object(
             "identity_verified_all_windows",
         }
         assert st[state]["ghosting_gt"] is not None and st[state]["sharpness_ratio_face"] > 0
-    assert st["idle"]["frames"] == 3 * 4 * 8  # 3 people × 1.2 s: 4 chunks of 8 frames each
+    # idle and listening against the states world's quiet and listening clips, on their people
+    assert st["idle"]["truth"] == "quiet clips" and st["listening"]["truth"] == "listening clips"
+    assert st["transitions"]["truth"] == st["session"]["truth"] == "speech clips"
+    assert st["idle"]["frames"] == 2 * 4 * 8  # 2 quiet people × 1.2 s: 4 chunks of 8 frames
     assert st["session_shares"]["speaking"] > 0 and st["session_switches"] >= 2
     with Image.open(grid) as img:
         assert img.size[0] > 6 * 128 and img.size[1] > 8 * 128, "3 rows + a row per state"

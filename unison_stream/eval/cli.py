@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 WORLD_DIR = Path("data/world")
 WORLD_CLIPS = 400  # → 40 test clips (10 %)
 WORLD_SEED = 0
+# the states world: quiet and listening clips of its own people, the ground truth of the idle
+# and listening states (its ``test`` split: 7 quiet and 4 listening clips)
+STATES_WORLD_DIR = Path("data/world_states")
+STATES_WORLD_CLIPS = 300
+STATES_WORLD_SEED = 1
 
 
 def ensure_world(manifest: Path) -> Path:
@@ -37,6 +42,31 @@ def ensure_world(manifest: Path) -> Path:
 
     log.info("no %s: generating the world (%d clips, seed %d)", manifest, WORLD_CLIPS, WORLD_SEED)
     synth_dataset(WORLD_DIR, n=WORLD_CLIPS, seed=WORLD_SEED, workers=os.cpu_count() or 1)
+    return manifest
+
+
+def ensure_states_world(manifest: Path) -> Path:
+    """``manifest``, generating the default states world when it is the one missing."""
+    if manifest.is_file():
+        return manifest
+    if manifest.resolve() != (STATES_WORLD_DIR / "manifest.jsonl").resolve():
+        raise FileNotFoundError(f"{manifest}: no such manifest")
+    from unison_stream.data.dataset import synth_dataset
+    from unison_stream.data.synth.config import WORLD_PRESETS
+
+    log.info(
+        "no %s: generating the states world (%d clips, seed %d)",
+        manifest,
+        STATES_WORLD_CLIPS,
+        STATES_WORLD_SEED,
+    )
+    synth_dataset(
+        STATES_WORLD_DIR,
+        n=STATES_WORLD_CLIPS,
+        seed=STATES_WORLD_SEED,
+        cfg=WORLD_PRESETS["states"],
+        workers=os.cpu_count() or 1,
+    )
     return manifest
 
 
@@ -185,9 +215,18 @@ def _evaluate(
             beyond=not args.no_beyond,
             states=plan if states and not args.no_states else None,
             portraits=not args.no_portraits,
+            states_truth=_states_truth(args) if states and not args.no_states else None,
         )
     finally:
         engine.close()
+
+
+def _states_truth(args: argparse.Namespace) -> Path | None:
+    """The states world's manifest (``--states-manifest``; ``none``: measure idle and
+    listening against the test clips, who speak)."""
+    if args.states_manifest == "none":
+        return None
+    return ensure_states_world(Path(args.states_manifest))
 
 
 def _run_ablations(args: argparse.Namespace) -> int:
@@ -246,6 +285,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--preset", default="tiny")
     p.add_argument("--manifest", default=str(WORLD_DIR / "manifest.jsonl"))
+    p.add_argument(
+        "--states-manifest",
+        default=str(STATES_WORLD_DIR / "manifest.jsonl"),
+        help="the states world, whose quiet and listening clips are the ground truth of idle "
+        "and listening (generated when the default is missing; none: the test clips)",
+    )
     p.add_argument(
         "--limit", type=int, default=0, help="clips evaluated (default 0: the whole split)"
     )

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from unison_stream.codecs.sentence_id import SentenceIdentifier
+from unison_stream.config import UnisonConfig
 from unison_stream.data.loader import ManifestDataset, Sample
 from unison_stream.engine import Engine
 from unison_stream.eval.beyond import beyond_grammar, spoken
@@ -43,7 +44,13 @@ from unison_stream.eval.sfx import (
     summarise_events,
     visual_contact,
 )
-from unison_stream.eval.states import StateFrames, StatesConfig, drive_states, state_report
+from unison_stream.eval.states import (
+    StateFrames,
+    StatesConfig,
+    drive_states,
+    rest_people,
+    state_report,
+)
 
 __all__ = ["BARS", "evaluate", "ground_truth_events", "ratio"]
 
@@ -105,13 +112,15 @@ def evaluate(
     beyond: bool = True,
     states: StatesConfig | None = None,
     portraits: bool = True,
+    states_truth: Path | None = None,
 ) -> dict[str, Any]:
     """Run every metric; returns the flat report that ``--json`` prints. With ``grid`` a PNG
     of generated beside ground-truth frames is written there; ``beyond`` adds the
     out-of-grammar and other-voice figures (``beyond_grammar``); ``states`` the figures of
     every state a viewer sees (``states``: idle, listening, transitions, a conversation and
     the audio-driven mode, :mod:`.states`); ``portraits`` the figures of pictures no training
-    run saw (``portraits``, :mod:`.portraits`)."""
+    run saw (``portraits``, :mod:`.portraits`); ``states_truth`` the states world's manifest,
+    whose quiet and listening clips idle and listening are measured against."""
     t0 = time.perf_counter()
     cfg = engine.cfg
     sr, fps = cfg.media.sample_rate, cfg.media.fps
@@ -225,16 +234,19 @@ def evaluate(
         "sentence_candidates": len(candidates),
     }
     seen = StateFrames()
+    rest: VisualQuality | None = None
     if states is not None:
         texts = [ds.rows[i][1].get("transcript", "") for i in range(n)]
+        quiet_people, rest = _rest_references(states_truth, split, cfg, per_state=states.people)
         seen = drive_states(
             engine, [ds[i] for i in range(min(n, states.people))], texts=texts, cfg=states,
-            progress=progress,
+            rest=quiet_people, progress=progress,
         )  # fmt: skip
 
     def keep(name: str, clip: int, frames: np.ndarray) -> None:
         if states is not None and name == "espeak_in":  # the test clips' own speech
             seen.parts["audio_driven"].append((clip, frames))
+            seen.shown.setdefault("audio_driven", (ds[clip].id, ds[clip].frames[0]))
 
     report["beyond_grammar"] = (
         beyond_grammar(
@@ -251,12 +263,12 @@ def evaluate(
         else None
     )
     if states is not None:
-        report["states"] = state_report(seen, visual)
+        report["states"] = state_report(seen, visual, rest)
     report["portraits"] = (
         portraits_report(engine, ds, visual, progress=progress) if portraits else None
     )
     if grid is not None:
-        write_grid(grid, rows + _state_rows(seen, ds, fps))
+        write_grid(grid, rows + _state_rows(seen, fps))
         log.info("wrote the grid of generated beside ground-truth frames to %s", grid)
     report["bars"] = {
         key: None if report[key] is None else bool(_holds(report[key], op, value))
@@ -309,21 +321,43 @@ def _grid_rows(
     ]
 
 
-def _state_rows(seen: StateFrames, ds: ManifestDataset, fps: float) -> list[GridRow]:
+def _state_rows(seen: StateFrames, fps: float) -> list[GridRow]:
     """A row per state: its first stretch at its start, middle and end, each beside the
     picture the session was opened on."""
     rows = []
     for state, parts in seen.parts.items():
-        if not parts:
+        if not parts or state not in seen.shown:
             continue
-        clip, frames = parts[0] if state != "transitions" else parts[min(2, len(parts) - 1)]
-        picture = ds[clip].frames[0]
+        _, frames = parts[0] if state != "transitions" else parts[min(2, len(parts) - 1)]
+        clip_id, picture = seen.shown[state]
         at = [0, len(frames) // 2, len(frames) - 1]
         cells = tuple(
             GridCell(f"{k / fps:.1f} s: generated | picture", frames[k], picture) for k in at
         )
-        rows.append(GridRow(f"state {state}, person of clip {ds.rows[clip][1]['id']}", cells))
+        rows.append(GridRow(f"state {state}, person of clip {clip_id}", cells))
     return rows
+
+
+def _rest_references(
+    manifest: Path | None, split: str, cfg: UnisonConfig, *, per_state: int
+) -> tuple[dict[str, list[tuple[int, Sample]]] | None, VisualQuality | None]:
+    """The quiet references of the idle and listening states: the states world's ``split``
+    clips (``manifest``), every one added as ground truth (the quiet and listening people
+    with everyone else as the others identity verification must tell apart), and the first
+    ``per_state`` quiet and listening clips to drive sessions on. ``(None, None)`` without a
+    manifest or without such clips: those states are then measured against speech clips."""
+    if manifest is None:
+        return None, None
+    ds = ManifestDataset(manifest, split=split, media=cfg.media)
+    picked = rest_people([row for _, row in ds.rows], per_state=per_state)
+    if not all(picked.values()):
+        log.warning("%s: no quiet or listening clip in split %r", manifest, split)
+        return None, None
+    truth = VisualQuality(cfg)
+    samples = [ds[i] for i in range(len(ds))]
+    for s in tqdm(samples, desc="quiet references", unit="clip", file=sys.stderr):
+        truth.add_truth(truth=s.frames, row=s.row)
+    return {state: [(i, samples[i]) for i in clips] for state, clips in picked.items()}, truth
 
 
 def _probe(out: list[float], sfx: np.ndarray | None, contacts: list[float], sr: int) -> None:

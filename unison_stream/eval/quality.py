@@ -105,6 +105,14 @@ class VisualQuality:
         """One held-out clip: ground-truth and generated frames ``(F, H, W, 3)`` uint8, and its
         manifest row (a synthetic row's ``identity`` gives the face layout). The person's
         reference for identity verification is the mean identity vector of ``truth``."""
+        self.add_truth(truth=truth, row=row)
+        self.sets["gen"].add(generated, self.layouts[-1], self.net)
+
+    def add_truth(self, *, truth: np.ndarray, row: dict[str, Any]) -> int:
+        """A ground-truth clip ``(F, H, W, 3)`` uint8 without generated frames (and its codec
+        round trip): a reference that :meth:`state_figures` measures sessions against. Returns
+        its clip index. An instance fed only this way serves :meth:`state_figures`, not
+        :meth:`report` (which compares the generated set with the ground truth clip by clip)."""
         layout = None
         if "identity" in row:
             h, w = truth.shape[1:3]
@@ -112,11 +120,11 @@ class VisualQuality:
         self.layouts.append(layout)
         self.keys.append(str(row.get("identity_key", row.get("id", len(self.keys)))))
         self.sets["gt"].add(truth, layout, self.net)
-        self.sets["gen"].add(generated, layout, self.net)
         if self.codec.available:
             self.sets["codec"].add(self.codec(truth), layout, self.net)
         if self.net is not None:
             self.refs.append(self.sets["gt"].ids[-1].mean(axis=0))
+        return len(self.layouts) - 1
 
     def _others(self, clip: int) -> np.ndarray:
         """``(R, K)`` references of everyone but clip ``clip``'s person."""

@@ -15,7 +15,10 @@ they stream into the states a viewer sees:
 * ``audio_driven``: the audio-driven mode on the test clips' own speech.
 
 Each state's frames go to :meth:`~unison_stream.eval.quality.VisualQuality.state_figures`
-with the person they show, which measures them against that person's ground-truth clip.
+with the person they show, which measures them against that person's ground-truth clip. Idle
+and listening are measured against ground truth that does the same: the states world's quiet
+and listening clips (``rest``, :func:`rest_people`), whose people the sessions are opened on;
+without that world, against the test clips' people, who speak (``truth`` says which).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ __all__ = [
     "conversation",
     "drive_states",
     "quiet",
+    "rest_people",
     "state_report",
     "transition_spans",
 ]
@@ -50,6 +54,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATES = ("idle", "listening", "transitions", "session", "audio_driven")
+REST = ("idle", "listening")  # the states measured against quiet ground truth when there is one
+# a states-world clip's ``kind`` → the session state it shows
+REST_KINDS = {"quiet": "idle", "listening": "listening"}
 SWITCHES = (("idle", "speaking"), ("speaking", "idle"), ("speaking", "listening"))
 
 
@@ -226,12 +233,28 @@ def _holds(x: float, op: str, value: float) -> bool:
 
 @dataclass
 class StateFrames:
-    """Each state's stretches: ``(clip whose person they show, frames (F, H, W, 3))``."""
+    """Each state's stretches: ``(clip whose person they show, frames (F, H, W, 3))``; the
+    clips of :data:`REST` states index the quiet references when ``rest_truth`` is set (else
+    the test split's clips, as every other state's do); ``shown``: the clip id and picture
+    (H, W, 3) each state's first stretch was opened on."""
 
     parts: dict[str, list[tuple[int, np.ndarray]]] = field(
         default_factory=lambda: {s: [] for s in STATES}
     )
+    shown: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
     session: Conversation | None = None
+    rest_truth: bool = False
+
+
+def rest_people(rows: list[dict[str, Any]], *, per_state: int) -> dict[str, list[int]]:
+    """The first ``per_state`` clips of each :data:`REST` state among the manifest ``rows`` of
+    a states world's split (their ``kind``: quiet → idle, listening → listening)."""
+    out: dict[str, list[int]] = {state: [] for state in REST}
+    for i, row in enumerate(rows):
+        state = REST_KINDS.get(str(row.get("kind")))
+        if state is not None and len(out[state]) < per_state:
+            out[state].append(i)
+    return out
 
 
 def drive_states(
@@ -240,21 +263,27 @@ def drive_states(
     *,
     texts: list[str],
     cfg: StatesConfig,
+    rest: dict[str, list[tuple[int, Sample]]] | None = None,
     progress: bool = True,
 ) -> StateFrames:
-    """Drive ``idle`` and ``listening`` on each of ``people`` (clip ``i`` of the split is
-    ``people[i]``), the conversation on the first, and cut its transitions. The audio-driven
-    state is added by the caller (it drives the clips' speech for other figures too)."""
-    out = StateFrames()
+    """Drive ``idle`` and ``listening`` on each ``(clip, sample)`` of ``rest[state]`` (quiet
+    references: the clip indexes them), or without ``rest`` on each of the first
+    ``cfg.people`` of ``people`` (clip ``i`` of the split is ``people[i]``); the conversation
+    on ``people[0]``, and cut its transitions. The audio-driven state is added by the caller
+    (it drives the clips' speech for other figures too)."""
+    out = StateFrames(rest_truth=rest is not None)
     fps = engine.cfg.media.fps
-    for i, person in enumerate(people[: cfg.people]):
-        for state, seconds in (("idle", cfg.idle_s), ("listening", cfg.listening_s)):
-            c = quiet(engine, person, state=state, seconds=seconds, seed=i, progress=progress)
+    for state, seconds in (("idle", cfg.idle_s), ("listening", cfg.listening_s)):
+        on = rest[state] if rest is not None else list(enumerate(people[: cfg.people]))
+        for seed, (clip, person) in enumerate(on):
+            c = quiet(engine, person, state=state, seconds=seconds, seed=seed, progress=progress)
             keep = np.array([s == state for s in c.states])
-            out.parts[state].append((i, c.frames[keep]))
+            out.parts[state].append((clip, c.frames[keep]))
+            out.shown.setdefault(state, (person.id, person.frames[0]))
     c = conversation(engine, people[0], texts=texts, cfg=cfg, progress=progress)
     out.session = c
     out.parts["session"].append((0, c.frames))
+    out.shown["session"] = out.shown["transitions"] = (people[0].id, people[0].frames[0])
     for a, b in transition_spans(c, fps=fps, within_s=cfg.transition_s):
         out.parts["transitions"].append((0, c.frames[a:b]))
     log.info(
@@ -268,14 +297,23 @@ def drive_states(
     return out
 
 
-def state_report(frames: StateFrames, visual: VisualQuality) -> dict[str, Any]:
-    """``states.<state>.<figure>`` and each state's bars (:data:`STATE_BARS`)."""
+def state_report(
+    frames: StateFrames, visual: VisualQuality, rest: VisualQuality | None = None
+) -> dict[str, Any]:
+    """``states.<state>.<figure>`` and each state's bars (:data:`STATE_BARS`); the
+    :data:`REST` states are measured against ``rest`` (the quiet references) when
+    ``frames.rest_truth``, each state's ``truth`` naming its ground truth."""
     report: dict[str, Any] = {}
     for state, parts in frames.parts.items():
         if not parts:
             report[state] = None
             continue
-        figures = visual.state_figures(parts)
+        quiet_truth = frames.rest_truth and state in REST
+        if quiet_truth and rest is None:
+            raise ValueError(f"{state}: driven on quiet references, but none was given")
+        figures = (rest if quiet_truth and rest is not None else visual).state_figures(parts)
+        kind = next(k for k, v in REST_KINDS.items() if v == state) if quiet_truth else "speech"
+        figures["truth"] = f"{kind} clips"
         figures["bars"] = _bars(figures)
         report[state] = figures
     if frames.session is not None:
