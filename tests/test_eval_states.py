@@ -12,7 +12,7 @@ def test_rest_people_picks_the_first_quiet_and_listening_clips_per_state() -> No
     kinds = ["speech", "quiet", "listening", "quiet", "quiet", "listening", "speech"]
     rows = [{"kind": k} for k in kinds] + [{}]  # a classic row has no kind
     assert rest_people(rows, per_state=2) == {"idle": [1, 3], "listening": [2, 5]}
-    assert rest_people(rows, per_state=5) == {"idle": [1, 3, 4], "listening": [2, 5]}
+    assert rest_people(rows) == {"idle": [1, 3, 4], "listening": [2, 5]}  # every one
     assert rest_people([{"kind": "speech"}], per_state=3) == {"idle": [], "listening": []}
 
 

@@ -68,7 +68,8 @@ class StatesConfig:
     listening_s: float = 30.0
     session_s: float = 300.0  # five minutes of conversation
     transition_s: float = 1.0  # frames this close to a switch are the switch's
-    people: int = 3  # test clips whose person is driven idle and listening
+    people: int = 3  # test clips whose person is driven idle and listening (no states world)
+    rest_people: int = 0  # quiet / listening references driven per state; 0: every one
     first_reply_s: float = 5.0  # the conversation opens idle this long
     user_turn_s: tuple[float, float] = (5.0, 15.0)  # the user talks (avatar listens)
     think_s: tuple[float, float] = (1.0, 3.0)  # the agent thinks (avatar idle)
@@ -246,13 +247,14 @@ class StateFrames:
     rest_truth: bool = False
 
 
-def rest_people(rows: list[dict[str, Any]], *, per_state: int) -> dict[str, list[int]]:
-    """The first ``per_state`` clips of each :data:`REST` state among the manifest ``rows`` of
-    a states world's split (their ``kind``: quiet → idle, listening → listening)."""
+def rest_people(rows: list[dict[str, Any]], *, per_state: int = 0) -> dict[str, list[int]]:
+    """The first ``per_state`` clips (0: every one) of each :data:`REST` state among the
+    manifest ``rows`` of a states world's split (their ``kind``: quiet → idle, listening →
+    listening)."""
     out: dict[str, list[int]] = {state: [] for state in REST}
     for i, row in enumerate(rows):
         state = REST_KINDS.get(str(row.get("kind")))
-        if state is not None and len(out[state]) < per_state:
+        if state is not None and (per_state <= 0 or len(out[state]) < per_state):
             out[state].append(i)
     return out
 
