@@ -140,6 +140,8 @@ def test_eval_prints_every_metric_as_one_json_object(
     assert st["idle"]["truth"] == "quiet clips" and st["listening"]["truth"] == "listening clips"
     assert st["transitions"]["truth"] == st["session"]["truth"] == "speech clips"
     assert st["idle"]["frames"] == 2 * 4 * 8  # 2 quiet people × 1.2 s: 4 chunks of 8 frames
+    assert [p["frames"] for p in st["idle"]["people"]] == [32, 32], "each person's own figures"
+    assert all(p["sharpness_ratio_face"] > 0 for p in st["idle"]["people"])
     assert st["session_shares"]["speaking"] > 0 and st["session_switches"] >= 2
     with Image.open(grid) as img:
         assert img.size[0] > 6 * 128 and img.size[1] > 8 * 128, "3 rows + a row per state"

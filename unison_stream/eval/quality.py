@@ -159,8 +159,9 @@ class VisualQuality:
         visibility as ratios or shares per frame, ghosting against the same people's ground
         truth (each floored at the split's level), ``fid_world`` against the same people's
         ground truth (its ratio: over the codec round trip's of those frames,
-        :meth:`_people_fid`), identity verified per ``WINDOW_S`` window of each stretch. Call
-        after every clip was added."""
+        :meth:`_people_fid`), identity verified per ``WINDOW_S`` window of each stretch;
+        ``people``: each stretch's person (identity key) with its own face sharpness,
+        ghosting and windows verified, to see who fails. Call after every clip was added."""
         gt = self.sets["gt"]
         face: list[np.ndarray] = []
         visible: list[np.ndarray] = []
@@ -168,22 +169,29 @@ class VisualQuality:
         ghost_gt: list[np.ndarray] = []
         emb: list[np.ndarray] = []
         windows: list[bool] = []
+        people: list[dict[str, Any]] = []
         for clip, frames in parts:
             layout = self.layouts[clip]
+            person: dict[str, Any] = {"person": self.keys[clip], "frames": len(frames)}
             if layout is not None:
                 face.append(gradient_energy(frames, layout) / float(gt.face[clip].mean()))
                 visible.append(features_visible(frames, layout))
                 ghost.append(ghosting(frames, layout))
                 ghost_gt.append(gt.ghost[clip])
+                person.update(sharpness_ratio_face=float(face[-1].mean()))
+                person.update(ghosting=float(ghost[-1].mean()))
+            people.append(person)
             if self.net is None:
                 continue
             emb.append(embed(self.net, frames))
             if self.threshold is not None:
                 ids = identity_embedding(self.net, frames)
-                windows += [
+                mine = [
                     self._verify(ids, clip, s, e, self.threshold).verified
                     for s, e in window_spans(len(frames), self.fps, WINDOW_S)
                 ]
+                person["windows_verified"] = f"{sum(mine)}/{len(mine)}"
+                windows += mine
         fid, fid_codec = self._people_fid(emb, sorted({clip for clip, _ in parts}))
         # ghosting against the same people's ground truth, each person's level floored at the
         # world's (every ground-truth clip of the split): a clear bald face with no hand in
@@ -206,6 +214,7 @@ class VisualQuality:
             "ghosting_gt": g_gt,
             "ghosting_gt_world": world,
             "ghosting_ratio": _ratio(g, g_gt),
+            "people": people,
         }
 
     @staticmethod
