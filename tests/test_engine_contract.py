@@ -92,3 +92,18 @@ def test_a_replica_fault_fails_the_utterance_and_the_stream_goes_on(engine: Engi
     s.say("still here", utterance_id="u2")
     _play(s, "finished")
     assert s.stats()["errors"] == 1
+
+
+def test_a_held_session_makes_nothing_past_its_sink_until_its_first_say(engine: Engine) -> None:
+    s = engine.open_session(hold=True)  # what eval and render open: the same chunks every run
+    assert s.next_chunk(timeout=0.5) is None, "no idle chunk while held"
+    s.say("hello there", utterance_id="u1")
+    first = s.next_chunk(timeout=60.0)
+    assert first is not None and first.utterance_id == "u1", "the say's chunk comes first"
+    s.close()
+    t = engine.open_session(hold=True)
+    assert t.next_chunk(timeout=0.5) is None
+    t.set_state("listening")  # a state releases the hold as a say does
+    c = t.next_chunk(timeout=60.0)
+    assert c is not None and c.state == "listening"
+    t.close()

@@ -84,10 +84,10 @@ def render(
         cs = cfg.chunk_seconds()
         avatar = _avatar(cfg.media, portrait, design, caption=caption, seed=seed)
         if avatar is None:
-            session = engine.open_session(identity=identity, caption=caption, seed=seed)
+            session = engine.open_session(identity=identity, caption=caption, seed=seed, hold=True)
         else:
             session = engine.open_session(
-                reference_frame=avatar.picture, caption=avatar.caption, seed=avatar.seed
+                reference_frame=avatar.picture, caption=avatar.caption, seed=avatar.seed, hold=True
             )
         if audio is not None:
             pcm, rate = read_audio(audio)

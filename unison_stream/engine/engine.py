@@ -153,6 +153,7 @@ class Engine:
         seed: int = 0,
         reference_frame: np.ndarray | None = None,
         reference: np.ndarray | None = None,
+        hold: bool = False,
     ) -> EngineSession:
         """A new stream with its own identity sink; EngineFullError when every slot is taken.
 
@@ -162,7 +163,9 @@ class Engine:
         uint8 is a bare picture (with ``caption`` and ``seed``), else the synthetic world's
         portrait of identity ``identity`` (``from_identity``). ``reference``: the latent a store
         cached for the picture (:meth:`encode_reference`), which skips the codec pass. Where no
-        trained codec fits, the sink is a seeded latent (``reference.py``).
+        trained codec fits, the sink is a seeded latent (``reference.py``). ``hold``: make
+        nothing past the sink until the first utterance can be made or a state is set, so an
+        offline caller (eval, render) gets the same chunks on every run.
         """
         if avatar is None:
             m = self.cfg.media
@@ -194,6 +197,7 @@ class Engine:
             identity=number if isinstance(number, int) else -1,  # -1: not a world identity
             caption=caption,
             seed=avatar.seed,
+            hold=hold,
         )
         s = EngineSession(self, stream, avatar=avatar)
         with self._lock:

@@ -71,6 +71,7 @@ class Stream:
         identity: int,
         caption: str,
         seed: int,
+        hold: bool = False,
     ) -> None:
         self.session_id = f"s{next(_IDS)}"
         self.identity, self.caption, self.seed = identity, caption, seed
@@ -94,6 +95,10 @@ class Stream:
         self._epoch = 0
         self._say_epoch = 0
         self.needs_sink = True
+        # nothing past the sink until the first utterance can be made (or a state is set):
+        # an offline caller gets the same chunks on every run, not as many idle chunks before
+        # the utterance as the planner's speed let the worker make
+        self._hold = hold
         self.closed = False
         self._opened = time.perf_counter()
         self._stats = StreamStats()
@@ -130,7 +135,7 @@ class Stream:
         if state not in ("idle", "listening"):
             raise ValueError(f"state must be idle or listening, not {state!r}")
         with self.lock:
-            self._state = state
+            self._state, self._hold = state, False
 
     def set_buffer(self, *, ahead_s: float, max_prebuffer_s: float) -> None:
         with self.lock:
@@ -292,7 +297,12 @@ class Stream:
     # ---- the worker's side --------------------------------------------------------------
     def wants_chunk(self) -> bool:
         with self.lock:
-            return not self.closed and not self._full() and self.input_wait() is None
+            if self._hold and not self.needs_sink:
+                self._hold = self._current is None and not (
+                    self._utterances and self._utterances[0].ready()
+                )
+            held = self._hold and not self.needs_sink
+            return not self.closed and not held and not self._full() and self.input_wait() is None
 
     def input_wait(self) -> float | None:
         """Seconds the current streamed utterance's next chunk may still be waited for (its
@@ -329,7 +339,7 @@ class Stream:
             if inp is not None:
                 job.last = inp.last(utt.chunks)
             else:
-                job.last = utt.chunks + 1 >= self._utterance_chunks(utt)
+                job.last = utt.chunks + 1 >= utt.num_chunks(self.chunk_s, self._per_chunk)
             utt.chunks += 1
             if job.last:
                 self._current = None
@@ -413,7 +423,7 @@ class Stream:
             if first:  # idle chunks made while it was planned would play before its words
                 self._drop_idle()
             u = job.utterance
-            dur = self._utterance_seconds(u) if u is not None else 0.0
+            dur = u.seconds(self.cfg.media.sample_rate) if u is not None else 0.0
             made = chunk.times["decoded"]
             took = made - self._wanted(job)
             effects = u.plan.result().plan.contacts if first and u and u.plan else ()
@@ -482,18 +492,3 @@ class Stream:
                     self._current = None
                 self._event(uid, "failed", self._end_s)
             self.log.error("chunk failed (%s: %s); back to idle", type(error).__name__, error)
-
-    def _utterance_chunks(self, u: Utterance) -> int:
-        if u.speech_pcm is not None:
-            return round(u.speech_pcm.size / self._per_chunk)
-        assert u.plan is not None
-        return u.plan.result().plan.num_chunks(self.chunk_s)
-
-    def _utterance_seconds(self, u: Utterance) -> float:
-        rate = self.cfg.media.sample_rate
-        if u.speech_input is not None:  # streamed: the speech written, not its padding
-            return u.speech_input.samples / rate
-        if u.speech_pcm is not None:
-            return u.speech_pcm.size / rate
-        assert u.plan is not None
-        return u.plan.result().plan.duration_s

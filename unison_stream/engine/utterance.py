@@ -137,6 +137,22 @@ class Utterance:
             return self.speech_input.makeable(0) or self.speech_input.ended
         return self.plan is None or self.plan.done()
 
+    def num_chunks(self, chunk_s: float, per_chunk: int) -> int:
+        """Its chunks of ``chunk_s`` (``per_chunk`` media samples each)."""
+        if self.speech_pcm is not None:
+            return round(self.speech_pcm.size / per_chunk)
+        assert self.plan is not None
+        return self.plan.result().plan.num_chunks(chunk_s)
+
+    def seconds(self, rate: int) -> float:
+        """Its length in media seconds (streamed: the speech written, not its padding)."""
+        if self.speech_input is not None:
+            return self.speech_input.samples / rate
+        if self.speech_pcm is not None:
+            return self.speech_pcm.size / rate
+        assert self.plan is not None
+        return self.plan.result().plan.duration_s
+
 
 @dataclass
 class Job:

@@ -237,7 +237,9 @@ def evaluate(
     rest: VisualQuality | None = None
     if states is not None:
         texts = [ds.rows[i][1].get("transcript", "") for i in range(n)]
-        quiet_people, rest = _rest_references(states_truth, split, cfg, per_state=states.rest_people)
+        quiet_people, rest = _rest_references(
+            states_truth, split, cfg, per_state=states.rest_people
+        )
         seen = drive_states(
             engine, [ds[i] for i in range(min(n, states.people))], texts=texts, cfg=states,
             rest=quiet_people, progress=progress,
@@ -344,8 +346,9 @@ def _rest_references(
     """The quiet references of the idle and listening states: the states world's ``split``
     clips (``manifest``), every one added as ground truth (the quiet and listening people
     with everyone else as the others identity verification must tell apart), and the first
-    ``per_state`` (0: every) quiet and listening clips to drive sessions on. ``(None, None)`` without a
-    manifest or without such clips: those states are then measured against speech clips."""
+    ``per_state`` (0: every) quiet and listening clips to drive sessions on. ``(None, None)``
+    without a manifest or without such clips: those states are then measured against speech
+    clips."""
     if manifest is None:
         return None, None
     ds = ManifestDataset(manifest, split=split, media=cfg.media)

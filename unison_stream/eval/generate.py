@@ -77,7 +77,7 @@ def say_one(
     """Open a session on ``reference_frame``, say ``text``, return its utterance's media."""
     plan = engine.planner.plan(text)  # the plan the engine will make (same timing provider)
     n = plan.num_chunks(engine.cfg.chunk_seconds())
-    s = engine.open_session(caption=caption, seed=seed, reference_frame=reference_frame)
+    s = engine.open_session(caption=caption, seed=seed, reference_frame=reference_frame, hold=True)
     try:
         s.say(text, utterance_id="eval")
         chunks = _collect(s, n)
@@ -99,7 +99,7 @@ def drive_one(
     cfg = engine.cfg
     per_chunk = cfg.chunk_seconds() * cfg.media.sample_rate
     n = math.ceil(len(speech) / per_chunk - 1e-9)  # the engine pads speech to whole chunks
-    s = engine.open_session(caption=caption, seed=seed, reference_frame=reference_frame)
+    s = engine.open_session(caption=caption, seed=seed, reference_frame=reference_frame, hold=True)
     try:
         s.say_audio(speech, cfg.media.sample_rate, utterance_id="eval")
         chunks = _collect(s, n)
@@ -109,7 +109,9 @@ def drive_one(
 
 
 def _collect(s: EngineSession, n: int) -> list[MediaChunk]:
-    """The ``n`` chunks of utterance ``"eval"``, skipping idle chunks made before it."""
+    """The ``n`` chunks of utterance ``"eval"``, skipping idle chunks made before it (none
+    on a held session: the eval opens its sessions with ``hold``, for the same chunks on every
+    run)."""
     chunks: list[MediaChunk] = []
     skipped = 0
     while len(chunks) < n:
@@ -158,7 +160,7 @@ def stream(
         plans.append(text)
         queued += engine.planner.plan(text).duration_s
         i += 1
-    s = engine.open_session(caption=caption, seed=seed, reference_frame=reference_frame)
+    s = engine.open_session(caption=caption, seed=seed, reference_frame=reference_frame, hold=True)
     frames = []
     try:
         for k, text in enumerate(plans):
