@@ -156,8 +156,10 @@ def test_reference_crops_share_the_window_and_the_clip():
     frames = np.concatenate([np.full((6, 32, 32, 3), 10 * c, np.uint8) for c in (1, 2, 3)])
     frames[:, :, :, 1] = np.arange(32, dtype=np.uint8)[None, :, None]  # x position in green
     store = ClipStore(frames, np.array([0, 6, 12, 18]), {}, np.zeros(4, np.int64), [{}] * 3)
-    crops, refs, eyes = store.video_crops_with_reference(np.random.default_rng(0), 20, 4, 16, 2)
+    rng = np.random.default_rng(0)
+    crops, refs, eyes, mouth = store.video_crops_with_reference(rng, 20, 4, 16, 2)
     assert eyes.shape == (20, 16, 16) and not eyes.any(), "no identity cached: no eyes"
+    assert mouth.shape == (20, 16, 16) and not mouth.any(), "… and no mouth"
     assert crops.shape == (20, 4, 16, 16, 3) and refs.shape == (20, 16, 16, 3)
     assert np.array_equal(refs[..., 0], crops[:, 0, ..., 0]), "the reference is of the same clip"
     assert np.array_equal(refs[..., 1], crops[:, 0, ..., 1]), "… and the same window"
@@ -363,6 +365,44 @@ def test_eye_mask_covers_the_layouts_eyes_and_nothing_far_from_them():
     for x0, y0, x1, y1 in face_layout(ident, width=128, height=128).eyes:
         assert mask[int((y0 + y1) / 2), int((x0 + x1) / 2)] == 1.0
     assert 0 < mask.mean() < 0.05 and mask[100:, :].sum() == 0 and mask[:, :20].sum() == 0
+
+
+def test_mouth_mask_covers_the_layouts_mouth_and_not_the_eyes():
+    from unison_stream.codecs.data import ClipStore
+    from unison_stream.data.synth.face import face_layout
+    from unison_stream.data.synth.identity import sample_identity
+
+    ident = sample_identity(np.random.default_rng(3))
+    frames = np.zeros((2, 128, 128, 3), np.uint8)
+    store = ClipStore(frames, np.array([0, 2]), {}, np.zeros(2, np.int64),
+                      [{"identity": ident.to_json()}])  # fmt: skip
+    mask = store.mouth_mask(0)
+    x0, y0, x1, y1 = face_layout(ident, width=128, height=128).mouth
+    assert mask[int((y0 + y1) / 2), int((x0 + x1) / 2)] == 1.0
+    assert 0 < mask.mean() < 0.05 and (mask * store.eye_mask(0)).sum() == 0
+
+
+def test_mouth_loss_sees_only_the_mouth_and_charges_a_lightened_interior():
+    """The mouth term is 0 for frames wrong only outside the mouth mask, and positive for a
+    mouth whose dark interior was painted a lip-like shade; its membership part charges that
+    more than the pixels' L1 alone would."""
+    from unison_stream.data.synth.identity import MOUTH_INTERIOR
+    from unison_stream.training.codec_losses import interior, mouth_l1
+
+    skin = torch.full((1, 2, 16, 16, 3), 0.8)
+    truth = skin.clone()
+    truth[:, :, 7:10, 5:11] = torch.tensor(MOUTH_INTERIOR) / 255.0  # an open mouth
+    mask = torch.zeros(1, 1, 16, 16, 1)
+    mask[:, :, 5:12, 3:13] = 1.0
+    assert float(interior(truth).sum()) == pytest.approx(2 * 18, abs=1e-3)
+    elsewhere = truth.clone()
+    elsewhere[:, :, :3] = 0.0  # wrong above the mask only
+    assert float(mouth_l1(elsewhere, truth, mask)) == 0.0
+    assert float(mouth_l1(truth, truth, mask)) == 0.0
+    lighter = truth.clone()
+    lighter[:, :, 7:10, 5:11] += torch.tensor([0.15, 0.1, 0.1])  # closed-looking, lip colour
+    pix = float(((lighter - truth).abs() * mask).sum() / (3 * 2 * mask.sum()))
+    assert float(mouth_l1(lighter, truth, mask)) > 2 * pix > 0
 
 
 def test_loss_weights_come_from_one_registry_and_old_names_still_work():

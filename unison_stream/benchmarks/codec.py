@@ -18,6 +18,10 @@ Speed is media seconds decoded per wall second (``x_realtime``), with 2 threads 
 (the engine shares the CPU with the model), next to the preview decoders measured in the same
 process as the baseline (``*_vs_preview``: how many times slower the trained codec is), and the
 host they were measured on (``runtime.host_info``: CPU model, ISA in use, threads).
+
+``--video-weights PATH`` measures a candidate video codec (a ``video.safetensors`` written by
+``weights.export``, e.g. a fine-tuned decoder) in place of the bundled one; ``--video-only``
+leaves out audio, intelligibility, effects and speed (a decoder's quality alone, quickly).
 """
 
 from __future__ import annotations
@@ -69,9 +73,12 @@ def _x_realtime(decode: Any, chunks: list[torch.Tensor], seconds: float, threads
 
 
 @torch.inference_mode()
-def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Path | None = None
+def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Path | None = None,
+              video_weights: Path | None = None, video_only: bool = False
               ) -> dict[str, Any]:  # fmt: skip
-    """All codec figures as a flat dict (see the module docstring)."""
+    """All codec figures as a flat dict (see the module docstring); ``video_weights`` (a
+    ``video.safetensors``) replaces the video codec of ``weights_dir``, ``video_only`` stops
+    after the video quality figures."""
     from unison_stream.codecs.sentence_id import SentenceIdentifier
 
     if not (data_dir / "test.npz").exists():
@@ -79,7 +86,17 @@ def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Pat
     test = load_split(data_dir, "test")
     n = min(clips, len(test))
     out: dict[str, Any] = {"clips": n, **host_info()}  # decode speed is the host's
-    vae = weights.load("video", cfg.latent, cfg.media, weights_dir)
+    video_root = weights_dir
+    if video_weights is not None:  # weights.load reads <root>/video.safetensors
+        if video_weights != weights.weights_path("video", video_weights.parent):
+            raise SystemExit(f"--video-weights: a video.safetensors, not {video_weights}")
+        if not video_weights.exists():
+            raise SystemExit(f"--video-weights: no file {video_weights}")
+        video_root = video_weights.parent
+        out["video_weights"] = str(video_weights)
+    vae = weights.load("video", cfg.latent, cfg.media, video_root)
+    if video_weights is not None and vae is None:
+        raise SystemExit(f"--video-weights: {video_weights} does not fit the latent config")
     aae = weights.load("audio", cfg.latent, cfg.media, weights_dir)
     out["video_trained"], out["audio_trained"] = vae is not None, aae is not None
     if vae is None:
@@ -120,6 +137,8 @@ def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Pat
     # ceiling of the eval's mouth_spread_ratio for any model that speaks through this codec
     dec_spread, gt_spread = np.mean(spread, axis=0)
     out["video_mouth_spread_ratio"] = float(dec_spread / gt_spread)
+    if video_only:
+        return out
 
     # ---- audio quality ------------------------------------------------------------------------
     adec = StreamingAudioDecoder(aae)
@@ -210,7 +229,9 @@ def run_bench(cfg: UnisonConfig, *, data_dir: Path, clips: int, weights_dir: Pat
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.preset, args.overrides)
-    res = run_bench(cfg, data_dir=Path(args.data_dir), clips=args.clips)
+    video_weights = Path(args.video_weights) if args.video_weights else None
+    res = run_bench(cfg, data_dir=Path(args.data_dir), clips=args.clips,
+                    video_weights=video_weights, video_only=args.video_only)  # fmt: skip
     if args.json:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()}))
     else:
@@ -225,5 +246,15 @@ def register(sub: Any) -> None:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--clips", type=int, default=40, help="test clips to measure")
     p.add_argument("--data-dir", default="data/codec", help="codec clip cache (built if missing)")
+    p.add_argument(
+        "--video-weights",
+        default="",
+        help="a candidate video.safetensors to measure instead of the bundled one",
+    )
+    p.add_argument(
+        "--video-only",
+        action="store_true",
+        help="video quality only: no audio, intelligibility, effects or speed",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides key=value")
     p.set_defaults(func=_run)

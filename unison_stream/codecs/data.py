@@ -88,35 +88,51 @@ class ClipStore:
 
     def video_crops_with_reference(
         self, rng: np.random.Generator, n: int, frames: int, size: int, stride: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Crops as :meth:`video_crops` → (n, T, s, s, 3), and for each the same window of one
         random frame of its clip — the person's picture with another mouth, blink or gesture,
-        as a reference-reading decoder gets it → (n, s, s, 3) — and of its eye mask
-        (:meth:`eye_mask`) → (n, s, s)."""
+        as a reference-reading decoder gets it → (n, s, s, 3) — of its eye mask
+        (:meth:`eye_mask`) → (n, s, s) and of its mouth mask (:meth:`mouth_mask`) → (n, s, s)."""
         out = np.empty((n, frames, size, size, 3), np.uint8)
         ref = np.empty((n, size, size, 3), np.uint8)
         eyes = np.empty((n, size, size), np.float32)
+        mouth = np.empty((n, size, size), np.float32)
         for k, (i, t0, y, x) in enumerate(self._windows(rng, n, frames, size, stride)):
             out[k] = self.frames[t0 : t0 + frames, y : y + size, x : x + size]
             r = int(rng.integers(self.frame_off[i], self.frame_off[i + 1]))
             ref[k] = self.frames[r, y : y + size, x : x + size]
             eyes[k] = self.eye_mask(i)[y : y + size, x : x + size]
-        return out, ref, eyes
+            mouth[k] = self.mouth_mask(i)[y : y + size, x : x + size]
+        return out, ref, eyes, mouth
 
-    def eye_mask(self, i: int, margin: float = 3.0) -> np.ndarray:
-        """``(H, W)`` float32: 1 inside clip ``i``'s two eye boxes (the world's face layout of
-        its identity, widened by ``margin`` pixels for the head's sway), else 0; all zeros for
-        a clip cached without its identity."""
+    def _part_mask(self, i: int, part: str, margin: float) -> np.ndarray:
+        """``(H, W)`` float32: 1 inside the boxes of ``part`` ("eyes" or "mouth") of clip
+        ``i``'s face layout, widened by ``margin`` pixels, else 0; all zeros for a clip cached
+        without its identity."""
         h, w = self.frames.shape[1:3]
         mask = np.zeros((h, w), np.float32)
         ident = self.meta[i].get("identity")
         if not ident:
             return mask
-        for x0, y0, x1, y1 in face_layout(Identity.from_json(ident), width=w, height=h).eyes:
+        layout = face_layout(Identity.from_json(ident), width=w, height=h)
+        boxes = layout.eyes if part == "eyes" else (layout.mouth,)
+        for x0, y0, x1, y1 in boxes:
             ya, yb = max(0, int(y0 - margin)), min(h, int(np.ceil(y1 + margin)))
             xa, xb = max(0, int(x0 - margin)), min(w, int(np.ceil(x1 + margin)))
             mask[ya:yb, xa:xb] = 1.0
         return mask
+
+    def eye_mask(self, i: int, margin: float = 3.0) -> np.ndarray:
+        """``(H, W)`` float32: 1 inside clip ``i``'s two eye boxes (the world's face layout of
+        its identity, widened by ``margin`` pixels for the head's sway), else 0; all zeros for
+        a clip cached without its identity."""
+        return self._part_mask(i, "eyes", margin)
+
+    def mouth_mask(self, i: int, margin: float = 3.0) -> np.ndarray:
+        """``(H, W)`` float32: 1 inside clip ``i``'s mouth box (the widest, most open mouth
+        of its face layout, lips included — where eval's ``mouth_opening`` finds the interior
+        — widened by ``margin`` pixels for the head's sway), else 0; zeros without identity."""
+        return self._part_mask(i, "mouth", margin)
 
     def effect_onsets(self, threshold: float = 0.05, frame: int = 80) -> np.ndarray:
         """Sample positions where the SFX stem's RMS (``frame``-sample frames) rises through

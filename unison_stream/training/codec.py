@@ -68,20 +68,21 @@ def video_step(
     """Reconstruction loss of one batch of crops, its parts, and (decoded, target) frames
     (B, T, c, c, 3) for the adversarial term."""
     s = ae.latent.video_time_stride
-    ref, eyes = None, None
+    ref, eyes, mouth = None, None, None
     if ae.ref_enc is None:
         crops = store.video_crops(rng, tc.batch, tc.clip_latents * s, tc.crop, s)
     else:  # another frame of the clip, left out (zeros) for a share of the batch
-        crops, pic, eye_mask = store.video_crops_with_reference(
+        crops, pic, eye_mask, mouth_mask = store.video_crops_with_reference(
             rng, tc.batch, tc.clip_latents * s, tc.crop, s
         )
         eyes = torch.from_numpy(eye_mask)[:, None, :, :, None]  # (B, 1, c, c, 1)
+        mouth = torch.from_numpy(mouth_mask)[:, None, :, :, None]  # (B, 1, c, c, 1)
         keep = torch.from_numpy(rng.random(tc.batch) >= tc.reference_drop).float()
         ref = ae.reference_features(torch.from_numpy(pic)).masked(keep)
     x = torch.from_numpy(crops).float() / 255.0  # (B, T, c, c, 3)
     z = ae.encode(x)  # (B, F, C, h, w)
     y = ae.decode(_noisy(z, tc.latent_noise, (0, 1, 3, 4)), reference=ref)
-    loss, parts = total(Reconstruction("video", y, x, z, tc.losses, eyes))
+    loss, parts = total(Reconstruction("video", y, x, z, tc.losses, eyes, mouth))
     return loss, parts, (y, x)
 
 

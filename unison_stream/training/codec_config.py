@@ -42,6 +42,8 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     "sharp": 0.0,  # video: L1 of local RMS luminance gradients (bundled: 32)
     "edge": 0.0,  # video: L1 of pixel differences (bundled: 1)
     "envelope": 0.0,  # audio: L1 of 5 ms log-RMS envelopes, sharp attacks (bundled: 1)
+    # video: L1 and interior-colour membership L1 inside the mouth (candidate: 10)
+    "mouth": 0.0,
     # not terms of their own but weightings of the l1 term's pixels (codec_losses.l1)
     "detail": 0.0,  # pixels unlike their neighbours (irises, lips) weigh more (bundled: 4)
     "eye": 0.0,  # pixels inside the eyes weigh more (tried: moves nothing eye_blur does not)
@@ -60,6 +62,7 @@ RENAMED: dict[str, str] = {
     "eye_blur_weight": "eye_blur",
     "sharp_weight": "sharp",
     "adv_weight": "adv",
+    "mouth_weight": "mouth",
 }
 
 

@@ -6,8 +6,8 @@ of weight × term over the terms of its codec whose weight (``CodecTrainConfig.l
 defaults in :data:`~.codec_config.DEFAULT_LOSS_WEIGHTS`) is not 0, in the registry's order:
 
 - video: ``l1`` on pixels (its pixels weighed by ``detail`` and ``eye``, :func:`l1`),
-  ``eye_blur``, ``sharp``, ``edge``; ``adv``, the patch critic's term, is added by
-  :class:`Adversary` (it needs the rest of the loss to balance against);
+  ``eye_blur``, ``sharp``, ``edge``, ``mouth`` (:func:`mouth_l1`); ``adv``, the patch critic's
+  term, is added by :class:`Adversary` (it needs the rest of the loss to balance against);
 - audio: ``mr_stft`` + ``mel`` (the first latent frame of each crop left out: the causal
   decoder has no history there and the overlap-add is incomplete), ``envelope``;
 - both: ``latent_l2``, a small L2 on the latents.
@@ -27,6 +27,8 @@ from torch import Tensor
 
 from unison_stream.codecs import metrics
 from unison_stream.codecs.video import VideoAE
+from unison_stream.data.synth.identity import MOUTH_INTERIOR
+from unison_stream.data.synth.measure import MOUTH_TOLERANCE
 from unison_stream.imaging import gaussian_blur, local_gradient_rms
 from unison_stream.training.codec_config import (
     DEFAULT_LOSS_WEIGHTS,
@@ -49,6 +51,8 @@ __all__ = [
     "blurred_l1",
     "detail_weights",
     "edge_l1",
+    "interior",
+    "mouth_l1",
     "sharpness_l1",
     "total",
 ]
@@ -64,6 +68,7 @@ class Reconstruction:
     latents: Tensor  # video (B, F, C, h, w); audio (B, N, Ca)
     weights: Mapping[str, float]  # the run's weight of every term (l1 reads detail and eye)
     eyes: Tensor | None = None  # video, reference decoder: (B, 1, H, W, 1), 1 inside the eyes
+    mouth: Tensor | None = None  # video, reference decoder: (B, 1, H, W, 1), 1 at the mouth
 
 
 class Loss(NamedTuple):
@@ -120,6 +125,39 @@ def _eye_blur(r: Reconstruction) -> Tensor:
     return blurred_l1(r.decoded, r.target, r.eyes)
 
 
+def interior(x: Tensor) -> Tensor:
+    """Soft mouth-interior membership (B, T, H, W) of frames (B, T, H, W, 3) in [0, 1]: the
+    per-pixel count of eval's ``mouth_opening`` (``1 − d / MOUTH_TOLERANCE``, ``d`` the RGB
+    distance to the interior colour, clipped at 0), so its sum is the measured opening."""
+    colour = x.new_tensor(MOUTH_INTERIOR) / 255.0
+    d = (x - colour).square().sum(-1).clamp_min(1e-12).sqrt() * 255.0  # (B, T, H, W)
+    return (1.0 - d / MOUTH_TOLERANCE).clamp(0.0, 1.0)
+
+
+def mouth_l1(y: Tensor, x: Tensor, mask: Tensor) -> Tensor:
+    """Inside ``mask`` (B, 1, H, W, 1), between frames (B, T, H, W, 3): mean L1 on pixels plus
+    mean L1 of their :func:`interior` membership. A decoder that paints the dark interior of a
+    small opening a shade too light (lips' colour bleeding in) loses it from eval's measured
+    opening, whose spread then shrinks; per pixel that is a small L1 error, but the whole
+    membership — the measurement itself — is wrong, and the second part charges for it. Its
+    gradient is 0 where a pixel is far from the interior colour both ways; the first part
+    pulls those in."""
+    b, t, h, w, _ = x.shape
+    m = mask.expand(b, t, h, w, 1)  # (B, T, H, W, 1)
+    n = m.sum().clamp_min(1.0)
+    pix = ((y - x).abs() * m).sum() / (3 * n)
+    inside = ((interior(y) - interior(x)).abs() * m[..., 0]).sum() / n
+    return pix + inside
+
+
+def _mouth(r: Reconstruction) -> Tensor:
+    """:func:`mouth_l1` inside the mouth; 0 for a batch without one (no reference decoder, or
+    no mouth in any crop)."""
+    if r.mouth is None or not bool(r.mouth.any()):
+        return r.decoded.new_zeros(())
+    return mouth_l1(r.decoded, r.target, r.mouth)
+
+
 def sharpness_l1(y: Tensor, x: Tensor) -> Tensor:
     """L1 between the local RMS luminance gradients (:func:`~unison_stream.imaging.
     local_gradient_rms`, σ 2 px) of frames (B, T, H, W, 3). Where the latents give an edge's
@@ -152,6 +190,7 @@ LOSSES: dict[str, Loss] = {
     "sharp": Loss("video", lambda r: sharpness_l1(r.decoded, r.target)),
     "edge": Loss("video", lambda r: edge_l1(r.decoded, r.target)),
     "envelope": Loss("audio", lambda r: metrics.envelope_l1(r.decoded, r.target)),
+    "mouth": Loss("video", _mouth),
 }
 assert set(LOSSES) <= set(DEFAULT_LOSS_WEIGHTS), "every term has a default weight"
 
