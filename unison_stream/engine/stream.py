@@ -151,10 +151,14 @@ class Stream:
         beyond ``ahead`` is made for a plan about to replace it)."""
         ahead = self.readiness.ahead
         n = len(self._queue)
-        if self._current is not None or (self._utterances and self._utterances[0].ready()):
+        if self._speech_next():
             idle = sum(p.chunk.utterance_id is None for p in self._queue)
             n -= min(idle, ahead)
         return n >= ahead
+
+    def _speech_next(self) -> bool:
+        """An utterance is being made, or the next one can be."""
+        return self._current is not None or bool(self._utterances and self._utterances[0].ready())
 
     def _note_room(self, was_full: bool) -> None:
         """A full queue has room now: the worker may start from this moment, so the chunk it
@@ -297,11 +301,7 @@ class Stream:
     # ---- the worker's side --------------------------------------------------------------
     def wants_chunk(self) -> bool:
         with self.lock:
-            if self._hold and not self.needs_sink:
-                self._hold = self._current is None and not (
-                    self._utterances and self._utterances[0].ready()
-                )
-            held = self._hold and not self.needs_sink
+            held = self._hold and not self.needs_sink and not self._speech_next()
             return not self.closed and not held and not self._full() and self.input_wait() is None
 
     def input_wait(self) -> float | None:
@@ -321,7 +321,7 @@ class Stream:
             if self.needs_sink:
                 return Job("sink", self._state, self._epoch, self._say_epoch)
             if self._current is None and self._utterances and self._utterances[0].ready():
-                utt = self._utterances.popleft()
+                utt, self._hold = self._utterances.popleft(), False  # a held stream goes on
                 if utt.plan is not None and utt.plan.exception() is not None:
                     self.log.error("planning %s failed: %s", utt.utterance_id, utt.plan.exception())
                     self._event(utt.utterance_id, "failed", self._end_s)
@@ -477,9 +477,7 @@ class Stream:
                 return job.epoch != self._epoch
             if job.kind != "idle" or job.say_epoch == self._say_epoch or not cancel:
                 return False
-            return self._current is not None or bool(
-                self._utterances and self._utterances[0].ready()
-            )
+            return self._speech_next()
 
     def fail(self, job: Job, error: BaseException) -> None:
         """A chunk could not be made: drop its utterance, go idle, re-sink."""

@@ -2,7 +2,8 @@
 
 The manifest defaults to the synthetic world in ``data/world``; when it is absent the world is
 generated first with fixed arguments (400 clips, seed 0: 40 test clips whose identities and
-sentences training never sees), so every machine evaluates on the same clips.
+sentences training never sees), so every machine evaluates on the same clips; the states
+world of ``--states-manifest`` (``data/world_states``) likewise.
 """
 
 from __future__ import annotations
@@ -13,58 +14,53 @@ import logging
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["WORLD_DIR", "register"]
+__all__ = ["STATES_WORLD", "WORLD", "DefaultWorld", "register"]
 
 log = logging.getLogger(__name__)
 
-WORLD_DIR = Path("data/world")
-WORLD_CLIPS = 400  # → 40 test clips (10 %)
-WORLD_SEED = 0
+
+@dataclass(frozen=True)
+class DefaultWorld:
+    """A world the eval makes itself when its manifest is missing, with fixed arguments, so
+    every machine evaluates on the same clips."""
+
+    dir: Path
+    clips: int
+    seed: int
+    preset: str  # ``data synth --world``
+
+    @property
+    def manifest(self) -> Path:
+        return self.dir / "manifest.jsonl"
+
+
+WORLD = DefaultWorld(Path("data/world"), 400, 0, "classic")  # → 40 test clips (10 %)
 # the states world: quiet and listening clips of its own people, the ground truth of the idle
 # and listening states (its ``test`` split: 7 quiet and 4 listening clips)
-STATES_WORLD_DIR = Path("data/world_states")
-STATES_WORLD_CLIPS = 300
-STATES_WORLD_SEED = 1
+STATES_WORLD = DefaultWorld(Path("data/world_states"), 300, 1, "states")
 
 
-def ensure_world(manifest: Path) -> Path:
-    """``manifest``, generating the default world when it is the one missing."""
+def ensure_world(manifest: Path, world: DefaultWorld = WORLD) -> Path:
+    """``manifest``, generating ``world`` when it is the one missing."""
     if manifest.is_file():
         return manifest
-    if manifest.resolve() != (WORLD_DIR / "manifest.jsonl").resolve():
-        raise FileNotFoundError(f"{manifest}: no such manifest")
-    from unison_stream.data.dataset import synth_dataset
-
-    log.info("no %s: generating the world (%d clips, seed %d)", manifest, WORLD_CLIPS, WORLD_SEED)
-    synth_dataset(WORLD_DIR, n=WORLD_CLIPS, seed=WORLD_SEED, workers=os.cpu_count() or 1)
-    return manifest
-
-
-def ensure_states_world(manifest: Path) -> Path:
-    """``manifest``, generating the default states world when it is the one missing."""
-    if manifest.is_file():
-        return manifest
-    if manifest.resolve() != (STATES_WORLD_DIR / "manifest.jsonl").resolve():
+    if manifest.resolve() != world.manifest.resolve():
         raise FileNotFoundError(f"{manifest}: no such manifest")
     from unison_stream.data.dataset import synth_dataset
     from unison_stream.data.synth.config import WORLD_PRESETS
 
-    log.info(
-        "no %s: generating the states world (%d clips, seed %d)",
-        manifest,
-        STATES_WORLD_CLIPS,
-        STATES_WORLD_SEED,
-    )
+    log.info("no %s: generating it (%d clips, seed %d)", manifest, world.clips, world.seed)
     synth_dataset(
-        STATES_WORLD_DIR,
-        n=STATES_WORLD_CLIPS,
-        seed=STATES_WORLD_SEED,
-        cfg=WORLD_PRESETS["states"],
+        world.dir,
+        n=world.clips,
+        seed=world.seed,
+        cfg=WORLD_PRESETS[world.preset],
         workers=os.cpu_count() or 1,
     )
     return manifest
@@ -226,7 +222,7 @@ def _states_truth(args: argparse.Namespace) -> Path | None:
     listening against the test clips, who speak)."""
     if args.states_manifest == "none":
         return None
-    return ensure_states_world(Path(args.states_manifest))
+    return ensure_world(Path(args.states_manifest), STATES_WORLD)
 
 
 def _run_ablations(args: argparse.Namespace) -> int:
@@ -284,10 +280,10 @@ def register(sub: Any) -> None:
         help="safetensors checkpoint; default the bundled one; 'none' = random weights",
     )
     p.add_argument("--preset", default="tiny")
-    p.add_argument("--manifest", default=str(WORLD_DIR / "manifest.jsonl"))
+    p.add_argument("--manifest", default=str(WORLD.manifest))
     p.add_argument(
         "--states-manifest",
-        default=str(STATES_WORLD_DIR / "manifest.jsonl"),
+        default=str(STATES_WORLD.manifest),
         help="the states world, whose quiet and listening clips are the ground truth of idle "
         "and listening (generated when the default is missing; none: the test clips)",
     )
